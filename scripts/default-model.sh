@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create the default `digits` model in MODELS_DIR (default models/) unless it already holds a model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+models=${1:-models}
+venv=${VENV:-.venv}
+if [ "$venv" = system ]; then py=${PYTHON:-python3}; else py="$venv/bin/python"; fi
+if compgen -G "$models/*/[0-9]*/metadata.json" >/dev/null; then
+  echo "default-model.sh: $models already holds a model; nothing to do"
+  exit 0
+fi
+data=${VISOR_DEFAULT_DATA:-build/data/digits}
+echo "default-model.sh: no model in $models; training the default 'digits' model (a few minutes on 2 cores)"
+"$py" -m training dataset digits --out "$data"
+"$py" -m training train --data "$data" --name digits --out "$models"

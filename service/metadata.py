@@ -1,0 +1,151 @@
+"""The model repository contract: ``models/<name>/<version>/metadata.json``.
+
+training/ writes it, service/ validates it on load and refuses a model that does not match.
+This module must stay importable without TensorFlow (the serving image has none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+METADATA_FILE = "metadata.json"
+
+ColorMode = Literal["grayscale", "rgb"]
+ResizeMethod = Literal["bilinear", "nearest", "bicubic", "area", "lanczos3"]
+ArtifactKind = Literal["onnx", "savedmodel", "keras_h5"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """The one image input: raw pixels, resizing/normalisation live inside the graph."""
+
+    name: str = Field(description="Input tensor name in the ONNX graph / SavedModel signature.")
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    channels: Literal[1, 3]
+    dtype: Literal["float32"] = "float32"
+    color_mode: ColorMode
+    resize_method: ResizeMethod = Field(description="How training resized decoded images.")
+    value_range: tuple[float, float] = (0.0, 255.0)
+
+    @model_validator(mode="after")
+    def _channels_match_mode(self) -> InputSpec:
+        if (self.color_mode == "grayscale") != (self.channels == 1):
+            raise ValueError(f"color_mode {self.color_mode!r} does not match {self.channels} channels")
+        return self
+
+
+class OutputSpec(_Strict):
+    name: str = Field(description="Output tensor name in the ONNX graph / SavedModel signature.")
+    kind: Literal["probabilities", "logits"] = "probabilities"
+
+
+class CalibrationCurve(_Strict):
+    """Validation precision/recall of one class (one-vs-rest) at increasing thresholds."""
+
+    thresholds: list[float]
+    precision: list[float]
+    recall: list[float]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> CalibrationCurve:
+        if not (len(self.thresholds) == len(self.precision) == len(self.recall)):
+            raise ValueError("calibration curve arrays differ in length")
+        return self
+
+
+class ClassThreshold(_Strict):
+    label: str
+    threshold: float = Field(ge=0.0, le=1.0)
+    val_precision: float = Field(description="Precision reached on the validation split.")
+    val_recall: float
+    target_met: bool = Field(description="False when no threshold reached the target; then the best one.")
+    test_precision: float | None = None
+    test_recall: float | None = None
+
+
+class Thresholds(_Strict):
+    policy: Literal["precision", "recall", "fixed"]
+    target: float | None = Field(default=None, ge=0.0, le=1.0)
+    per_class: list[ClassThreshold]
+    curves: dict[str, CalibrationCurve] = Field(description="label -> validation curve, for re-targeting.")
+
+
+class ClassMetrics(_Strict):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+    roc_auc: float | None = None
+
+
+class TestMetrics(_Strict):
+    accuracy: float
+    macro_precision: float
+    macro_recall: float
+    macro_f1: float
+    macro_roc_auc: float | None = None
+    per_class: dict[str, ClassMetrics]
+    confusion_matrix: list[list[int]] = Field(description="rows: true label, columns: predicted.")
+    samples: int
+
+
+class Artifact(_Strict):
+    path: str = Field(description="Relative to the version folder (a file or, for savedmodel, a folder).")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class ModelMetadata(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    version: int = Field(ge=1)
+    created: datetime
+    labels: list[str] = Field(min_length=2)
+    input: InputSpec
+    output: OutputSpec
+    thresholds: Thresholds
+    metrics: TestMetrics
+    artifacts: dict[ArtifactKind, Artifact]
+    onnx_opset: int
+    parity: dict[ArtifactKind, float] = Field(description="max |p_artifact - p_keras| on the check batch.")
+    frameworks: dict[str, str]
+    training: dict = Field(default_factory=dict, description="The training config, as given.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelMetadata:
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels are not unique")
+        if [c.label for c in self.thresholds.per_class] != self.labels:
+            raise ValueError("thresholds.per_class must list every label, in label order")
+        if "onnx" not in self.artifacts:
+            raise ValueError("an onnx artifact is required")
+        return self
+
+
+def sha256_path(path: Path) -> str:
+    """sha256 of a file, or of a folder: over its sorted relative paths and their files' sha256."""
+    if path.is_file():
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+    digest = hashlib.sha256()
+    for child in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = child.relative_to(path).as_posix()
+        digest.update(f"{rel}\0{sha256_path(child)}\n".encode())
+    return digest.hexdigest()
+
+
+def load_metadata(version_dir: Path) -> ModelMetadata:
+    """Read and validate ``metadata.json`` of one version folder (raises pydantic.ValidationError)."""
+    return ModelMetadata.model_validate_json((version_dir / METADATA_FILE).read_text())

@@ -1,0 +1,60 @@
+"""All serving settings in one place: flags, environment (``VISOR_`` prefix) or a ``.env`` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VISOR_", env_file=".env", extra="ignore")
+
+    # --- model repository -------------------------------------------------------------
+    models: Path = Field(Path("models"), description="The model repository to serve.")
+    backend: Literal["onnx", "savedmodel", "keras_h5"] = Field(
+        "onnx", description="Which artifact to load; only onnx avoids importing TensorFlow."
+    )
+    version_policy: str = Field(
+        "latest:1", description="'latest:N' (the N newest), 'all', or 'specific:1,3'."
+    )
+    poll_interval_s: float = Field(5.0, ge=0, description="Hot-reload poll period; 0 disables.")
+    warmup_batch_sizes: list[int] | None = Field(
+        None, description="Batch sizes to warm up with; default: 1, 2, 4 ... max_batch_size."
+    )
+
+    # --- ONNX Runtime -------------------------------------------------------------------
+    providers: list[str] = Field(
+        ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+        description="Execution providers in order of preference; unavailable ones are skipped.",
+    )
+    intra_op_threads: int = Field(0, ge=0, description="ORT intra-op threads; 0 = ORT default.")
+    inter_op_threads: int = Field(0, ge=0, description="ORT inter-op threads; 0 = ORT default.")
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+
+    # --- batching -----------------------------------------------------------------------
+    max_batch_size: int = Field(32, ge=1, description="Largest batch the batcher forms.")
+    max_queue_delay_ms: float = Field(2.0, ge=0, description="Longest wait to fill a batch.")
+    max_queue_size: int = Field(1024, ge=1, description="Queued images before 503/RESOURCE_EXHAUSTED.")
+    inference_threads: int = Field(2, ge=1, description="Threads running decode and inference.")
+
+    # --- front-ends -----------------------------------------------------------------------
+    host: str = Field("0.0.0.0", description="Address both servers bind.")
+    http_port: int = Field(3000, ge=0, le=65535)
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    workers: int = Field(1, ge=1, description="Worker processes, each with its own engine.")
+    grpc_max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="HTTP body limit (413).")
+    max_images_per_request: int = Field(256, ge=1)
+    request_timeout_s: float = Field(30.0, gt=0, description="Default per-request deadline.")
+    grace_period_s: float = Field(20.0, ge=0, description="SIGTERM: time to finish in-flight work.")
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description="When set, every inference call needs one of these keys."
+    )
+    default_top_k: int = Field(5, ge=1)
+    max_image_pixels: int = Field(
+        50_000_000, ge=1, description="Decompression-bomb limit for encoded images."
+    )
+    log_level: str = "INFO"
