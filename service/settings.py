@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -50,11 +51,23 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(256, ge=1)
     request_timeout_s: float = Field(30.0, gt=0, description="Default per-request deadline.")
     grace_period_s: float = Field(20.0, ge=0, description="SIGTERM: time to finish in-flight work.")
-    api_keys: list[SecretStr] = Field(
-        default_factory=list, description="When set, every inference call needs one of these keys."
+    # NOTE: NoDecode + the validator below: VISOR_API_KEYS takes "k1,k2" as well as JSON.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="When set, every inference call needs one of these keys (comma-separated).",
     )
     default_top_k: int = Field(5, ge=1)
     max_image_pixels: int = Field(
         50_000_000, ge=1, description="Decompression-bomb limit for encoded images."
     )
     log_level: str = "INFO"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [k.strip() for k in text.split(",") if k.strip()]
+        return value
