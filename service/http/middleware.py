@@ -1,0 +1,117 @@
+"""One ASGI middleware in front of every HTTP route: API keys, the body limit, JSON errors.
+
+It wraps BentoML's routes and the mounted /v2 and /models apps alike, so every protocol path
+sees the same rules and every refusal has the same ``{"error", "code"}`` body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.auth import ApiKeys, key_from_headers
+from service.errors import PayloadTooLarge, Unauthenticated, VisorError
+
+log = logging.getLogger("visor.http")
+
+# NOTE: probes, scrapers and the documentation page must work without a key.
+OPEN_PATHS = frozenset(
+    {
+        "/livez",
+        "/readyz",
+        "/healthz",
+        "/metrics",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/",
+        "/docs.json",
+        "/schema.json",
+    }
+)
+OPEN_PREFIXES = ("/static_content/", "/assets/")
+
+
+def error_body(err: VisorError) -> bytes:
+    return json.dumps({"error": err.message, "code": err.reason}).encode()
+
+
+async def send_error(send: Send, err: VisorError) -> None:
+    body = error_body(err)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if isinstance(err, Unauthenticated):
+        headers.append((b"www-authenticate", b'Bearer realm="visor"'))
+    await send({"type": "http.response.start", "status": err.http_status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardMiddleware:
+    """Checks the API key, enforces ``max_body_bytes`` and turns stray VisorErrors into JSON."""
+
+    def __init__(self, app: ASGIApp, keys: ApiKeys, max_body_bytes: int) -> None:
+        self.app = app
+        self.keys = keys
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path: str = scope["path"]
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        try:
+            if path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
+                self.keys.check(key_from_headers(headers))
+            declared = next((v for k, v in headers if k == "content-length"), None)
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+                raise self._too_large(int(declared))
+        except VisorError as err:
+            await _discard_body(receive, limit=4 * self.max_body)
+            return await send_error(send, err)
+        await self._forward(scope, receive, send)
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+        received = 0
+
+        async def counted_receive() -> Message:
+            # NOTE: a chunked upload declares no length; count what arrives and stop at the
+            # limit, so a client cannot stream an unbounded body into memory.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise self._too_large(received)
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except VisorError as err:
+            if started:
+                raise
+            await send_error(send, err)
+
+    def _too_large(self, size: int) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"The request body is {size} bytes, over this server's limit of {self.max_body} "
+            "bytes (VISOR_MAX_BODY_BYTES): send fewer or smaller images per request."
+        )
+
+
+async def _discard_body(receive: Receive, limit: int) -> None:
+    """Read (and drop) a modest unread body so the client gets the answer, not a reset."""
+    seen = 0
+    more: Any = True
+    while more and seen <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        more = message.get("more_body", False)

@@ -1,0 +1,76 @@
+"""Request/response shapes of /classify and /evaluate, for BentoML's OpenAPI page.
+
+The handlers parse bodies themselves (see ``wire.py``): these classes document the JSON form and
+hand the raw request through, so no image is copied into a temporary file or a pydantic model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from _bentoml_sdk.io_models import IODescriptor
+from pydantic import Field
+from starlette.requests import Request
+
+
+class _PassRequest(IODescriptor):
+    # NOTE: BentoML calls this to parse a body; returning the Request itself lets the handler
+    # read multipart or JSON with the body limit and Visor's error format.
+    __root_input__ = True
+
+    @classmethod
+    async def from_http_request(cls, request: Request, serde: Any) -> Any:  # type: ignore[override]
+        return request
+
+
+class ClassifyInput(_PassRequest):
+    """JSON form; the same fields work as multipart/form-data with one file part per image."""
+
+    images: list[str] = Field(description="Encoded images (PNG, JPEG, ...), base64.")
+    model: str | None = Field(None, description="Model name; optional when one model is served.")
+    version: int | None = Field(None, description="Model version; default the newest ready one.")
+    top_k: int | None = Field(None, ge=1, description="How many best classes to list per image.")
+    threshold: float | list[float] | None = Field(
+        None, description="One threshold for every class, or one per class in label order."
+    )
+    target_precision: float | None = Field(
+        None, description="Re-target thresholds to this precision."
+    )
+    target_recall: float | None = Field(None, description="Re-target thresholds to this recall.")
+    labels: list[str] | None = Field(None, description="True label per image: adds batch metrics.")
+
+
+class EvaluateInput(ClassifyInput):
+    """Labelled images: ``labels`` is required, one per image."""
+
+
+class TopClass(IODescriptor):
+    label: str
+    score: float
+
+
+class Prediction(IODescriptor):
+    probabilities: dict[str, float]
+    top_k: list[TopClass]
+    labels: list[str] = Field(description="Labels whose probability reaches their threshold.")
+
+
+class ClassifyOutput(IODescriptor):
+    model: str
+    version: int
+    thresholds: dict[str, float] = Field(description="The threshold applied per label.")
+    predictions: list[Prediction]
+    metrics: dict[str, Any] | None = Field(None, description="When 'labels' were given.")
+
+
+class EvaluateOutput(IODescriptor):
+    model: str
+    version: int
+    thresholds: dict[str, float]
+    accuracy: float
+    per_class: dict[str, dict[str, float]]
+    macro_precision: float
+    macro_recall: float
+    macro_f1: float
+    confusion_matrix: list[list[int]] = Field(description="Rows: true label, columns: predicted.")
+    samples: int

@@ -1,0 +1,57 @@
+"""Run the BentoML server (HTTP, and gRPC inside each worker) until SIGTERM.
+
+BentoML's supervisor (circus) spawns ``settings.workers`` worker processes that share the HTTP
+socket; each imports ``service.http.service:Visor`` and rebuilds ``Settings`` from the
+environment, so every setting given here is exported as a ``VISOR_`` variable first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+from pydantic import SecretStr
+
+from service.settings import Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``VISOR_*`` variables that rebuild ``settings`` in another process."""
+    prefix = Settings.model_config.get("env_prefix", "VISOR_")
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"{prefix}{name}".upper()] = _env_value(value)
+    return env
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, (list, tuple)):
+        # NOTE: pydantic-settings reads complex fields as JSON.
+        return json.dumps([_env_value(v) if isinstance(v, SecretStr) else v for v in value])
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def serve(settings: Settings) -> None:
+    """Serve HTTP on ``settings.http_port`` (and gRPC on ``grpc_port`` unless protocol=http)."""
+    os.environ.update(settings_env(settings))
+    # NOTE: BentoML's /metrics aggregates every worker through prometheus multiprocess files;
+    # the supervisor sets PROMETHEUS_MULTIPROC_DIR for the workers before they import anything.
+    from _bentoml_impl.server import serve_http
+
+    from service.http.service import Visor
+
+    Visor.config["workers"] = settings.workers
+    Visor.inject_config()
+    serve_http(
+        Visor,
+        host=settings.host,
+        port=settings.http_port,
+        timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
+    )

@@ -1,0 +1,166 @@
+"""The BentoML service: /classify, /evaluate, /models, /v2 — and the gRPC server, in one worker.
+
+Each BentoML worker process builds one engine in ``__init__``; the startup hook starts it and
+the gRPC server on the worker's own event loop, so HTTP and gRPC requests meet in the same
+batcher. ``python -m service serve`` (``service.http.serve``) or ``bentoml serve
+service.http.service:Visor`` runs it; settings come from ``VISOR_`` environment variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+import bentoml
+from service.engine import Engine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service.auth import ApiKeyInterceptor, ApiKeys
+from service.errors import InvalidInput, VisorError
+from service.http import wire
+from service.http.middleware import GuardMiddleware, error_body
+from service.http.schemas import ClassifyInput, ClassifyOutput, EvaluateInput, EvaluateOutput
+from service.http.v2 import create_v2_app
+from service.settings import Settings
+
+log = logging.getLogger("visor.http")
+
+
+@functools.cache
+def load_settings() -> Settings:
+    """The worker's settings (from ``VISOR_`` variables), read once on first use."""
+    return Settings()
+
+
+def _guard(app: Any) -> GuardMiddleware:
+    settings = load_settings()
+    return GuardMiddleware(app, ApiKeys(settings.api_keys), settings.max_body_bytes)
+
+
+async def list_models(request: Request) -> Response:
+    """GET /models: every known version with labels, input spec, thresholds, metrics, device."""
+    return JSONResponse(
+        {"models": [wire.model_entry(m) for m in request.app.state.engine.models()]}
+    )
+
+
+v2_app = create_v2_app()
+models_app = Starlette(routes=[Route("/models", list_models, methods=["GET"])])
+
+
+@bentoml.asgi_app(v2_app, path="/v2", name="v2")
+@bentoml.asgi_app(models_app, path="/", name="models")
+@bentoml.service(name="visor", traffic={"timeout": 300})
+class Visor:
+    """Image classification over HTTP (this service) and gRPC (started beside it)."""
+
+    def __init__(self) -> None:
+        self.settings = load_settings()
+        self.engine = Engine(self.settings)
+        self.grpc_server: Any = None
+        self._grpc_stopping: asyncio.Task[None] | None = None
+
+    @bentoml.on_startup
+    async def start(self) -> None:
+        await self.engine.start()
+        for app in (v2_app, models_app):
+            app.state.engine = self.engine
+        v2_app.state.timeout_s = self.settings.request_timeout_s
+        if self.settings.protocol == "both":
+            from service.grpc.server import start_grpc_server
+
+            keys = ApiKeys(self.settings.api_keys)
+            interceptors = [ApiKeyInterceptor(keys)] if keys.enabled else []
+            self.grpc_server = await start_grpc_server(
+                self.engine, self.settings, interceptors=interceptors
+            )
+            self._chain_signals()
+
+    @bentoml.on_shutdown
+    async def stop(self) -> None:
+        if self.grpc_server is not None:
+            self._stop_grpc()
+            assert self._grpc_stopping is not None
+            await self._grpc_stopping
+        await self.engine.stop()
+
+    def __is_ready__(self) -> bool:
+        return bool(self.engine.ready)
+
+    def __is_alive__(self) -> bool:
+        return bool(self.engine.live)
+
+    @bentoml.api(route="/classify", input_spec=ClassifyInput, output_spec=ClassifyOutput)
+    async def classify(self, request: Request) -> Response:
+        """Classify images: probabilities by label, top-k and thresholded labels per image."""
+        try:
+            call = await wire.read_call(request, self.settings.max_images_per_request, self._model)
+            result = await self._run(call)
+            return Response(wire.classification_body(result), media_type="application/json")
+        except VisorError as err:
+            return _error(err)
+
+    @bentoml.api(route="/evaluate", input_spec=EvaluateInput, output_spec=EvaluateOutput)
+    async def evaluate(self, request: Request) -> Response:
+        """Labelled images → accuracy, per-class precision/recall/F1, confusion matrix."""
+        try:
+            call = await wire.read_call(request, self.settings.max_images_per_request, self._model)
+            if call.options.ground_truth is None:
+                raise InvalidInput("/evaluate needs the true 'labels', one per image.")
+            result = await self._run(call)
+            return Response(wire.evaluation_body(result), media_type="application/json")
+        except VisorError as err:
+            return _error(err)
+
+    async def _run(self, call: wire.ClassifyCall) -> Any:
+        deadline = time.monotonic() + self.settings.request_timeout_s
+        return await self.engine.classify_images(
+            call.model, call.version, call.images, call.options, protocol="http", deadline=deadline
+        )
+
+    def _model(self) -> str:
+        names = sorted({m.name for m in self.engine.models()})
+        if len(names) != 1:
+            raise InvalidInput(
+                f"Name the model with 'model': this server has {', '.join(names) or 'none'}."
+            )
+        return names[0]
+
+    def _stop_grpc(self) -> None:
+        if self._grpc_stopping is None and self.grpc_server is not None:
+            from service.grpc.server import stop_grpc_server
+
+            grace = self.settings.grace_period_s
+            self._grpc_stopping = asyncio.ensure_future(stop_grpc_server(self.grpc_server, grace))
+
+    def _chain_signals(self) -> None:
+        # NOTE: uvicorn stops accepting HTTP as soon as SIGTERM arrives but runs the shutdown
+        # hook only after in-flight HTTP requests finished; chaining its handler starts the gRPC
+        # drain at the same moment, so both protocols stop taking new work together.
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(sig)
+
+            def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+                loop.call_soon_threadsafe(self._stop_grpc)
+                if callable(previous):
+                    previous(signum, frame)
+
+            signal.signal(sig, handler)
+
+
+Visor.add_asgi_middleware(_guard)  # type: ignore[arg-type]
+
+
+def _error(err: VisorError) -> Response:
+    return Response(error_body(err), status_code=err.http_status, media_type="application/json")

@@ -1,0 +1,204 @@
+"""HTTP wire format of /classify and /evaluate: request → (images, options), answer → JSON bytes.
+
+Two request encodings, same fields:
+- ``multipart/form-data``: one file part per image (any field name), options as form fields;
+  ``labels`` and a per-class ``threshold`` as repeated fields or comma-separated.
+- ``application/json``: ``{"images": ["<base64>", ...], "model": ..., "labels": [...], ...}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+
+from service.errors import InvalidInput, PayloadTooLarge
+from service.types import Classification, InferOptions, ModelInfo
+
+OPTION_FIELDS = ("model", "version", "top_k", "threshold", "target_precision", "target_recall")
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifyCall:
+    """One decoded request: what the engine needs, nothing from HTTP."""
+
+    model: str | None
+    version: int | None
+    images: list[bytes]
+    options: InferOptions
+
+
+async def read_call(
+    request: Request, max_images: int, default_model: Callable[[], str]
+) -> ClassifyCall:
+    """Decode a /classify or /evaluate request body (multipart or JSON)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        images, fields = await _read_multipart(request, max_images)
+    elif media_type in ("application/json", ""):
+        images, fields = await _read_json(request)
+    else:
+        raise InvalidInput(
+            f"Unsupported Content-Type '{media_type}': send multipart/form-data or application/json."
+        )
+    if not images:
+        raise InvalidInput("The request holds no image: attach files or give 'images' (base64).")
+    if len(images) > max_images:
+        raise PayloadTooLarge(
+            f"The request holds {len(images)} images; this server takes at most {max_images}."
+        )
+    model = fields.get("model") or default_model()
+    version = _opt(fields, "version", int)
+    return ClassifyCall(str(model), version, images, _options(fields))
+
+
+async def _read_multipart(request: Request, max_images: int) -> tuple[list[bytes], dict[str, Any]]:
+    try:
+        form: FormData = await request.form(max_files=max_images + 1, max_fields=64)
+    except MultiPartException as err:
+        raise InvalidInput(f"The multipart body could not be read: {err.message}") from err
+    images: list[bytes] = []
+    fields: dict[str, Any] = {}
+    try:
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                images.append(await value.read())
+            elif name in ("labels", "threshold"):
+                fields.setdefault(name, []).extend(p for p in value.split(",") if p.strip())
+            else:
+                fields[name] = value
+    finally:
+        await form.close()
+    if len(fields.get("threshold", ())) == 1:
+        fields["threshold"] = fields["threshold"][0]
+    return images, fields
+
+
+async def _read_json(request: Request) -> tuple[list[bytes], dict[str, Any]]:
+    body = await request.body()
+    try:
+        fields = json.loads(body)
+    except ValueError as err:
+        raise InvalidInput(f"The body is not valid JSON: {err}.") from err
+    if not isinstance(fields, dict):
+        raise InvalidInput("The JSON body must be an object with an 'images' list.")
+    raw = fields.get("images", [fields["image"]] if "image" in fields else [])
+    if not isinstance(raw, list) or not all(isinstance(i, str) for i in raw):
+        raise InvalidInput("'images' must be a list of base64 strings.")
+    return [_b64(i, n) for n, i in enumerate(raw)], fields
+
+
+def _b64(text: str, index: int) -> bytes:
+    # NOTE: accept data URLs ("data:image/png;base64,...") as browsers produce them.
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise InvalidInput(f"images[{index}] is not valid base64.") from err
+
+
+def _opt(fields: dict[str, Any], name: str, kind: Callable[[Any], Any]) -> Any:
+    value = fields.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as err:
+        raise InvalidInput(f"Option '{name}' has the wrong type: got {value!r}.") from err
+
+
+def _threshold(value: Any) -> float | list[float]:
+    if isinstance(value, list):
+        return [float(v) for v in value]
+    return float(value)
+
+
+def _labels(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise TypeError("not a list")
+    return [str(v).strip() for v in value]
+
+
+def _options(fields: dict[str, Any]) -> InferOptions:
+    return InferOptions(
+        top_k=_opt(fields, "top_k", int),
+        threshold=_opt(fields, "threshold", _threshold),
+        target_precision=_opt(fields, "target_precision", float),
+        target_recall=_opt(fields, "target_recall", float),
+        ground_truth=_opt(fields, "labels", _labels),
+    )
+
+
+def classification_body(result: Classification) -> bytes:
+    """The /classify answer: per image probabilities by label, top-k and thresholded labels."""
+    labels = result.labels
+    predictions = [
+        {
+            "probabilities": dict(zip(labels, row)),
+            "top_k": [{"label": c.label, "score": c.score} for c in top],
+            "labels": list(predicted),
+        }
+        for row, top, predicted in zip(
+            result.probabilities.tolist(), result.top_k, result.predicted
+        )
+    ]
+    body: dict[str, Any] = {
+        "model": result.model,
+        "version": result.version,
+        "thresholds": dict(zip(labels, _floats(result.thresholds))),
+        "predictions": predictions,
+    }
+    if result.metrics is not None:
+        body["metrics"] = metrics_dict(result)
+    return json.dumps(body).encode()
+
+
+def evaluation_body(result: Classification) -> bytes:
+    """The /evaluate answer: the batch metrics at the thresholds that were applied."""
+    body = {
+        "model": result.model,
+        "version": result.version,
+        "thresholds": dict(zip(result.labels, _floats(result.thresholds))),
+        **metrics_dict(result),
+    }
+    return json.dumps(body).encode()
+
+
+def metrics_dict(result: Classification) -> dict[str, Any]:
+    if result.metrics is None:
+        raise InvalidInput("Evaluation needs the true 'labels', one per image.")
+    return dataclasses.asdict(result.metrics)
+
+
+def model_entry(info: ModelInfo) -> dict[str, Any]:
+    """One /models entry: status, device, labels, input spec, thresholds, test metrics."""
+    entry: dict[str, Any] = {
+        "name": info.name,
+        "version": info.version,
+        "status": info.status.value,
+        "backend": info.backend,
+        "device": info.device,
+        "max_batch_size": info.max_batch_size,
+    }
+    if info.reason:
+        entry["reason"] = info.reason
+    meta = info.metadata
+    if meta is not None:
+        entry["labels"] = meta.labels
+        entry["input"] = meta.input.model_dump(mode="json")
+        entry["thresholds"] = meta.thresholds.model_dump(mode="json", exclude={"curves"})
+        entry["test_metrics"] = meta.metrics.model_dump(mode="json")
+    return entry
+
+
+def _floats(values: Any) -> list[float]:
+    return values.tolist() if hasattr(values, "tolist") else [float(v) for v in values]
