@@ -33,7 +33,12 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int = Field(0, ge=0, description="ORT intra-op threads; 0 = ORT default.")
     inter_op_threads: int = Field(0, ge=0, description="ORT inter-op threads; 0 = ORT default.")
-    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="ORT graph optimisation level."
+    )
+    require_provider: bool = Field(
+        False, description="Refuse to load a model whose active provider is not the first wanted one."
+    )
 
     # --- batching -----------------------------------------------------------------------
     max_batch_size: int = Field(32, ge=1, description="Largest batch the batcher forms.")
@@ -42,11 +47,26 @@ class Settings(BaseSettings):
     inference_threads: int = Field(2, ge=1, description="Threads running decode and inference.")
 
     # --- front-ends -----------------------------------------------------------------------
+    protocol: Literal["grpc", "http", "both"] = Field(
+        "both", description="Which front-ends `python -m service serve` starts."
+    )
     host: str = Field("0.0.0.0", description="Address both servers bind.")
     http_port: int = Field(3000, ge=0, le=65535)
     grpc_port: int = Field(50051, ge=0, le=65535)
     workers: int = Field(1, ge=1, description="Worker processes, each with its own engine.")
-    grpc_max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    grpc_max_message_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="gRPC message limit, both directions."
+    )
+    grpc_keepalive_time_s: float = Field(
+        60.0, gt=0, description="gRPC server keepalive ping period."
+    )
+    grpc_keepalive_timeout_s: float = Field(
+        20.0, gt=0, description="Close a gRPC connection whose keepalive ping is not acked in time."
+    )
+    grpc_min_ping_interval_s: float = Field(
+        10.0, ge=0, description="Shortest client ping interval the gRPC server accepts."
+    )
+    grpc_reflection: bool = Field(True, description="Enable gRPC server reflection.")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="HTTP body limit (413).")
     max_images_per_request: int = Field(256, ge=1)
     request_timeout_s: float = Field(30.0, gt=0, description="Default per-request deadline.")

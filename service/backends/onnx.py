@@ -1,0 +1,81 @@
+"""ONNX Runtime backend: TensorRT → CUDA → CPU where available, and say which one is active."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.metadata import ModelMetadata
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+_dlls_preloaded = False
+
+
+def wanted_providers(settings: Settings) -> list[str]:
+    """The configured providers this onnxruntime build offers, in order of preference."""
+    available = set(ort.get_available_providers())
+    chosen = [p for p in settings.providers if p in available]
+    return chosen or ["CPUExecutionProvider"]
+
+
+def _preload_cuda_dlls(providers: list[str]) -> None:
+    # NOTE: onnxruntime-gpu ≥ 1.21 can load the CUDA/cuDNN libraries that pip's nvidia-* wheels
+    # install; without this the CUDA provider fails to start and ORT silently falls back to CPU.
+    global _dlls_preloaded
+    if _dlls_preloaded or not _GPU_PROVIDERS & set(providers):
+        return
+    _dlls_preloaded = True
+    try:
+        ort.preload_dlls()
+    except Exception as exc:  # noqa: BLE001 - a missing CUDA install is reported, not fatal
+        log.warning("onnxruntime.preload_dlls() failed: %s", exc)
+
+
+def session_options(settings: Settings) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = settings.intra_op_threads
+    opts.inter_op_num_threads = settings.inter_op_threads
+    opts.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization]
+    opts.log_severity_level = 3
+    return opts
+
+
+class OnnxBackend:
+    """One InferenceSession; ``session.run`` releases the GIL, so batches run in threads."""
+
+    def __init__(self, path: Path, meta: ModelMetadata, settings: Settings) -> None:
+        providers = wanted_providers(settings)
+        _preload_cuda_dlls(providers)
+        self.session = ort.InferenceSession(
+            str(path), sess_options=session_options(settings), providers=providers
+        )
+        self.device = self.session.get_providers()[0]
+        self._input = meta.input.name
+        self._outputs = [meta.output.name]
+        if self.device != providers[0]:
+            msg = (
+                f"{meta.name} v{meta.version}: wanted {providers[0]} but ONNX Runtime is running "
+                f"on {self.device}"
+            )
+            if settings.require_provider:
+                raise RuntimeError(msg + " (VISOR_REQUIRE_PROVIDER is set)")
+            log.warning(msg)
+        log.info("%s v%s: ONNX Runtime active provider %s", meta.name, meta.version, self.device)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(self._outputs, {self._input: batch})[0]
+
+    def close(self) -> None:
+        del self.session

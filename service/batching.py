@@ -1,0 +1,187 @@
+"""The adaptive batcher: one per loaded model version, shared by every front-end.
+
+Requests (each an ``[n, H, W, C]`` array) wait in a bounded FIFO queue. A batch is sent at once
+when no batch of this version is running; while one runs (and a slot is free) the batcher waits
+until ``max_batch_size`` images are queued or the oldest has waited ``max_queue_delay``. Batches
+run in a thread pool; results are sliced back to each caller in order.
+
+# NOTE: all state lives on the event loop thread and changes only in loop callbacks, so the hot
+# path takes no locks and needs no dispatcher task: ``submit`` and batch completion "pump" it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import DeadlineExceeded, InternalError, ModelUnavailable, QueueFull
+from service.metrics import VersionMetrics
+
+
+@dataclass(slots=True)
+class _Request:
+    pixels: np.ndarray
+    future: asyncio.Future
+    deadline: float | None
+    enqueued: float
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    max_batch_size: int
+    max_queue_delay_s: float
+    max_queue_size: int  # images
+    concurrency: int  # batches of this version running at once
+
+
+class AdaptiveBatcher:
+    """``await predict(pixels, deadline)`` → the backend's output rows for those pixels."""
+
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[np.ndarray], np.ndarray],
+        executor: Executor,
+        policy: BatchPolicy,
+        metrics: VersionMetrics | None = None,
+    ) -> None:
+        self.name = name
+        self._run = run
+        self._executor = executor
+        self._policy = policy
+        self._metrics = metrics
+        self._queue: deque[_Request] = deque()
+        self._queued = 0  # images in the queue
+        self._in_flight = 0  # batches running
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._idle: asyncio.Event | None = None
+
+    @property
+    def queued_images(self) -> int:
+        return self._queued
+
+    async def predict(self, pixels: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        return await self.submit(pixels, deadline)
+
+    def submit(self, pixels: np.ndarray, deadline: float | None = None) -> asyncio.Future:
+        """Queue one request (raises QueueFull/ModelUnavailable at once); returns its future."""
+        if self._closed:
+            raise ModelUnavailable(f"model {self.name} is unloading; retry")
+        n = len(pixels)
+        if self._queued + n > self._policy.max_queue_size:
+            raise QueueFull(
+                f"model {self.name} has {self._queued} images queued (limit "
+                f"{self._policy.max_queue_size}); retry later"
+            )
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.append(_Request(pixels, future, deadline, loop.time()))
+        self._queued += n
+        self._pump(loop)
+        return future
+
+    async def drain(self) -> None:
+        """Refuse new requests, then wait until queued and running batches finished."""
+        self._closed = True
+        if self._queue or self._in_flight:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
+
+    # --- private steps -------------------------------------------------------------------
+    def _pump(self, loop: asyncio.AbstractEventLoop) -> None:
+        policy = self._policy
+        self._set_depth()
+        while self._queue and self._in_flight < policy.concurrency:
+            if self._in_flight and self._queued < policy.max_batch_size:
+                due = self._queue[0].enqueued + policy.max_queue_delay_s
+                if loop.time() < due:
+                    if self._timer is None:
+                        self._timer = loop.call_at(due, self._on_timer, loop)
+                    return
+            batch = self._take(loop)
+            if batch:
+                self._launch(loop, batch)
+        self._set_depth()
+        self._maybe_idle()
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self._pump(loop)
+
+    def _take(self, loop: asyncio.AbstractEventLoop) -> list[_Request]:
+        """Pop whole requests up to max_batch_size images; drop expired or abandoned ones."""
+        now, wall = loop.time(), time.monotonic()
+        batch: list[_Request] = []
+        size = 0
+        while self._queue:
+            req = self._queue[0]
+            n = len(req.pixels)
+            if batch and size + n > self._policy.max_batch_size:
+                break
+            self._queue.popleft()
+            self._queued -= n
+            if req.future.done():  # NOTE: the caller gave up (cancelled); skip its work
+                continue
+            if req.deadline is not None and wall > req.deadline:
+                req.future.set_exception(
+                    DeadlineExceeded("the request's deadline passed while it waited in the queue")
+                )
+                continue
+            if self._metrics:
+                self._metrics.queue_time.observe(now - req.enqueued)
+            batch.append(req)
+            size += n
+        return batch
+
+    def _launch(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
+        self._in_flight += 1
+        parts = [req.pixels for req in batch]
+        done = loop.run_in_executor(self._executor, self._run_batch, parts)
+        done.add_done_callback(lambda fut: self._finish(loop, batch, fut))
+
+    def _run_batch(self, parts: list[np.ndarray]) -> tuple[np.ndarray, float, int]:
+        # NOTE: one concatenate per batch (it also converts uint8 → float32); a lone float32
+        # request goes to the backend without any copy.
+        x = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if x.dtype != np.float32:
+            x = x.astype(np.float32)
+        start = time.perf_counter()
+        y = self._run(x)
+        return y, time.perf_counter() - start, len(x)
+
+    def _finish(self, loop: asyncio.AbstractEventLoop, batch: list[_Request], fut: asyncio.Future) -> None:
+        self._in_flight -= 1
+        exc = fut.exception()
+        if exc is not None:
+            for req in batch:
+                if not req.future.done():
+                    req.future.set_exception(
+                        InternalError(f"inference failed on a batch of {len(batch)} requests: {exc}")
+                    )
+        else:
+            y, seconds, size = fut.result()
+            if self._metrics:
+                self._metrics.inference_time.observe(seconds)
+                self._metrics.batch_size.observe(size)
+            offset = 0
+            for req in batch:
+                n = len(req.pixels)
+                if not req.future.done():
+                    req.future.set_result(y[offset : offset + n])
+                offset += n
+        self._pump(loop)
+
+    def _set_depth(self) -> None:
+        if self._metrics:
+            self._metrics.queue_depth.set(self._queued)
+
+    def _maybe_idle(self) -> None:
+        if self._idle is not None and not self._queue and not self._in_flight:
+            self._idle.set()

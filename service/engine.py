@@ -1,0 +1,192 @@
+"""The data plane every front-end calls: lookup, readiness, metrics, entry into the batcher.
+
+Front-ends translate wire formats to these calls and back; every decision lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from service import codecs
+from service.errors import InternalError, ModelNotFound, ModelUnavailable, VisorError
+from service.metrics import Metrics
+from service.postprocess import batch_metrics, top_k_indices
+from service.repository import Repository
+from service.settings import Settings
+from service.types import Classification, InferOptions, ModelInfo, ModelStatus
+from service.versions import LoadedVersion
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """``await start()``, then ``classify_images`` / ``classify_array``; ``await stop()``."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics.shared(registry)
+        self._infer_pool = ThreadPoolExecutor(settings.inference_threads, "visor-infer")
+        self._decode_pool = ThreadPoolExecutor(settings.inference_threads, "visor-decode")
+        self._listeners: list[Callable[[], None]] = []
+        self.repository = Repository(settings, self._infer_pool, self.metrics, self._changed)
+        self._poller: asyncio.Task | None = None
+        self._started = False
+        self._stopping = False
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Scan, verify, load and warm up every model, then start the hot-reload poller."""
+        await self.repository.sync()
+        self._started = True
+        self._changed()
+        if self.settings.poll_interval_s > 0:
+            self._poller = asyncio.create_task(self.repository.poll(), name="visor-poll")
+
+    async def stop(self) -> None:
+        """Refuse new work (ModelUnavailable), let queued and running batches finish."""
+        self._stopping = True
+        self._changed()
+        if self._poller:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        await self.repository.close()
+        self._infer_pool.shutdown(wait=False)
+        self._decode_pool.shutdown(wait=False)
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Called (on the loop) whenever readiness of the server or a model may have changed."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    # --- status --------------------------------------------------------------------------
+    @property
+    def live(self) -> bool:
+        return not self._stopping
+
+    @property
+    def ready(self) -> bool:
+        return self._started and not self._stopping and bool(self.repository.serving)
+
+    def models(self) -> list[ModelInfo]:
+        return self.repository.infos()
+
+    def model_info(self, name: str, version: int | str | None = None) -> ModelInfo:
+        if version in (None, ""):
+            lv = self.repository.latest.get(name)
+            if lv is not None:
+                return self.repository.info(name, lv.version) or lv.info(ModelStatus.READY)
+            known = [i for i in self.repository.infos() if i.name == name]
+            if not known:
+                raise ModelNotFound(f"model {name!r} is not in the repository")
+            return max(known, key=lambda i: i.version)
+        info = self.repository.info(name, _version_number(name, version))
+        if info is None:
+            raise ModelNotFound(f"model {name!r} has no version {version!r}")
+        return info
+
+    def model_ready(self, name: str, version: int | str | None = None) -> bool:
+        if self._stopping:
+            return False
+        try:
+            return self.model_info(name, version).ready
+        except ModelNotFound:
+            return False
+
+    # --- inference -----------------------------------------------------------------------
+    async def classify_images(
+        self, name: str, version: int | str | None, images: Sequence[bytes],
+        options: InferOptions, *, protocol: str, deadline: float | None = None,
+    ) -> Classification:
+        """Encoded images → Classification; decoding runs in a worker thread."""
+        lv = self._lookup(name, version)
+        try:
+            codecs.check_batch_size(len(images), self.settings.max_images_per_request)
+            loop = asyncio.get_running_loop()
+            pixels = await loop.run_in_executor(
+                self._decode_pool, codecs.decode_images, images, lv.meta.input,
+                self.settings.max_image_pixels,
+            )
+        except VisorError as exc:
+            lv.metrics.count_request(protocol, exc.grpc_code.name)
+            raise
+        if version in (None, "") and lv.batcher is not self._lookup(name, None).batcher:
+            lv = self._lookup(name, None)  # NOTE: a new version was swapped in while decoding
+        return await self._classify(lv, pixels, options, protocol, deadline)
+
+    async def classify_array(
+        self, name: str, version: int | str | None, pixels: np.ndarray,
+        options: InferOptions, *, protocol: str, deadline: float | None = None,
+    ) -> Classification:
+        """uint8 or float32 ``[N, H, W, C]`` pixels → Classification."""
+        return await self._classify(self._lookup(name, version), pixels, options, protocol, deadline)
+
+    def _lookup(self, name: str, version: int | str | None) -> LoadedVersion:
+        if self._stopping:
+            raise ModelUnavailable("the server is shutting down; retry on another replica")
+        if version in (None, ""):
+            lv = self.repository.latest.get(name)
+        else:
+            lv = self.repository.serving.get(name, {}).get(_version_number(name, version))
+        if lv is not None:
+            return lv
+        info = self.model_info(name, version)  # raises ModelNotFound
+        raise ModelUnavailable(
+            f"model {name} v{info.version} is {info.status.value}"
+            + (f": {info.reason}" if info.reason else "")
+        )
+
+    async def _classify(
+        self, lv: LoadedVersion, pixels: np.ndarray, options: InferOptions,
+        protocol: str, deadline: float | None,
+    ) -> Classification:
+        try:
+            pixels = codecs.check_pixels(pixels, lv.meta.input, self.settings.max_images_per_request)
+            k = lv.post.top_k(options)
+            thresholds, source = lv.post.thresholds(options)
+            truth = (
+                lv.post.ground_truth(options.ground_truth, len(pixels))
+                if options.ground_truth is not None else None
+            )
+            output = await lv.batcher.predict(pixels, deadline)
+            result = self._result(lv, output, k, thresholds, source, truth)
+        except VisorError as exc:
+            lv.metrics.count_request(protocol, exc.grpc_code.name)
+            raise
+        except Exception as exc:
+            log.exception("bug while classifying with %s v%d", lv.name, lv.version)
+            lv.metrics.count_request(protocol, "INTERNAL")
+            raise InternalError(f"internal error: {type(exc).__name__}") from exc
+        lv.metrics.count_request(protocol, "OK")
+        return result
+
+    def _result(
+        self, lv: LoadedVersion, output: np.ndarray, k: int, thresholds: np.ndarray,
+        source: str, truth: np.ndarray | None,
+    ) -> Classification:
+        probs = lv.post.probabilities(output)
+        hits = (probs >= thresholds).sum(axis=0)
+        lv.metrics.count_predicted(hits.tolist())
+        lv.metrics.images.inc(len(probs))
+        return Classification(
+            model=lv.name, version=lv.version, labels=lv.post.labels, probabilities=probs,
+            top_k_indices=top_k_indices(probs, k), thresholds=thresholds,
+            threshold_source=source, device=lv.backend.device,
+            metrics=batch_metrics(probs, thresholds, truth, lv.post.labels)
+            if truth is not None else None,
+        )
+
+
+def _version_number(name: str, version: int | str) -> int:
+    try:
+        return int(version)
+    except (TypeError, ValueError):
+        raise ModelNotFound(f"model {name!r} has no version {version!r} (versions are integers)") from None

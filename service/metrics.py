@@ -1,0 +1,106 @@
+"""Prometheus collectors of the engine (names prefixed ``visor_``).
+
+Built on first use, not at import: tests and several engines in one process each pass their own
+``CollectorRegistry``; the default registry gets one shared ``Metrics`` (``Metrics.shared()``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import ClassVar
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    """Every collector the engine updates; one instance per registry."""
+
+    _shared: ClassVar[dict[int, Metrics]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        mv = ["model", "version"]
+        self.requests = Counter(
+            "visor_requests", "Inference requests by outcome.",
+            [*mv, "protocol", "code"], registry=registry,
+        )
+        self.failures = Counter(
+            "visor_request_failures", "Inference requests that failed, by error code.",
+            [*mv, "protocol", "code"], registry=registry,
+        )
+        self.images = Counter("visor_images", "Images classified.", mv, registry=registry)
+        self.queue_time = Histogram(
+            "visor_queue_seconds", "Time a request waited in the batcher's queue.",
+            mv, buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self.inference_time = Histogram(
+            "visor_inference_seconds", "Backend time of one batch.",
+            mv, buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self.batch_size = Histogram(
+            "visor_batch_size", "Images per batch sent to the backend.",
+            mv, buckets=_BATCH_BUCKETS, registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "visor_queue_depth", "Images waiting in the batcher's queue.", mv, registry=registry,
+        )
+        self.provider = Gauge(
+            "visor_execution_provider", "1 for the provider/device actually active per version.",
+            [*mv, "provider"], registry=registry,
+        )
+        self.model_ready = Gauge(
+            "visor_model_ready", "1 when the version serves requests, else 0.", mv, registry=registry,
+        )
+        self.load_failures = Counter(
+            "visor_model_load_failures", "Versions that failed to load or verify.",
+            mv, registry=registry,
+        )
+        self.predicted = Counter(
+            "visor_predicted_labels", "Thresholded labels predicted, by label.",
+            ["model", "version", "label"], registry=registry,
+        )
+
+    @classmethod
+    def shared(cls, registry: CollectorRegistry | None = None) -> Metrics:
+        """The one ``Metrics`` of ``registry`` (default: prometheus_client's global registry)."""
+        registry = registry or REGISTRY
+        with cls._lock:
+            if id(registry) not in cls._shared:
+                cls._shared[id(registry)] = cls(registry)
+            return cls._shared[id(registry)]
+
+
+class VersionMetrics:
+    """The children of one model version, resolved once so the hot path skips label lookups."""
+
+    def __init__(self, metrics: Metrics, name: str, version: int) -> None:
+        self._m = metrics
+        self._key = (name, str(version))
+        self.queue_time = metrics.queue_time.labels(*self._key)
+        self.inference_time = metrics.inference_time.labels(*self._key)
+        self.batch_size = metrics.batch_size.labels(*self._key)
+        self.queue_depth = metrics.queue_depth.labels(*self._key)
+        self.images = metrics.images.labels(*self._key)
+        self._requests: dict[tuple[str, str], Counter] = {}
+        self._predicted: list[Counter] = []
+
+    def set_labels(self, labels: list[str]) -> None:
+        self._predicted = [self._m.predicted.labels(*self._key, label) for label in labels]
+
+    def count_request(self, protocol: str, code: str) -> None:
+        child = self._requests.get((protocol, code))
+        if child is None:
+            child = self._m.requests.labels(*self._key, protocol, code)
+            self._requests[(protocol, code)] = child
+        child.inc()
+        if code != "OK":
+            self._m.failures.labels(*self._key, protocol, code).inc()
+
+    def count_predicted(self, per_class: list[int]) -> None:
+        for child, n in zip(self._predicted, per_class, strict=False):
+            if n:
+                child.inc(n)

@@ -1,0 +1,133 @@
+"""The engine's own types: front-ends convert their wire formats to and from these."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import NamedTuple
+
+import numpy as np
+
+from service.metadata import ModelMetadata
+
+
+class ModelStatus(str, enum.Enum):
+    """Lifecycle of one model version in the repository."""
+
+    LOADING = "loading"  # verifying, loading or warming up
+    READY = "ready"  # serving requests
+    FAILED = "failed"  # did not load or verify; ``ModelInfo.reason`` says why
+    UNLOADING = "unloading"  # removed from the repository, draining in-flight work
+    UNLOADED = "unloaded"  # gone
+
+
+@dataclass(frozen=True, slots=True)
+class InferOptions:
+    """Per-request postprocessing options; every field optional.
+
+    ``threshold`` is one value for every class or one per class (label order).
+    ``target_precision`` / ``target_recall`` re-target the thresholds from the stored
+    calibration curves. ``ground_truth`` (one label, or label index, per image) asks for
+    batch metrics at the applied thresholds. Validated by the engine (InvalidInput).
+    """
+
+    top_k: int | None = None
+    threshold: float | Sequence[float] | None = None
+    target_precision: float | None = None
+    target_recall: float | None = None
+    ground_truth: Sequence[str | int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What a front-end may show about one model version."""
+
+    name: str
+    version: int
+    status: ModelStatus
+    reason: str = ""  # why FAILED, empty otherwise
+    metadata: ModelMetadata | None = None  # None when metadata.json did not validate
+    backend: str = ""  # onnx | savedmodel | keras_h5
+    device: str = ""  # the execution provider / device actually active, e.g. CPUExecutionProvider
+    max_batch_size: int = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.status is ModelStatus.READY
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.metadata.labels) if self.metadata else []
+
+
+@dataclass(frozen=True, slots=True)
+class ClassMetricsResult:
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchMetrics:
+    """Metrics of one request's images against the ground truth it carried.
+
+    ``accuracy`` is top-1 (argmax) accuracy; per-class precision/recall/F1 are one-vs-rest at
+    the applied thresholds; ``confusion_matrix`` rows are true labels, columns the argmax.
+    """
+
+    accuracy: float
+    per_class: dict[str, ClassMetricsResult]
+    macro_precision: float
+    macro_recall: float
+    macro_f1: float
+    confusion_matrix: list[list[int]]
+    samples: int
+
+
+class TopClass(NamedTuple):
+    label: str
+    index: int
+    score: float
+
+
+@dataclass
+class Classification:
+    """The engine's answer for one request of N images."""
+
+    model: str
+    version: int
+    labels: list[str]  # the model's labels, column order of ``probabilities``
+    probabilities: np.ndarray  # float32 [N, C]
+    top_k_indices: np.ndarray  # int64 [N, k], best first
+    thresholds: np.ndarray  # float32 [C], the thresholds applied
+    threshold_source: str  # "calibrated", "request", "target_precision=0.9", ...
+    device: str = ""
+    metrics: BatchMetrics | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    # NOTE: top-k lists and thresholded labels are built lazily: a gRPC client asking only
+    # for the probabilities tensor never pays for Python lists it does not read.
+    @cached_property
+    def top_k(self) -> list[list[TopClass]]:
+        rows = np.take_along_axis(self.probabilities, self.top_k_indices, axis=1)
+        return [
+            [TopClass(self.labels[i], int(i), float(s)) for i, s in zip(idx, row, strict=True)]
+            for idx, row in zip(self.top_k_indices.tolist(), rows.tolist(), strict=True)
+        ]
+
+    @cached_property
+    def predicted(self) -> list[list[str]]:
+        """Thresholded labels per image, highest probability first."""
+        mask = self.probabilities >= self.thresholds
+        out: list[list[str]] = []
+        for row, hits in zip(self.probabilities, mask, strict=True):
+            idx = np.flatnonzero(hits)
+            idx = idx[np.argsort(-row[idx], kind="stable")]
+            out.append([self.labels[i] for i in idx])
+        return out
+
+    def __len__(self) -> int:
+        return int(self.probabilities.shape[0])

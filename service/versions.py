@@ -1,0 +1,76 @@
+"""One loaded model version, and which versions a policy serves."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.backends import Backend
+from service.batching import AdaptiveBatcher
+from service.metadata import ModelMetadata
+from service.metrics import VersionMetrics
+from service.postprocess import Postprocessor
+from service.settings import Settings
+from service.types import ModelInfo, ModelStatus
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """``latest:N`` (the N newest), ``all``, or ``specific:1,3``."""
+
+    latest: int | None = 1
+    specific: frozenset[int] = frozenset()
+
+    @classmethod
+    def parse(cls, text: str) -> VersionPolicy:
+        text = text.strip().lower()
+        if text == "all":
+            return cls(latest=None)
+        if m := re.fullmatch(r"latest(?::(\d+))?", text):
+            return cls(latest=max(1, int(m.group(1) or 1)))
+        if m := re.fullmatch(r"specific:(\d+(?:,\d+)*)", text):
+            return cls(latest=None, specific=frozenset(int(v) for v in m.group(1).split(",")))
+        raise ValueError(f"version_policy {text!r}: use 'latest:N', 'all' or 'specific:1,3'")
+
+    def select(self, versions: list[int]) -> list[int]:
+        if self.specific:
+            return [v for v in versions if v in self.specific]
+        ordered = sorted(versions, reverse=True)
+        return ordered if self.latest is None else ordered[: self.latest]
+
+
+def warmup_sizes(settings: Settings) -> list[int]:
+    """The batch sizes to run before a version reports ready: 1, 2, 4 … and max_batch_size."""
+    if settings.warmup_batch_sizes:
+        return sorted(set(settings.warmup_batch_sizes))
+    sizes, n = [], 1
+    while n < settings.max_batch_size:
+        sizes.append(n)
+        n *= 2
+    return [*sizes, settings.max_batch_size]
+
+
+@dataclass
+class LoadedVersion:
+    """Everything one serving version owns: backend, batcher, postprocessing, metrics."""
+
+    name: str
+    version: int
+    path: Path
+    meta: ModelMetadata
+    kind: str
+    backend: Backend
+    batcher: AdaptiveBatcher
+    metrics: VersionMetrics
+    settings: Settings
+    post: Postprocessor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.post = Postprocessor(self.meta, self.settings.default_top_k)
+
+    def info(self, status: ModelStatus) -> ModelInfo:
+        return ModelInfo(
+            self.name, self.version, status, metadata=self.meta, backend=self.kind,
+            device=self.backend.device, max_batch_size=self.settings.max_batch_size,
+        )
