@@ -1,0 +1,77 @@
+# syntax=docker/dockerfile:1.7
+# Visor serving image: HTTP (BentoML) on 3000 and gRPC (Open Inference Protocol) on 50051.
+#
+#   CPU (default):   docker build -t visor .
+#   GPU:             docker build -t visor:gpu \
+#                      --build-arg BASE_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04 .
+#   Baked model:     docker build --target baked -t visor:digits .   (trains the default model)
+#   Run:             docker run -p 3000:3000 -p 50051:50051 -v "$PWD/models:/models:ro" visor
+#
+# Install and start use the same scripts as `make serve` (scripts/install.sh, scripts/serve.sh),
+# and the serving image installs the `serve` profile only: no TensorFlow.
+
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+ARG TRAIN_IMAGE=python:3.11-slim-bookworm
+
+# --- runtime base: a Python 3 with venv (the CUDA images have none) ---------------------------
+FROM ${BASE_IMAGE} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN if ! python3 -m venv --help >/dev/null 2>&1; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
+WORKDIR /opt/visor
+
+# --- dependencies: `scripts/install.sh serve` into /opt/visor/.venv ----------------------------
+FROM base AS deps
+COPY pyproject.toml README.md ./
+COPY scripts/ scripts/
+# NOTE: empty packages first, so the dependency layer is cached until pyproject.toml changes;
+# the editable install maps `service`/`training` to /opt/visor, where the code lands next.
+RUN mkdir -p service training && touch service/__init__.py training/__init__.py \
+    && PYTHON=python3 VENV=.venv scripts/install.sh serve
+COPY service/ service/
+COPY training/ training/
+
+# --- the serving image (models mounted at /models) -----------------------------------------------
+FROM base AS runtime
+RUN (getent group visor || groupadd --gid 10001 visor) \
+    && useradd --uid 10001 --gid visor --create-home --shell /usr/sbin/nologin visor \
+    && mkdir -p /models && chown visor:visor /models
+COPY --from=deps --chown=visor:visor /opt/visor /opt/visor
+ENV PATH=/opt/visor/.venv/bin:$PATH \
+    VENV=/opt/visor/.venv \
+    BENTOML_HOME=/tmp/bentoml \
+    BENTOML_DO_NOT_TRACK=true \
+    VISOR_MODELS=/models \
+    VISOR_HOST=0.0.0.0 \
+    VISOR_HTTP_PORT=3000 \
+    VISOR_GRPC_PORT=50051
+USER visor
+EXPOSE 3000 50051
+# NOTE: /readyz answers 200 only once every model is loaded and warm.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:3000/readyz', timeout=4).status != 200)"]
+ENTRYPOINT ["scripts/serve.sh"]
+CMD ["--models", "/models"]
+
+# --- optional: train the default model at build time (TensorFlow only in this stage) -------------
+FROM ${TRAIN_IMAGE} AS trainer
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
+WORKDIR /opt/visor
+COPY pyproject.toml README.md ./
+COPY scripts/ scripts/
+COPY service/ service/
+COPY training/ training/
+RUN PYTHON=python3 VENV=.venv scripts/install.sh train \
+    && VENV=.venv scripts/default-model.sh /models
+
+FROM runtime AS baked
+COPY --from=trainer --chown=visor:visor /models /models
+
+# --- default target: the serving image without a baked model --------------------------------------
+FROM runtime AS serve

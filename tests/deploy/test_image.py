@@ -1,0 +1,98 @@
+"""The Dockerfile, .dockerignore and bentofile.yaml, checked by reading (no Docker engine here)."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from dockerfile_parse import DockerfileParser
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Stage name → its instructions (comments dropped), in file order."""
+    parsed = DockerfileParser(path=str(ROOT / "Dockerfile"))
+    out: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for item in parsed.structure:
+        if item["instruction"] == "FROM":
+            name = item["value"].split(" AS ")[-1].strip() if " AS " in item["value"] else "?"
+            current = out.setdefault(name, [])
+        if item["instruction"] != "COMMENT":
+            current.append((item["instruction"], item["value"]))
+    return out
+
+
+def _chain(stages: dict[str, list[tuple[str, str]]], name: str) -> list[tuple[str, str]]:
+    """Every instruction that builds ``name``: its FROM parents and --from sources."""
+    own = stages[name]
+    parent = own[0][1].split(" AS ")[0].strip()
+    instructions = _chain(stages, parent) if parent in stages else []
+    for instruction, value in own:
+        source = re.search(r"--from=(\S+)", value)
+        if instruction == "COPY" and source and source.group(1) in stages:
+            instructions += _chain(stages, source.group(1))
+    return instructions + own
+
+
+def test_default_target_serves_without_tensorflow(stages: dict) -> None:
+    assert list(stages)[-1] == "serve"
+    runs = " ".join(v for i, v in _chain(stages, "serve") if i == "RUN")
+    assert "scripts/install.sh serve" in runs
+    assert "install.sh train" not in runs and "install.sh full" not in runs
+    assert "tensorflow" not in runs.lower()
+
+
+def test_image_starts_like_make_serve(stages: dict) -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert "scripts/serve.sh" in makefile and "scripts/install.sh" in makefile
+    serve = dict(stages["runtime"])
+    assert serve["ENTRYPOINT"] == '["scripts/serve.sh"]'
+    assert set(serve["EXPOSE"].split()) == {"3000", "50051"}
+    assert serve["USER"] not in ("root", "0")
+    assert "/readyz" in serve["HEALTHCHECK"]
+
+
+def test_baked_target_trains_with_the_default_model_script(stages: dict) -> None:
+    runs = " ".join(v for i, v in _chain(stages, "baked") if i == "RUN")
+    assert "scripts/install.sh train" in runs and "scripts/default-model.sh /models" in runs
+
+
+def test_gpu_base_is_a_build_argument() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11", text, re.M)
+    assert re.search(r"BASE_IMAGE=nvidia/cuda:13[.\d]*-cudnn-runtime", text)
+
+
+def test_copied_paths_exist_and_are_not_ignored(stages: dict) -> None:
+    ignored = [
+        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for name in (".venv", "models", ".git", "tests"):
+        assert name in ignored
+    for instructions in stages.values():
+        for instruction, value in instructions:
+            if instruction != "COPY" or "--from" in value:
+                continue
+            for source in value.split()[:-1]:
+                path = source.rstrip("/")
+                assert (ROOT / path).exists(), path
+                assert not any(fnmatch.fnmatch(path, pattern) for pattern in ignored), path
+
+
+def test_bentofile_serves_the_service_with_pyproject_dependencies() -> None:
+    bento = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
+    module, _, attr = bento["service"].partition(":")
+    assert (ROOT / (module.replace(".", "/") + ".py")).exists()
+    assert attr == "Visor"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert bento["python"]["packages"] == project["dependencies"]
+    assert importlib.util.find_spec(module) is not None

@@ -1,0 +1,85 @@
+"""deploy/k8s against the Kubernetes OpenAPI schemas, offline (kubernetes-validate bundles them)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+KUBE_VERSION = "1.33.0"  # NOTE: the oldest version we claim; sleep preStop and grpc probes exist.
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _base() -> dict[str, dict[str, Any]]:
+    kustomization = _docs(K8S / "base" / "kustomization.yaml")[0]
+    resources = [d for f in kustomization["resources"] for d in _docs(K8S / "base" / f)]
+    return {r["kind"]: r for r in resources}
+
+
+def _merge_containers(base: list[dict], patch: list[dict]) -> list[dict]:
+    by_name = {c["name"]: c for c in base}
+    for c in patch:
+        by_name[c["name"]] = _merge(by_name.get(c["name"], {}), c)
+    return list(by_name.values())
+
+
+def _merge(base: Any, patch: Any) -> Any:
+    """A strategic-merge subset: maps merge, containers merge by name, other lists replace."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = copy.deepcopy(base)
+        for key, value in patch.items():
+            if key == "containers":
+                out[key] = _merge_containers(out.get(key, []), value)
+            else:
+                out[key] = _merge(out.get(key), value)
+        return out
+    return copy.deepcopy(patch)
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "Service", "HorizontalPodAutoscaler",
+                                  "PersistentVolumeClaim"])
+def test_base_resources_match_the_schema(kind: str) -> None:
+    kubernetes_validate.validate(_base()[kind], KUBE_VERSION, strict=True)
+
+
+def test_gpu_overlay_matches_the_schema_and_requests_a_gpu() -> None:
+    overlay = _docs(K8S / "overlays" / "gpu" / "kustomization.yaml")[0]
+    assert overlay["resources"] == ["../../base"]
+    patch = _docs(K8S / "overlays" / "gpu" / overlay["patches"][0]["path"])[0]
+    deployment = _merge(_base()["Deployment"], patch)
+    kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # kept from the base
+
+
+def test_a_broken_manifest_is_refused() -> None:
+    broken = copy.deepcopy(_base()["Deployment"])
+    broken["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "http"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBE_VERSION, strict=True)
+
+
+def test_probes_ports_and_service_agree() -> None:
+    resources = _base()
+    pod = resources["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 3000, "grpc": 50051}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert container["startupProbe"]["grpc"]["port"] == ports["grpc"]
+    service_ports = {p["name"]: p["targetPort"] for p in resources["Service"]["spec"]["ports"]}
+    assert set(service_ports) == set(ports)
+    grace = next(e["value"] for e in container["env"] if e["name"] == "VISOR_GRACE_PERIOD_S")
+    assert pod["terminationGracePeriodSeconds"] > float(grace)
+    target = resources["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert target["name"] == resources["Deployment"]["metadata"]["name"]
