@@ -67,13 +67,14 @@ def test_baked_target_trains_with_the_default_model_script(stages: dict) -> None
 
 def test_gpu_base_is_a_build_argument() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^ARG BASE_IMAGE=python:3\.11", text, re.M)
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11", text, re.MULTILINE)
     assert re.search(r"BASE_IMAGE=nvidia/cuda:13[.\d]*-cudnn-runtime", text)
 
 
 def test_copied_paths_exist_and_are_not_ignored(stages: dict) -> None:
     ignored = [
-        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     for name in (".venv", "models", ".git", "tests"):

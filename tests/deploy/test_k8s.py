@@ -44,8 +44,9 @@ def _merge(base: Any, patch: Any) -> Any:
     return copy.deepcopy(patch)
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Service", "HorizontalPodAutoscaler",
-                                  "PersistentVolumeClaim"])
+@pytest.mark.parametrize(
+    "kind", ["Deployment", "Service", "HorizontalPodAutoscaler", "PersistentVolumeClaim"]
+)
 def test_base_resources_match_the_schema(kind: str) -> None:
     kubernetes_validate.validate(_base()[kind], KUBE_VERSION, strict=True)
 
