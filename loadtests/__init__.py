@@ -1,0 +1,1 @@
+"""Load tests and benchmarks for Visor. Never imported by the service; never run by `make test`."""

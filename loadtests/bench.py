@@ -1,0 +1,453 @@
+"""Visor's benchmark: the raw ONNX Runtime limit, Visor over gRPC and HTTP, and the naive baseline,
+all measured in one run on one machine, every figure reported as a ratio to the same run's limit.
+
+    python -m loadtests.bench --model mobilenetv2          # or: make bench BENCH_MODEL=mobilenetv2
+    python -m loadtests.bench --model digits --profile     # + where a request's time goes (py-spy)
+
+Steps, each in its own process so that none slows another: (1) raw ORT throughput at batch sizes
+1…64 with the server's session options; (2) Visor (`python -m service serve`, loopback, batcher
+on) under a closed-loop asyncio client at each concurrency, over gRPC and HTTP; (3) the naive
+Flask + `model.predict` baseline at the same concurrencies; (4) cold start (process start → model
+ready) and memory at rest and under load for both servers. The server's CPU and the client's CPU
+are recorded for every point.
+
+Writes ``OUT/<stamp>/bench.json`` and, unless ``--docs ''``, updates this model's section of
+``DOCS/benchmarks.md``, ``DOCS/benchmarks.json`` and the plot ``DOCS/benchmarks.png``.
+A benchmark, not a test: it never fails on a machine's speed; targets are reported met/missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from loadtests import procs
+from loadtests.payloads import make_payloads, read_input_shape
+
+ROOT = procs.ROOT
+BUILD = {
+    "digits": [],
+    "mobilenetv2": [
+        "--model",
+        "mobilenetv2",
+        "--weights",
+        "none",
+        "--image-size",
+        "224",
+        "--epochs",
+        "0",
+    ],
+}
+
+
+# --- setup ------------------------------------------------------------------------------------
+
+
+def newest_version(models: Path, name: str) -> Path | None:
+    folder = models / name
+    if not folder.is_dir():
+        return None
+    versions = [p for p in folder.iterdir() if p.name.isdigit() and (p / "metadata.json").exists()]
+    return max(versions, key=lambda p: int(p.name)) if versions else None
+
+
+def ensure_model(models: Path | None, name: str, log_dir: Path) -> tuple[Path, Path]:
+    """The repository and version folder to benchmark; trains the model when it is missing."""
+    candidates = [models] if models else [ROOT / "models", ROOT / "build" / "bench-models"]
+    for repo in candidates:
+        if (found := newest_version(repo, name)) is not None:
+            return repo, found
+    repo = candidates[-1]
+    if name not in BUILD:
+        raise SystemExit(f"bench: no model {name!r} in {repo}, and no recipe to build one")
+    data = ROOT / "build" / "data" / "digits"
+    log = (log_dir / f"train-{name}.log").open("w")
+    print(f"bench: training {name!r} into {repo} (log: {log.name})", flush=True)
+    if not data.exists():
+        subprocess.run(
+            [sys.executable, "-m", "training", "dataset", "digits", "--out", str(data)],
+            cwd=ROOT,
+            check=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "train",
+            "--data",
+            str(data),
+            "--name",
+            name,
+            "--out",
+            str(repo),
+            *BUILD[name],
+        ],
+        cwd=ROOT,
+        check=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    found = newest_version(repo, name)
+    if found is None:
+        raise SystemExit(f"bench: training {name!r} published nothing in {repo}")
+    return repo, found
+
+
+def machine() -> dict:
+    import grpc
+    import onnxruntime
+    import psutil
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "grpcio": grpc.__version__,
+        "load_avg_at_start": os.getloadavg(),
+    }
+
+
+# --- the measurements -------------------------------------------------------------------------
+
+
+def run_json(argv: list[str], timeout: float) -> dict:
+    done = subprocess.run(
+        argv, check=False, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(argv[:4])} failed ({done.returncode}):\n{done.stderr[-3000:]}"
+        )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def raw_limit(args: argparse.Namespace, version_dir: Path, payloads: Path) -> dict:
+    argv = [
+        sys.executable,
+        "-m",
+        "loadtests.raw_ort",
+        "--version-dir",
+        str(version_dir),
+        "--payloads",
+        str(payloads),
+        "--batch-sizes",
+        args.batch_sizes,
+        "--seconds",
+        str(args.raw_seconds),
+        "--device",
+        args.device,
+    ]
+    n = len(args.batch_sizes.split(","))
+    return run_json(argv, timeout=120 + 6 * n * args.raw_seconds)
+
+
+def load_point(
+    args: argparse.Namespace,
+    target: str,
+    port: int,
+    model: str,
+    payloads: Path,
+    concurrency: int,
+    sampler: procs.ResourceSampler,
+) -> dict:
+    argv = [
+        sys.executable,
+        "-m",
+        "loadtests.client",
+        "--target",
+        target,
+        "--port",
+        str(port),
+        "--model",
+        model,
+        "--payloads",
+        str(payloads),
+        "--concurrency",
+        str(concurrency),
+        "--duration",
+        str(args.duration),
+        "--warmup",
+        str(args.warmup),
+        "--procs",
+        str(args.client_procs),
+        "--channels",
+        str(args.grpc_channels),
+    ]
+    point = run_json(argv, timeout=60 + 3 * (args.duration + args.warmup))
+    t0, t1 = point.pop("window_epoch")
+    point["server_cpu_cores"] = sampler.cpu_cores(t0, t1)
+    point["server_peak"] = sampler.peak(t0, t1)
+    used = point["server_cpu_cores"] + point["client_cpu_cores"]
+    point["rps_per_core"] = point["rps"] / used if used > 0 else None
+    point["rps_per_server_core"] = (
+        point["rps"] / point["server_cpu_cores"] if point["server_cpu_cores"] > 0 else None
+    )
+    print(
+        f"  {target:10s} c={concurrency:<3d} {point['rps']:8.1f} req/s  p50 {point['p50_ms']:7.2f} ms"
+        f"  p99 {point['p99_ms']:7.2f} ms  errors {point['errors']}  server {point['server_cpu_cores']:.2f}"
+        f" + client {point['client_cpu_cores']:.2f} cores",
+        flush=True,
+    )
+    return point
+
+
+def measure_server(
+    args: argparse.Namespace,
+    server: procs.Server,
+    targets: list[tuple[str, int]],
+    model: str,
+    payloads: Path,
+) -> dict:
+    time.sleep(args.rest_s)
+    at_rest = server.memory_mb()
+    points = []
+    with procs.ResourceSampler(server) as sampler:
+        for target, port in targets:
+            for c in args.concurrency:
+                points.append(load_point(args, target, port, model, payloads, c, sampler))
+        peak = sampler.peak()
+    return {
+        "cold_start_s": server.cold_start_s,
+        "memory_at_rest": at_rest,
+        "memory_peak_under_load": peak,
+        "points": points,
+    }
+
+
+def bench_visor(
+    args: argparse.Namespace, repo: Path, model: str, payloads: Path, run_dir: Path
+) -> dict:
+    print("bench: Visor", flush=True)
+    server = procs.start_visor(repo, model, run_dir / "visor.log", device=args.device)
+    with server:
+        print(f"  cold start {server.cold_start_s:.2f} s", flush=True)
+        targets = [
+            (p, server.grpc_port if p.startswith("grpc") else server.http_port)
+            for p in args.protocols
+        ]
+        result = measure_server(args, server, targets, model, payloads)
+        if args.profile:
+            from loadtests import profile
+
+            result["profile"] = profile.profile_points(
+                args, server, targets, model, payloads, run_dir
+            )
+    return result
+
+
+def bench_naive(
+    args: argparse.Namespace, version_dir: Path, model: str, payloads: Path, run_dir: Path
+) -> dict:
+    print("bench: naive baseline (Flask + model.predict)", flush=True)
+    server = procs.start_naive(version_dir, run_dir / "naive.log")
+    with server:
+        print(f"  cold start {server.cold_start_s:.2f} s", flush=True)
+        return measure_server(args, server, [("naive", server.http_port)], model, payloads)
+
+
+# --- figures and targets ----------------------------------------------------------------------
+
+
+def point(result: dict, target: str, concurrency: int) -> dict | None:
+    return next(
+        (
+            p
+            for p in result.get("points", [])
+            if p["target"] == target and p["concurrency"] == concurrency
+        ),
+        None,
+    )
+
+
+def derive(bench: dict) -> None:
+    """Ratios to the same run's raw limit, and each target met or missed."""
+    raw = bench["raw"]
+    best, b1 = raw["best_images_per_s"], raw["batch1_p50_ms"]
+    for result in (bench["visor"], bench.get("naive") or {}):
+        for p in result.get("points", []):
+            p["ratio_to_raw"] = p["images_per_s"] / best if best else None
+            p["added_p50_ms"] = p["p50_ms"] - b1 if b1 is not None else None
+    targets: list[dict] = []
+
+    def add(name: str, measured: float | None, limit: float, kind: str, unit: str = "") -> None:
+        met = (
+            None if measured is None else (measured >= limit if kind == ">=" else measured <= limit)
+        )
+        targets.append(
+            {"target": name, "measured": measured, "limit": f"{kind} {limit}{unit}", "met": met}
+        )
+
+    v, n = bench["visor"], bench.get("naive") or {}
+    if bench["model"] != "digits":
+        for proto, floor, added in (("grpc", 0.85, 2.0), ("http", 0.70, 5.0)):
+            p32, p1 = point(v, proto, 32), point(v, proto, 1)
+            add(
+                f"{proto} throughput at c=32 / best raw ORT",
+                p32 and p32["ratio_to_raw"],
+                floor,
+                ">=",
+            )
+            add(
+                f"{proto} added p50 latency at c=1 (vs raw batch-1 p50)",
+                p1 and p1["added_p50_ms"],
+                added,
+                "<=",
+                " ms",
+            )
+            nv = point(n, "naive", 32)
+            add(
+                f"{proto} throughput at c=32 / naive baseline at c=32",
+                p32 and nv and nv["rps"] and p32["rps"] / nv["rps"],
+                5.0,
+                ">=",
+                "x",
+            )
+    else:
+        grpc_best = max((p["rps"] for p in v["points"] if p["target"] == "grpc"), default=None)
+        add("grpc requests/s (best concurrency, client on the same cores)", grpc_best, 2000, ">=")
+    add("Visor cold start (process start -> model ready)", v["cold_start_s"], 10.0, "<=", " s")
+    add(
+        "Visor memory at rest (PSS of the process tree)",
+        v["memory_at_rest"]["pss_mb"],
+        600,
+        "<=",
+        " MB",
+    )
+    add(
+        "Visor peak memory under load (PSS of the process tree)",
+        v["memory_peak_under_load"]["pss_mb"],
+        600,
+        "<=",
+        " MB",
+    )
+    bench["targets"] = targets
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="digits", help="digits | mobilenetv2 (trained when missing)")
+    p.add_argument(
+        "--models",
+        type=Path,
+        help="model repository (default: models/, then "
+        "build/bench-models/, where a missing model is trained)",
+    )
+    p.add_argument("--concurrency", default="1,8,32,64", help="comma-separated requests in flight")
+    p.add_argument(
+        "--protocols", default="grpc,http", help="comma-separated: grpc, grpc-bytes, http, rest-v2"
+    )
+    p.add_argument("--duration", type=float, default=6.0, help="measured seconds per point")
+    p.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds before each point")
+    p.add_argument("--batch-sizes", default="1,2,4,8,16,32,64", help="raw ORT batch sizes")
+    p.add_argument("--raw-seconds", type=float, default=3.0, help="seconds per raw batch size")
+    p.add_argument(
+        "--naive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the naive Flask + model.predict baseline",
+    )
+    p.add_argument("--client-procs", type=int, default=1, help="load generator processes")
+    p.add_argument("--grpc-channels", type=int, default=1, help="gRPC connections per client")
+    p.add_argument("--rest-s", type=float, default=1.0, help="idle seconds before memory at rest")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="then profile the server with py-spy at --profile-concurrency",
+    )
+    p.add_argument("--profile-concurrency", type=int, default=32)
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: CUDA provider only, and fail if it is not the active one",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "loadtests" / "results",
+        help="results folder (a <stamp>/ subfolder per run)",
+    )
+    p.add_argument(
+        "--docs",
+        default=str(ROOT / "docs"),
+        help="folder holding benchmarks.md/.json/.png to update; '' for none",
+    )
+    args = p.parse_args(argv)
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.protocols = [s.strip() for s in args.protocols.split(",") if s.strip()]
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    started = time.monotonic()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = args.out / f"{stamp}-{args.model}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    repo, version_dir = ensure_model(args.models, args.model, run_dir)
+    shape = read_input_shape(repo, args.model)
+    payloads = make_payloads(shape, run_dir / "payloads", count=32)
+    bench: dict = {
+        "model": args.model,
+        "version": int(version_dir.name),
+        "input": f"{shape.height}x{shape.width}x{shape.channels}",
+        "device": args.device,
+        "stamp": stamp,
+        "command": "python -m loadtests.bench "
+        + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
+    print(
+        f"bench: {args.model} v{version_dir.name} {bench['input']} from {repo}; raw ONNX Runtime",
+        flush=True,
+    )
+    bench["raw"] = raw_limit(args, version_dir, payloads)
+    print(
+        f"  best {bench['raw']['best_images_per_s']:.1f} images/s at batch "
+        f"{bench['raw']['best_batch']}; batch-1 p50 {bench['raw']['batch1_p50_ms']:.2f} ms",
+        flush=True,
+    )
+    bench["visor"] = bench_visor(args, repo, args.model, payloads, run_dir)
+    if args.naive:
+        bench["naive"] = bench_naive(args, version_dir, args.model, payloads, run_dir)
+    derive(bench)
+    bench["wall_s"] = time.monotonic() - started
+    (run_dir / "bench.json").write_text(json.dumps(bench, indent=2))
+    if args.docs:
+        from loadtests import report
+
+        report.update_docs(Path(args.docs), bench)
+    for t in bench["targets"]:
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        measured = "-" if t["measured"] is None else f"{t['measured']:.3g}"
+        print(f"target: {t['target']}: {measured} ({t['limit']}) {verdict}")
+    print(f"bench: done in {bench['wall_s']:.0f} s; {run_dir / 'bench.json'}")
+    return bench
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""Start the servers under test on loopback, wait until they are ready, watch their CPU and memory.
+
+Shared by ``loadtests.loadtest`` (``make loadtest``) and ``loadtests.bench`` (``make bench``).
+Every server is its own process group, started here and stopped here (SIGTERM, then SIGKILL after
+a grace period), so nothing outlives a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+import psutil
+
+LOOPBACK = "127.0.0.1"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def grpc_model_ready(port: int, model: str, timeout: float = 1.0) -> bool:
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pbg
+
+    with grpc.insecure_channel(f"{LOOPBACK}:{port}") as channel:
+        stub = pbg.GRPCInferenceServiceStub(channel)
+        try:
+            if not stub.ServerReady(pb.ServerReadyRequest(), timeout=timeout).ready:
+                return False
+            return stub.ModelReady(pb.ModelReadyRequest(name=model), timeout=timeout).ready
+        except grpc.RpcError:
+            return False
+
+
+@dataclass
+class Server:
+    """A server process (group) we started; ``cold_start_s`` is process start → ready."""
+
+    name: str
+    popen: subprocess.Popen
+    started: float
+    log_path: Path
+    http_port: int | None = None
+    grpc_port: int | None = None
+    cold_start_s: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def processes(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.popen.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def memory_mb(self) -> dict:
+        """RSS and PSS (shared pages split between processes) of the whole process tree, in MB."""
+        rss = pss = 0
+        for proc in self.processes():
+            try:
+                info = proc.memory_full_info()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+        return {"rss_mb": rss / 2**20, "pss_mb": pss / 2**20}
+
+    def cpu_s(self) -> float:
+        total = 0.0
+        for proc in self.processes():
+            try:
+                t = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+        return total
+
+    def wait_ready(self, check: Callable[[], bool], timeout: float) -> float:
+        deadline = self.started + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.popen.returncode}; see {self.log_path}:\n"
+                    + tail(self.log_path)
+                )
+            if check():
+                self.cold_start_s = time.monotonic() - self.started
+                return self.cold_start_s
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(
+            f"{self.name} not ready after {timeout:.0f} s; see {self.log_path}:\n"
+            + tail(self.log_path)
+        )
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.popen.poll() is not None:
+            return
+        os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _spawn(name: str, argv: list[str], env: dict, log_path: Path) -> Server:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        started = time.monotonic()
+        popen = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() reaches BentoML's workers too
+        )
+    return Server(name, popen, started, log_path)
+
+
+def visor_env(protocol: str, device: str = "cpu", extra: dict | None = None) -> dict:
+    """Settings for a benchmark server: loopback, no hot-reload polling, the provider asked for."""
+    provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[device]
+    env = {
+        "VISOR_HOST": LOOPBACK,
+        "VISOR_PROTOCOL": protocol,
+        "VISOR_POLL_INTERVAL_S": "0",
+        "VISOR_PROVIDERS": json.dumps([provider]),
+        "VISOR_REQUIRE_PROVIDER": "true",
+        "VISOR_LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(extra or {})
+    return env
+
+
+def start_visor(
+    models: Path,
+    model: str,
+    log_path: Path,
+    protocol: str = "both",
+    device: str = "cpu",
+    env: dict | None = None,
+    ready_timeout: float = 120.0,
+) -> Server:
+    """``python -m service serve`` on free loopback ports; returns once ``model`` is ready."""
+    http_port, grpc_port = free_port(), free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "service",
+        "serve",
+        "--models",
+        str(models),
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+    ]
+    server = _spawn("visor", argv, visor_env(protocol, device, env), log_path)
+    server.http_port, server.grpc_port = http_port, grpc_port
+    if protocol in ("both", "grpc"):
+        check = lambda: grpc_model_ready(grpc_port, model)
+    else:
+        check = lambda: http_ok(f"http://{LOOPBACK}:{http_port}/v2/models/{model}/ready")
+    if protocol == "both":
+        grpc_check = check
+        check = lambda: (
+            grpc_check() and http_ok(f"http://{LOOPBACK}:{http_port}/v2/models/{model}/ready")
+        )
+    server.wait_ready(check, ready_timeout)
+    return server
+
+
+def start_naive(version_dir: Path, log_path: Path, ready_timeout: float = 180.0) -> Server:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "loadtests.naive_server",
+        "--version-dir",
+        str(version_dir),
+        "--port",
+        str(port),
+    ]
+    server = _spawn("naive", argv, {"PYTHONUNBUFFERED": "1"}, log_path)
+    server.http_port = port
+    server.wait_ready(lambda: http_ok(f"http://{LOOPBACK}:{port}/health"), ready_timeout)
+    return server
+
+
+class ResourceSampler:
+    """Samples a server's tree CPU time and memory every ``period`` s in a thread.
+
+    ``cpu_cores(t0, t1)`` is the server's CPU use between two ``time.time()`` stamps (a client's
+    measurement window); ``peak(t0, t1)`` its peak memory in that span.
+    """
+
+    def __init__(self, server: Server, period: float = 0.2) -> None:
+        self.server, self.period = server, period
+        self.samples: list[tuple[float, float, float, float]] = []  # epoch, cpu_s, rss, pss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> None:
+        mem = self.server.memory_mb()
+        self.samples.append((time.time(), self.server.cpu_s(), mem["rss_mb"], mem["pss_mb"]))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            self._sample()
+
+    def cpu_cores(self, t0: float, t1: float) -> float:
+        import numpy as np
+
+        if len(self.samples) < 2 or t1 <= t0:
+            return float("nan")
+        t, cpu = np.array([s[0] for s in self.samples]), np.array([s[1] for s in self.samples])
+        return float((np.interp(t1, t, cpu) - np.interp(t0, t, cpu)) / (t1 - t0))
+
+    def peak(self, t0: float = 0.0, t1: float = float("inf")) -> dict:
+        span = [s for s in self.samples if t0 <= s[0] <= t1] or self.samples[-1:]
+        return {"rss_mb": max(s[2] for s in span), "pss_mb": max(s[3] for s in span)}
+
+    def __enter__(self) -> Self:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sample()
