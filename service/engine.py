@@ -101,13 +101,20 @@ class Engine:
         except ModelNotFound:
             return False
 
+    def record_failure(self, name: str, version: int | str | None, protocol: str, err: VisorError) -> None:
+        """Count a request a front-end refused before it reached a model (bad wire format)."""
+        code = err.grpc_code.name
+        key = (name, str(version or ""), protocol, code)
+        self.metrics.requests.labels(*key).inc()
+        self.metrics.failures.labels(*key).inc()
+
     # --- inference -----------------------------------------------------------------------
     async def classify_images(
         self, name: str, version: int | str | None, images: Sequence[bytes],
         options: InferOptions, *, protocol: str, deadline: float | None = None,
     ) -> Classification:
         """Encoded images → Classification; decoding runs in a worker thread."""
-        lv = self._lookup(name, version)
+        lv = self._lookup_counted(name, version, protocol)
         try:
             codecs.check_batch_size(len(images), self.settings.max_images_per_request)
             loop = asyncio.get_running_loop()
@@ -127,7 +134,15 @@ class Engine:
         options: InferOptions, *, protocol: str, deadline: float | None = None,
     ) -> Classification:
         """uint8 or float32 ``[N, H, W, C]`` pixels → Classification."""
-        return await self._classify(self._lookup(name, version), pixels, options, protocol, deadline)
+        lv = self._lookup_counted(name, version, protocol)
+        return await self._classify(lv, pixels, options, protocol, deadline)
+
+    def _lookup_counted(self, name: str, version: int | str | None, protocol: str) -> LoadedVersion:
+        try:
+            return self._lookup(name, version)
+        except VisorError as err:
+            self.record_failure(name, version, protocol, err)
+            raise
 
     def _lookup(self, name: str, version: int | str | None) -> LoadedVersion:
         if self._stopping:

@@ -125,6 +125,7 @@ class Repository:
     async def _load(self, name: str, version: int, path: Path) -> None:
         key = (name, version)
         self._infos[key] = ModelInfo(name, version, ModelStatus.LOADING, backend=self._settings.backend)
+        self._on_change()
         loop = asyncio.get_running_loop()
         try:
             lv = await loop.run_in_executor(self._loader, self._load_blocking, name, version, path)
@@ -149,6 +150,7 @@ class Repository:
         self._metrics.load_failures.labels(name, str(version)).inc()
         self._metrics.model_ready.labels(name, str(version)).set(0)
         log.error("model %s v%d failed to load, not serving it: %s", name, version, reason)
+        self._on_change()
 
     def _load_blocking(self, name: str, version: int, path: Path) -> LoadedVersion:
         settings = self._settings

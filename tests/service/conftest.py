@@ -175,3 +175,63 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+class LoopThread:
+    """An event loop in a background thread: servers run there, tests stay synchronous."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro, timeout: float = 60.0):  # noqa: ANN001, ANN201
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+class GrpcFixture:
+    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
+        from service.engine import Engine
+        from service.grpc.server import start_grpc_server
+
+        self.settings = settings
+        self.thread = LoopThread()
+        self.engine = Engine(settings, registry=registry)
+        self.thread.run(self.engine.start())
+        self.server = self.thread.run(start_grpc_server(self.engine, settings))
+        self.port = self.server.visor_port
+        self.url = f"127.0.0.1:{self.port}"
+        self.stopped = False
+
+    def stop(self, grace: float = 5.0) -> None:
+        from service.grpc.server import stop_grpc_server
+
+        if not self.stopped:
+            self.stopped = True
+            self.thread.run(stop_grpc_server(self.server, grace))
+            self.thread.run(self.engine.stop())
+            self.thread.close()
+
+
+@pytest.fixture
+def grpc_server(make_settings, registry):  # noqa: ANN001, ANN201
+    fx = GrpcFixture(make_settings(), registry)
+    yield fx
+    fx.stop(0)
+
+
+@pytest.fixture
+def stub(grpc_server):  # noqa: ANN001, ANN201
+    import grpc
+
+    from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    channel = grpc.insecure_channel(grpc_server.url)
+    yield pb_grpc.GRPCInferenceServiceStub(channel)
+    channel.close()

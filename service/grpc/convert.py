@@ -1,0 +1,186 @@
+"""Open Inference Protocol messages ↔ the engine's types. No model logic here."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service import codecs
+from service.errors import InvalidInput
+from service.grpc.generated import grpc_predict_v2_pb2 as pb
+from service.types import Classification, InferOptions
+
+OUTPUTS = ("probabilities", "labels")
+GROUND_TRUTH_INPUT = "labels"
+
+
+@dataclass(slots=True)
+class InferCall:
+    """One ModelInferRequest, decoded: what to run and what to send back."""
+
+    images: list[bytes] | None  # encoded images, or
+    pixels: np.ndarray | None  # a UINT8/FP32 [N, H, W, C] view of the request bytes
+    options: InferOptions
+    outputs: list[tuple[str, int]]  # (name, classification k or 0)
+    raw: bool  # answer with raw_output_contents
+
+
+def parameter(p: pb.InferParameter) -> Any:
+    kind = p.WhichOneof("parameter_choice")
+    return None if kind is None else getattr(p, kind)
+
+
+def parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
+    return {k: parameter(v) for k, v in params.items()}
+
+
+def decode_request(req: pb.ModelInferRequest) -> InferCall:
+    params = parameters(req.parameters) if req.parameters else {}
+    raw = list(req.raw_input_contents)
+    if raw and len(raw) != len(req.inputs):
+        raise InvalidInput(f"{len(raw)} raw_input_contents for {len(req.inputs)} inputs")
+    image_inputs = [i for i, t in enumerate(req.inputs) if t.name != GROUND_TRUTH_INPUT]
+    if len(image_inputs) != 1:
+        raise InvalidInput(f"send exactly one image input tensor, got {len(image_inputs)}")
+    idx = image_inputs[0]
+    tensor, data = req.inputs[idx], raw[idx] if raw else None
+    truth = _ground_truth(req, raw, params)
+    outputs = _outputs(req)
+    options = _options(params, outputs, truth)
+    if tensor.datatype == "BYTES":
+        images = codecs.bytes_from_raw(data) if data is not None else list(tensor.contents.bytes_contents)
+        _check_count(len(images), tensor.shape, "BYTES")
+        return InferCall(images, None, options, outputs, bool(raw))
+    return InferCall(None, _pixels(tensor, data), options, outputs, bool(raw))
+
+
+def _pixels(tensor: pb.ModelInferRequest.InferInputTensor, data: bytes | None) -> np.ndarray:
+    shape = list(tensor.shape)
+    if data is not None:
+        return codecs.tensor_from_bytes(data, tensor.datatype, shape)
+    if tensor.datatype == "FP32":
+        values = np.asarray(tensor.contents.fp32_contents, dtype=np.float32)
+    elif tensor.datatype == "UINT8":
+        values = np.asarray(tensor.contents.uint_contents, dtype=np.uint32)
+        if values.size and values.max() > 255:
+            raise InvalidInput("UINT8 tensor holds values over 255")
+        values = values.astype(np.uint8)
+    else:
+        raise InvalidInput(f"datatype {tensor.datatype!r} is not accepted: use UINT8, FP32 or BYTES")
+    _check_count(values.size, shape, tensor.datatype)
+    return values.reshape(shape)
+
+
+def _check_count(count: int, shape: Any, datatype: str) -> None:
+    if any(d < 0 for d in shape) or count != math.prod(shape):
+        raise InvalidInput(f"{datatype} tensor of shape {list(shape)} holds {count} elements")
+
+
+def _ground_truth(req: pb.ModelInferRequest, raw: list[bytes], params: dict[str, Any]) -> list[str] | None:
+    for i, t in enumerate(req.inputs):
+        if t.name == GROUND_TRUTH_INPUT:
+            items = codecs.bytes_from_raw(raw[i]) if raw else list(t.contents.bytes_contents)
+            return [b.decode("utf-8", "replace") for b in items]
+    text = params.get("labels")
+    if text is None:
+        return None
+    return _list(text, "labels")
+
+
+def _outputs(req: pb.ModelInferRequest) -> list[tuple[str, int]]:
+    if not req.outputs:
+        return [(name, 0) for name in OUTPUTS]
+    out = []
+    for o in req.outputs:
+        if o.name not in OUTPUTS:
+            raise InvalidInput(f"unknown output {o.name!r}: this server returns {', '.join(OUTPUTS)}")
+        k = parameter(o.parameters["classification"]) if "classification" in o.parameters else 0
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise InvalidInput(f"output parameter classification must be a positive integer, got {k!r}")
+        out.append((o.name, k))
+    return out
+
+
+def _options(params: dict[str, Any], outputs: list[tuple[str, int]], truth: list[str] | None) -> InferOptions:
+    top_k = params.get("top_k")
+    if top_k is None:
+        top_k = max((k for _, k in outputs), default=0) or None
+    elif isinstance(top_k, str):
+        top_k = _number(top_k, "top_k", int)
+    threshold = params.get("threshold")
+    if isinstance(threshold, str):
+        items = _list(threshold, "threshold")
+        threshold = [_number(v, "threshold", float) for v in items]
+        threshold = threshold[0] if len(threshold) == 1 else threshold
+    return InferOptions(
+        top_k=top_k,
+        threshold=threshold,
+        target_precision=_opt_number(params.get("target_precision"), "target_precision"),
+        target_recall=_opt_number(params.get("target_recall"), "target_recall"),
+        ground_truth=truth,
+    )
+
+
+def _list(text: Any, what: str) -> list:
+    if not isinstance(text, str):
+        return [text]
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise InvalidInput(f"{what} is not a valid JSON list: {text!r}") from None
+        return value if isinstance(value, list) else [value]
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _number(value: Any, what: str, kind: type) -> Any:
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{what} must be a number, got {value!r}") from None
+
+
+def _opt_number(value: Any, what: str) -> float | None:
+    return None if value is None else _number(value, what, float) if isinstance(value, str) else value
+
+
+def encode_response(req: pb.ModelInferRequest, call: InferCall, result: Classification) -> pb.ModelInferResponse:
+    """Classification → ModelInferResponse with the requested outputs, raw or as contents."""
+    resp = pb.ModelInferResponse(model_name=result.model, model_version=str(result.version), id=req.id)
+    resp.parameters["threshold_source"].string_param = result.threshold_source
+    if result.metrics is not None:
+        from dataclasses import asdict
+
+        resp.parameters["metrics"].string_param = json.dumps(asdict(result.metrics))
+    n = len(result)
+    for name, k in call.outputs:
+        out = resp.outputs.add(name=name)
+        if k:
+            k = min(k, len(result.labels))
+            items = [f"{c.score:f}:{c.index}:{c.label}".encode() for row in result.top_k for c in row[:k]]
+            _put_bytes(resp, out, items, [n, k], call.raw)
+        elif name == "probabilities":
+            out.datatype = "FP32"
+            out.shape.extend(result.probabilities.shape)
+            if call.raw:
+                resp.raw_output_contents.append(result.probabilities.astype("<f4", copy=False).tobytes())
+            else:
+                out.contents.fp32_contents.extend(result.probabilities.ravel().tolist())
+        else:  # labels: the thresholded labels of each image, highest probability first
+            _put_bytes(resp, out, [",".join(p).encode() for p in result.predicted], [n], call.raw)
+    return resp
+
+
+def _put_bytes(resp: pb.ModelInferResponse, out: Any, items: list[bytes], shape: list[int], raw: bool) -> None:
+    out.datatype = "BYTES"
+    out.shape.extend(shape)
+    if raw:
+        resp.raw_output_contents.append(codecs.bytes_to_raw(items))
+    else:
+        out.contents.bytes_contents.extend(items)
