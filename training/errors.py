@@ -1,0 +1,25 @@
+"""Errors a user can fix (bad data, flags, weights, work dir); the CLI prints them in one line."""
+
+
+class TrainingError(Exception):
+    """Base class: the message says what is wrong and where."""
+
+
+class DatasetError(TrainingError, ValueError):
+    """The data folder cannot be used."""
+
+
+class WeightsError(TrainingError, ValueError):
+    """Backbone weights were requested that are not available locally."""
+
+
+class ResumeError(TrainingError):
+    """--resume / --work-dir point at a folder that does not belong to this run."""
+
+
+class ExportError(TrainingError):
+    """An artifact could not be written or does not reproduce the in-memory model."""
+
+
+class EvaluateError(TrainingError, ValueError):
+    """The data set does not fit the model being evaluated."""

@@ -1,0 +1,138 @@
+"""Export SavedModel + HDF5 + ONNX, verify parity, write metadata, publish atomically."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnxruntime as ort
+import tensorflow as tf
+import tf2onnx
+import tf_keras as keras
+
+from service.metadata import (
+    METADATA_FILE,
+    Artifact,
+    InputSpec,
+    ModelMetadata,
+    OutputSpec,
+    sha256_path,
+)
+from training.config import ExportConfig
+from training.errors import ExportError
+from training.models import INPUT_NAME, OUTPUT_NAME
+
+log = logging.getLogger(__name__)
+ARTIFACTS = {"onnx": "model.onnx", "savedmodel": "saved_model", "keras_h5": "model.h5"}
+
+
+def _signature(model: keras.Model) -> tf.TensorSpec:
+    return tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=INPUT_NAME)
+
+
+def write_artifacts(model: keras.Model, folder: Path, opset: int) -> None:
+    """model.h5, saved_model/ (serving_default: image -> probabilities) and model.onnx."""
+    spec = _signature(model)
+    model.save(folder / ARTIFACTS["keras_h5"], include_optimizer=False)
+
+    @tf.function(input_signature=[spec])
+    def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {OUTPUT_NAME: model(image, training=False)}
+
+    model.save(folder / ARTIFACTS["savedmodel"], save_format="tf", include_optimizer=False,
+               signatures={"serving_default": serve})
+    tf2onnx.convert.from_keras(
+        model, input_signature=(spec,), opset=opset, output_path=str(folder / ARTIFACTS["onnx"])
+    )
+
+
+def _onnx_runner(folder: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str, str]:
+    session = ort.InferenceSession(str(folder / ARTIFACTS["onnx"]), providers=["CPUExecutionProvider"])
+    inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
+    return (lambda x: session.run([out], {inp: x})[0]), inp, out
+
+
+def check_parity(model: keras.Model, folder: Path, batch: np.ndarray, tolerance: float) -> dict[str, float]:
+    """Reload every artifact; max |p_artifact - p_keras| each, ExportError if above ``tolerance``."""
+    expected = model.predict(batch, verbose=0)
+    onnx_run, _, _ = _onnx_runner(folder)
+    serving = tf.saved_model.load(str(folder / ARTIFACTS["savedmodel"])).signatures["serving_default"]
+    h5 = keras.models.load_model(folder / ARTIFACTS["keras_h5"], compile=False)
+    outputs = {
+        "onnx": onnx_run(batch),
+        "savedmodel": serving(**{INPUT_NAME: tf.constant(batch)})[OUTPUT_NAME].numpy(),
+        "keras_h5": h5.predict(batch, verbose=0),
+    }
+    parity = {kind: float(np.abs(out - expected).max()) for kind, out in outputs.items()}
+    bad = {kind: diff for kind, diff in parity.items() if not diff <= tolerance}
+    if bad:
+        raise ExportError(f"export parity failed (max abs diff > {tolerance}): {bad}")
+    return parity
+
+
+def io_specs(folder: Path, model: keras.Model, color_mode: str, resize_method: str) -> tuple[InputSpec, OutputSpec]:
+    """Input/output specs with the tensor names actually present in the ONNX graph."""
+    _, inp, out = _onnx_runner(folder)
+    _, height, width, channels = model.input_shape
+    return (
+        InputSpec(name=inp, height=height, width=width, channels=channels,
+                  color_mode=color_mode, resize_method=resize_method),
+        OutputSpec(name=out, kind="probabilities"),
+    )
+
+
+def next_version(model_dir: Path) -> int:
+    versions = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and int(p.name) > 0]
+    return max(versions, default=0) + 1
+
+
+def checksums(folder: Path) -> dict[str, Artifact]:
+    return {kind: Artifact(path=rel, sha256=sha256_path(folder / rel)) for kind, rel in ARTIFACTS.items()}
+
+
+def publish(
+    cfg: ExportConfig,
+    fill: Callable[[Path], dict],
+    finish: Callable[[Path, int], ModelMetadata],
+) -> Path:
+    """Build a version in ``out/NAME/.tmp-*`` and rename it to the next free version number.
+
+    ``fill(tmp)`` writes the artifacts; ``finish(tmp, version)`` returns the metadata for that
+    version. Any exception removes the temporary folder, so no version folder ever appears half
+    written (the service ignores names that are not positive integers).
+    """
+    model_dir = cfg.out_dir / cfg.name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
+    try:
+        fill(tmp)
+        while True:
+            version = next_version(model_dir)
+            metadata = finish(tmp, version)
+            (tmp / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
+            target = model_dir / str(version)
+            if target.exists():
+                continue
+            try:
+                # NOTE: rename is atomic; it fails (ENOTEMPTY/EEXIST) if a concurrent publisher
+                # took this number first (publishers never create empty version folders).
+                os.rename(tmp, target)
+            except OSError:
+                if target.exists():
+                    continue
+                raise
+            log.info("published %s", target)
+            return target
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def created_now() -> datetime:
+    return datetime.now(timezone.utc)

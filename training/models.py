@@ -1,0 +1,138 @@
+"""Model builders. Every model takes raw pixels (float32 0..255) and outputs softmax probabilities."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tf_keras as keras
+
+from training.config import ModelConfig
+from training.errors import WeightsError
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+BASE_NAME = "backbone"
+MIN_BACKBONE_SIZE = 32
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    factory: Callable[..., keras.Model]
+    preprocess: str  # "tf" (-1..1), "caffe" (BGR, mean-subtracted) or "raw" (model normalises)
+    imagenet_file: Callable[[int], str]
+
+
+def _mobilenet_file(size: int) -> str:
+    rows = size if size in (96, 128, 160, 192, 224) else 224
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
+
+
+BACKBONES: dict[str, Backbone] = {
+    "mobilenetv2": Backbone(keras.applications.MobileNetV2, "tf", _mobilenet_file),
+    "efficientnetb0": Backbone(keras.applications.EfficientNetB0, "raw", lambda _: "efficientnetb0_notop.h5"),
+    "resnet50": Backbone(
+        keras.applications.ResNet50, "caffe", lambda _: "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    ),
+}
+
+
+def resolve_weights(cfg: ModelConfig, size: int) -> str | None:
+    """None, or a local .h5 path. ``imagenet`` must already be in the Keras cache: no downloads."""
+    if cfg.weights == "none":
+        return None
+    if cfg.architecture == "cnn":
+        raise WeightsError("--weights applies to transfer backbones only; the cnn starts from scratch")
+    if cfg.weights == "imagenet":
+        cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+        path = cache / BACKBONES[cfg.architecture].imagenet_file(size)
+        if not path.is_file():
+            raise WeightsError(
+                f"imagenet weights for {cfg.architecture} are not in the Keras cache ({path}); "
+                "Visor never downloads: copy the file there, pass --weights PATH.h5, or --weights none"
+            )
+        return str(path)
+    if not Path(cfg.weights).is_file():
+        raise WeightsError(f"--weights {cfg.weights}: no such file (expected none, imagenet or a .h5)")
+    return cfg.weights
+
+
+def _small_cnn(x, num_classes: int, dropout: float):
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(x)
+    for filters in (32, 64):
+        for _ in range(2):
+            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+            x = keras.layers.BatchNormalization()(x)
+            x = keras.layers.ReLU()(x)
+        x = keras.layers.MaxPooling2D(padding="same")(x)
+    x = keras.layers.Conv2D(128, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(dropout)(x)
+    return keras.layers.Dense(num_classes, name="logits")(x)
+
+
+def _to_backbone_input(x, channels: int, size: int, preprocess: str):
+    """Resize (if below the backbone minimum), expand gray to 3 channels, normalise; all in-graph."""
+    if size < MIN_BACKBONE_SIZE:
+        x = keras.layers.Resizing(MIN_BACKBONE_SIZE, MIN_BACKBONE_SIZE, name="resize")(x)
+    if preprocess == "tf":
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalise")(x)
+    if channels == 1 or preprocess == "caffe":
+        # NOTE: a frozen 1x1 convolution does gray->RGB and RGB->BGR-minus-mean with built-in
+        # layers only, so HDF5/SavedModel/ONNX all load without custom objects.
+        order = [2, 1, 0] if preprocess == "caffe" else [0, 1, 2]
+        kernel = np.zeros((1, 1, channels, 3), np.float32)
+        for out, src in enumerate(order):
+            kernel[0, 0, 0 if channels == 1 else src, out] = 1.0
+        bias = -np.asarray(CAFFE_MEAN_BGR, np.float32) if preprocess == "caffe" else np.zeros(3, np.float32)
+        conv = keras.layers.Conv2D(3, 1, trainable=False, name="to_backbone_channels")
+        x = conv(x)
+        conv.set_weights([kernel, bias])
+    return x
+
+
+def build_model(cfg: ModelConfig, num_classes: int, size: int, channels: int) -> keras.Model:
+    """Raw pixels ``[N,size,size,channels]`` -> probabilities. Transfer bases start frozen."""
+    inputs = keras.Input((size, size, channels), name=INPUT_NAME, dtype="float32")
+    if cfg.architecture == "cnn":
+        logits = _small_cnn(inputs, num_classes, cfg.dropout)
+    else:
+        spec = BACKBONES[cfg.architecture]
+        weights = resolve_weights(cfg, size)
+        x = _to_backbone_input(inputs, channels, size, spec.preprocess)
+        base_size = max(size, MIN_BACKBONE_SIZE)
+        base = spec.factory(include_top=False, weights=weights, input_shape=(base_size, base_size, 3))
+        base._name = BASE_NAME  # NOTE: a stable name lets unfreeze() find it in any backbone.
+        base.trainable = False
+        x = base(x, training=False)  # NOTE: BatchNorm stays in inference mode, also when unfrozen.
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        x = keras.layers.Dropout(cfg.dropout)(x)
+        logits = keras.layers.Dense(num_classes, name="logits")(x)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name=OUTPUT_NAME)(logits)
+    return keras.Model(inputs, outputs, name=f"visor_{cfg.architecture}")
+
+
+def has_backbone(model: keras.Model) -> bool:
+    return any(layer.name == BASE_NAME for layer in model.layers)
+
+
+def unfreeze(model: keras.Model, n_layers: int) -> None:
+    """Make the top ``n_layers`` of the backbone trainable; BatchNorm layers stay frozen."""
+    base = model.get_layer(BASE_NAME)
+    base.trainable = True
+    cut = max(0, len(base.layers) - n_layers)
+    for i, layer in enumerate(base.layers):
+        frozen = i < cut or isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = not frozen
+
+
+def with_augmentation(model: keras.Model, augmentation: keras.Sequential | None) -> keras.Model:
+    """The model that is fitted: augmentation (training only) followed by the inference model."""
+    if augmentation is None:
+        return model
+    inputs = keras.Input(model.input_shape[1:], name=INPUT_NAME, dtype="float32")
+    return keras.Model(inputs, model(augmentation(inputs)), name="fit_model")

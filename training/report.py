@@ -1,0 +1,107 @@
+"""Report figures (matplotlib, Agg) and MODEL_CARD.md for one version folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+
+from service.metadata import ModelMetadata  # noqa: E402
+
+
+def plot_history(history: list[dict[str, float]], path: Path) -> None:
+    """Loss and accuracy per epoch, train and validation (an empty note when nothing was fitted)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [int(row["epoch"]) + 1 for row in history]
+    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+        for prefix in ("", "val_"):
+            values = [row.get(prefix + key) for row in history]
+            if history and None not in values:
+                ax.plot(epochs, values, marker=".", label=(prefix or "train_") + key)
+        ax.set_xlabel("epoch")
+        ax.set_title(key if history else f"{key}: no epochs were fitted")
+        ax.legend() if history else None
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(labels), 1 + 0.6 * len(labels)))
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=labels).plot(ax=ax, colorbar=False)
+    ax.set_title("test split (argmax)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_pr_curves(test_curves: list[tuple[np.ndarray, np.ndarray]], meta: ModelMetadata, path: Path) -> None:
+    """Test PR curve per class, with the chosen threshold's validation and test points marked."""
+    cols = min(4, len(meta.labels))
+    rows = -(-len(meta.labels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3 * rows), squeeze=False)
+    for ax, label, (precision, recall), ct in zip(
+        axes.flat, meta.labels, test_curves, meta.thresholds.per_class, strict=False
+    ):
+        ax.plot(recall, precision, label="test PR")
+        ax.plot(ct.val_recall, ct.val_precision, "o", label=f"val @ {ct.threshold:.3f}")
+        if ct.test_recall is not None:
+            ax.plot(ct.test_recall, ct.test_precision, "x", ms=9, label="test @ same")
+        ax.set(title=f"{label}{'' if ct.target_met else ' (target unmet)'}", xlabel="recall",
+               ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
+        ax.legend(fontsize=7, loc="lower left")
+    for ax in list(axes.flat)[len(meta.labels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def model_card(meta: ModelMetadata) -> str:
+    """Markdown: summary, test metrics table, thresholds table, parity figures."""
+    m, t = meta.metrics, meta.thresholds
+    lines = [
+        f"# {meta.name} v{meta.version}",
+        "",
+        f"Architecture `{meta.training.get('model', {}).get('architecture')}`, input "
+        f"{meta.input.height}x{meta.input.width}x{meta.input.channels} ({meta.input.color_mode}, "
+        f"{meta.input.resize_method}), {len(meta.labels)} classes, created {meta.created:%Y-%m-%d %H:%M} UTC.",
+        "",
+        f"Test split ({m.samples} images): accuracy **{m.accuracy:.4f}**, macro precision "
+        f"{m.macro_precision:.4f}, macro recall {m.macro_recall:.4f}, macro F1 {m.macro_f1:.4f}, "
+        f"macro ROC AUC {m.macro_roc_auc if m.macro_roc_auc is None else round(m.macro_roc_auc, 4)}.",
+        "",
+        "| label | precision | recall | F1 | ROC AUC | support |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, c in m.per_class.items():
+        auc = "n/a" if c.roc_auc is None else f"{c.roc_auc:.4f}"
+        lines.append(f"| {label} | {c.precision:.4f} | {c.recall:.4f} | {c.f1:.4f} | {auc} | {c.support} |")
+    lines += [
+        "",
+        f"## Thresholds: target {t.policy} >= {t.target} on validation",
+        "",
+        "| label | threshold | target met | val precision | val recall | test precision | test recall |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in t.per_class:
+        lines.append(
+            f"| {c.label} | {c.threshold:.4f} | {'yes' if c.target_met else 'NO'} | {c.val_precision:.4f} "
+            f"| {c.val_recall:.4f} | {c.test_precision:.4f} | {c.test_recall:.4f} |"
+        )
+    parity = ", ".join(f"{k} {v:.2e}" for k, v in meta.parity.items())
+    lines += ["", f"Export parity (max abs diff vs Keras): {parity}.", ""]
+    return "\n".join(lines)
+
+
+def write_report(folder: Path, meta: ModelMetadata, history: list[dict], test_curves: list) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_history(history, folder / "training_curves.png")
+    plot_confusion(meta.metrics.confusion_matrix, meta.labels, folder / "confusion_matrix.png")
+    plot_pr_curves(test_curves, meta, folder / "pr_curves.png")
+    (folder / "MODEL_CARD.md").write_text(model_card(meta))

@@ -1,0 +1,107 @@
+"""One training run end to end: data -> fit -> evaluate -> calibrate -> export -> publish."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service.metadata import ModelMetadata, TestMetrics, Thresholds
+from training.calibrate import calibrate, with_test_results
+from training.config import RunConfig
+from training.data import Dataset, load_dataset
+from training.evaluate import compute_metrics, pr_curves
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What a finished run published (None on non-chief workers, which do not export)."""
+
+    version_dir: Path | None
+    metrics: TestMetrics | None
+    seconds: float
+
+
+def _frameworks() -> dict[str, str]:
+    import onnxruntime
+    import sklearn
+    import tensorflow as tf
+    import tf2onnx
+    import tf_keras
+
+    return {
+        "python": platform.python_version(), "tensorflow": tf.__version__, "tf_keras": tf_keras.__version__,
+        "tf2onnx": tf2onnx.__version__, "onnxruntime": onnxruntime.__version__,
+        "scikit-learn": sklearn.__version__, "numpy": np.__version__,
+    }
+
+
+def _summary(ds: Dataset) -> dict:
+    return {
+        "labels": ds.labels,
+        "color_mode": ds.color_mode,
+        "split_sizes": {name: len(s.paths) for name, s in ds.splits.items()},
+        "skipped_files": [f"{path}: {reason}" for path, reason in ds.skipped],
+    }
+
+
+def run_training(cfg: RunConfig) -> RunResult:
+    """Train and publish ``cfg.export.out_dir/NAME/<next version>/``."""
+    from training.export import check_parity, checksums, created_now, io_specs, publish, write_artifacts
+    from training.pipeline import load_arrays
+    from training.report import write_report
+    from training.train import fit
+
+    started = time.monotonic()
+    ds = load_dataset(cfg.data)
+    log.info("data: %s", _summary(ds)["split_sizes"] | {"labels": len(ds.labels), "mode": ds.color_mode})
+    result = fit(cfg, ds)
+    if not result.is_chief:
+        log.info("worker finished fitting; the chief evaluates and exports")
+        return RunResult(None, None, time.monotonic() - started)
+    model, size, method = result.model, cfg.data.image_size, cfg.data.resize_method
+    x_val = load_arrays(ds.splits["val"], ds.color_mode, size, method)
+    x_test = load_arrays(ds.splits["test"], ds.color_mode, size, method)
+    y_val, y_test = ds.splits["val"].labels, ds.splits["test"].labels
+    probs_val = model.predict(x_val, verbose=0, batch_size=256)
+    probs_test = model.predict(x_test, verbose=0, batch_size=256)
+    metrics = compute_metrics(y_test, probs_test, ds.labels)
+    log.info("test accuracy %.4f, macro F1 %.4f on %d images", metrics.accuracy, metrics.macro_f1, metrics.samples)
+    thresholds = calibrate(y_val, probs_val, ds.labels, cfg.calibration.policy, cfg.calibration.target)
+    thresholds = with_test_results(thresholds, y_test, probs_test)
+    parity: dict[str, float] = {}
+
+    def fill(tmp: Path) -> None:
+        write_artifacts(model, tmp, cfg.export.opset)
+        parity.update(check_parity(model, tmp, x_test[: cfg.export.parity_batch], cfg.export.parity_tolerance))
+
+    def finish(tmp: Path, version: int) -> ModelMetadata:
+        input_spec, output_spec = io_specs(tmp, model, ds.color_mode, method)
+        meta = ModelMetadata(
+            name=cfg.export.name, version=version, created=created_now(), labels=ds.labels,
+            input=input_spec, output=output_spec, thresholds=thresholds, metrics=metrics,
+            artifacts=checksums(tmp), onnx_opset=cfg.export.opset, parity=parity,
+            frameworks=_frameworks(),
+            training=cfg.to_dict() | {"dataset": _summary(ds), "history": result.history},
+        )
+        write_report(tmp / "report", meta, result.history, pr_curves(y_test, probs_test))
+        return meta
+
+    version_dir = publish(cfg.export, fill, finish)
+    _log_thresholds(thresholds)
+    return RunResult(version_dir, metrics, time.monotonic() - started)
+
+
+def _log_thresholds(thresholds: Thresholds) -> None:
+    unmet = [c.label for c in thresholds.per_class if not c.target_met]
+    log.info(
+        "thresholds: %s >= %s met on validation for %d/%d classes%s",
+        thresholds.policy, thresholds.target, len(thresholds.per_class) - len(unmet),
+        len(thresholds.per_class), f" (not reachable: {unmet})" if unmet else "",
+    )
