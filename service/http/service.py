@@ -17,18 +17,18 @@ import time
 from typing import Any
 
 import bentoml
-from service.engine import Engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.auth import ApiKeyInterceptor, ApiKeys
+from service.engine import Engine
 from service.errors import InvalidInput, VisorError
 from service.http import wire
 from service.http.middleware import GuardMiddleware, error_body
 from service.http.schemas import ClassifyInput, ClassifyOutput, EvaluateInput, EvaluateOutput
-from service.http.v2 import create_v2_app
+from service.http.v2 import create_v2_app, server_metadata
 from service.settings import Settings
 
 log = logging.getLogger("visor.http")
@@ -53,7 +53,10 @@ async def list_models(request: Request) -> Response:
 
 
 v2_app = create_v2_app()
-models_app = Starlette(routes=[Route("/models", list_models, methods=["GET"])])
+# NOTE: "/v2" itself (server metadata) lives here: a mount only matches "/v2/...".
+models_app = Starlette(
+    routes=[Route("/models", list_models, methods=["GET"]), Route("/v2", server_metadata)]
+)
 
 
 @bentoml.asgi_app(v2_app, path="/v2", name="v2")
@@ -70,7 +73,6 @@ class Visor:
 
     @bentoml.on_startup
     async def start(self) -> None:
-        await self.engine.start()
         for app in (v2_app, models_app):
             app.state.engine = self.engine
         v2_app.state.timeout_s = self.settings.request_timeout_s
@@ -79,10 +81,13 @@ class Visor:
 
             keys = ApiKeys(self.settings.api_keys)
             interceptors = [ApiKeyInterceptor(keys)] if keys.enabled else []
+            # NOTE: gRPC first (as the gRPC-only server): health says NOT_SERVING while the
+            # models load and warm up, instead of refusing connections.
             self.grpc_server = await start_grpc_server(
                 self.engine, self.settings, interceptors=interceptors
             )
             self._chain_signals()
+        await self.engine.start()
 
     @bentoml.on_shutdown
     async def stop(self) -> None:

@@ -8,6 +8,7 @@ Request parameters ``threshold``, ``target_precision``, ``target_recall``, ``top
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from importlib.metadata import PackageNotFoundError
@@ -26,6 +27,7 @@ from service.types import Classification, InferOptions, ModelInfo
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
 OUTPUTS = ("probabilities", "labels")
+GROUND_TRUTH_INPUT = "labels"
 
 
 def _engine(request: Request) -> Any:
@@ -94,11 +96,17 @@ async def infer(request: Request) -> Response:
     header, tail = split_body(
         await request.body(), request.headers.get("inference-header-content-length")
     )
-    if len(header["inputs"]) != 1:
-        raise InvalidInput("Send exactly one input: the images (a BYTES or an image tensor).")
-    images, _ = decode_input(header["inputs"][0], tail, 0)
+    tensors, offset = {}, 0
+    for spec in header["inputs"]:
+        tensors[spec.get("name")], offset = decode_input(spec, tail, offset)
+    # NOTE: as on gRPC, a BYTES input named "labels" carries the ground truth, not images.
+    truth = tensors.pop(GROUND_TRUTH_INPUT, None)
+    if len(tensors) != 1:
+        raise InvalidInput("Send exactly one image input: encoded images (BYTES) or pixels.")
+    (images,) = tensors.values()
     requested = header.get("outputs") or [{"name": n} for n in OUTPUTS]
-    options = _options(header.get("parameters") or {}, requested)
+    params = header.get("parameters") or {}
+    options = _options(params, requested, truth)
     engine = _engine(request)
     name, version = request.path_params["model"], _version(request)
     deadline = time.monotonic() + request.app.state.timeout_s
@@ -110,10 +118,17 @@ async def infer(request: Request) -> Response:
         result = await engine.classify_array(
             name, version, images, options, protocol="rest_v2", deadline=deadline
         )
-    binary_default = bool((header.get("parameters") or {}).get("binary_data_output", False))
+    binary_default = bool(params.get("binary_data_output", False))
     chunks: list[bytes] = []
     outputs = [_output(result, spec, binary_default, chunks) for spec in requested]
-    body = {"model_name": result.model, "model_version": str(result.version), "outputs": outputs}
+    body: dict[str, Any] = {
+        "model_name": result.model,
+        "model_version": str(result.version),
+        "outputs": outputs,
+        "parameters": {"threshold_source": result.threshold_source},
+    }
+    if result.metrics is not None:
+        body["parameters"]["metrics"] = dataclasses.asdict(result.metrics)
     if "id" in header:
         body["id"] = header["id"]
     head = json.dumps(body).encode()
@@ -126,20 +141,40 @@ async def infer(request: Request) -> Response:
     )
 
 
-def _options(params: dict[str, Any], requested: list[dict[str, Any]]) -> InferOptions:
+def _options(params: dict[str, Any], requested: list[dict[str, Any]], truth: Any) -> InferOptions:
+    """Request parameters → InferOptions; strings like "0.3,0.5" are accepted as on gRPC."""
     top_k = params.get("top_k")
     if top_k is None:
         ks = [(o.get("parameters") or {}).get("classification") for o in requested]
         top_k = max((k for k in ks if k), default=None)
+    if truth is None and params.get("labels") is not None:
+        truth = _split(params["labels"])
+    elif truth is not None:
+        truth = [t.decode("utf-8", "replace") for t in truth]
+    threshold = params.get("threshold")
     try:
+        if isinstance(threshold, str):
+            parts = [float(v) for v in _split(threshold)]
+            threshold = parts[0] if len(parts) == 1 else parts
         return InferOptions(
             top_k=None if top_k is None else int(top_k),
-            threshold=params.get("threshold"),
-            target_precision=params.get("target_precision"),
-            target_recall=params.get("target_recall"),
+            threshold=threshold,
+            target_precision=_float(params.get("target_precision")),
+            target_recall=_float(params.get("target_recall")),
+            ground_truth=truth,
         )
     except (TypeError, ValueError) as err:
         raise InvalidInput(f"A request parameter has the wrong type: {err}.") from err
+
+
+def _split(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _output(
@@ -177,7 +212,6 @@ def create_v2_app(timeout_s: float = 30.0) -> Starlette:
         Route("/health/live", live),
         Route("/health/ready", ready),
         Route("/", server_metadata),
-        Route("", server_metadata),
     ]
     for base in (versioned, model):
         routes += [
