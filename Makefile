@@ -23,5 +23,24 @@ install:  ## create .venv and install Visor with training and dev extras
 lint:  ## ruff
 	$(VENV)/bin/ruff check service training tests loadtests
 
+# Load test: a bounded headless locust run against a server it starts on loopback.
+USERS      ?= 16
+SPAWN_RATE ?= 8
+RUN_TIME   ?= 30s
+MIX        ?= classify=3,v2_infer=1,grpc_raw=3,grpc_bytes=1
+LT_MODEL   ?= digits
+loadtest:  ## locust, headless and bounded (USERS, SPAWN_RATE, RUN_TIME, MIX): CSV + HTML in loadtests/results/
+	VENV=$(VENV) PYTHON=$(PYTHON) scripts/install.sh full
+	VENV=$(VENV) scripts/default-model.sh $(MODELS)
+	$(PY) -m loadtests.loadtest --models $(MODELS) --model $(LT_MODEL) --users $(USERS) \
+		--spawn-rate $(SPAWN_RATE) --run-time $(RUN_TIME) --mix $(MIX)
+
+# Benchmark: raw ONNX Runtime limit vs Visor (gRPC, HTTP) vs a naive Keras server; never part of `make test`.
+BENCH_MODEL ?= mobilenetv2
+BENCH_ARGS  ?=
+bench:  ## benchmark BENCH_MODEL (mobilenetv2|digits); writes docs/benchmarks.{md,json,png}
+	VENV=$(VENV) PYTHON=$(PYTHON) scripts/install.sh full
+	$(PY) -m loadtests.bench --model $(BENCH_MODEL) $(BENCH_ARGS)
+
 clean:  ## remove the virtual environment and caches (models/ is kept)
 	rm -rf $(VENV) .pytest_cache build *.egg-info
