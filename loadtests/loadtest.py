@@ -24,6 +24,20 @@ from loadtests.payloads import make_payloads, read_input_shape
 
 # NOTE: here, not in the locustfile: importing locust monkey-patches the process for gevent.
 DEFAULT_MIX = "classify=3,v2_infer=1,grpc_raw=3,grpc_bytes=1"
+TASK_NAMES = ("classify", "v2_infer", "grpc_raw", "grpc_bytes")
+
+
+def parse_mix(text: str) -> dict[str, int]:
+    """``classify=3,grpc_raw=1`` → a weight for every task (unnamed ones 0); ValueError if bad."""
+    mix = dict.fromkeys(TASK_NAMES, 0)
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, _, weight = item.partition("=")
+        if name not in mix or not weight.isdigit():
+            raise ValueError(f"--mix: expected NAME=INT with NAME in {list(mix)}, got {item!r}")
+        mix[name] = int(weight)
+    if not any(mix.values()):
+        raise ValueError("--mix: every weight is 0")
+    return mix
 
 
 def seconds(text: str) -> float:
@@ -137,7 +151,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path, default=procs.ROOT / "loadtests" / "results")
     p.add_argument("--max-failure-ratio", type=float, default=0.01)
     args = p.parse_args(argv)
-    seconds(args.run_time)  # refuse a bad duration before starting anything
+    seconds(args.run_time)  # refuse a bad duration or mix before starting anything
+    try:
+        parse_mix(args.mix)
+    except ValueError as err:
+        p.error(str(err))
     sys.exit(run(args))
 
 

@@ -40,7 +40,7 @@ from loadtests.client import (
     multipart_bodies,
     rest_v2_bodies,
 )
-from loadtests.loadtest import DEFAULT_MIX
+from loadtests.loadtest import DEFAULT_MIX, parse_mix
 from loadtests.payloads import Payloads
 
 _wire: dict = {}  # request bodies, built once per locust process in the init hook
@@ -67,18 +67,6 @@ def _options(parser) -> None:
         default=DEFAULT_MIX,
         help="task weights: classify=N,v2_infer=N,grpc_raw=N,grpc_bytes=N",
     )
-
-
-def parse_mix(text: str) -> dict[str, int]:
-    mix = {name: 0 for name in TASKS}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        name, _, weight = item.partition("=")
-        if name not in mix or not weight.isdigit():
-            raise ValueError(f"--mix: expected NAME=INT with NAME in {sorted(mix)}, got {item!r}")
-        mix[name] = int(weight)
-    if not any(mix.values()):
-        raise ValueError("--mix: every weight is 0")
-    return mix
 
 
 @events.init.add_listener

@@ -1,0 +1,104 @@
+"""Smoke tests: the load-test and benchmark scripts run end to end on the tiniest setting.
+
+They check that the scripts work, never how fast anything is (that is `make bench`'s job).
+Every server is started on free loopback ports by the scripts themselves and stopped by them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loadtests.loadtest import parse_mix
+from loadtests.profile import parse_collapsed, summarise
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*argv: str, timeout: float) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"{argv[0]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    return done
+
+
+def test_payloads_match_the_model(digits_repo: Path, tmp_path: Path) -> None:
+    run("loadtests.payloads", "--models", str(digits_repo), "--model", "digits",
+        "--out", str(tmp_path), "--count", "5", timeout=60)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    meta = json.loads((digits_repo / "digits" / "1" / "metadata.json").read_text())["input"]
+    pixels = np.load(tmp_path / "pixels.npy")
+    assert pixels.shape == (5, meta["height"], meta["width"], meta["channels"])
+    assert pixels.dtype == np.uint8
+    assert len(manifest["files"]) == 5
+    assert all((tmp_path / f).stat().st_size > 0 for f in manifest["files"])
+
+
+def test_loadtest_runs_locust_and_summarises(digits_repo: Path, tmp_path: Path) -> None:
+    done = run("loadtests.loadtest", "--models", str(digits_repo), "--model", "digits",
+               "--users", "4", "--spawn-rate", "4", "--run-time", "3s",
+               "--results", str(tmp_path), timeout=120)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("loadtest: ") and "req/s" in x)
+    assert " 0 failures" in line, line
+    (out,) = tmp_path.glob("*-loadtest")
+    assert (out / "locust_stats.csv").is_file()
+    assert (out / "report.html").is_file()
+    names = (out / "locust_stats.csv").read_text()
+    for request in ("/classify", "/v2/models", "UINT8 raw tensor", "BYTES encoded image"):
+        assert request in names, f"{request} never ran"
+
+
+def test_bench_tiny_setting_writes_json_and_docs(digits_repo: Path, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    run("loadtests.bench", "--model", "digits", "--models", str(digits_repo),
+        "--concurrency", "2", "--duration", "1", "--warmup", "0.3", "--batch-sizes", "1,4",
+        "--raw-seconds", "0.3", "--rest-s", "0", "--out", str(tmp_path), "--docs", str(docs),
+        timeout=150)
+    (result,) = tmp_path.glob("*-digits/bench.json")
+    bench = json.loads(result.read_text())
+    assert bench["raw"]["best_images_per_s"] > 0
+    assert {p["batch"] for p in bench["raw"]["points"]} == {1, 4}
+    for server, targets in (("visor", {"grpc", "http"}), ("naive", {"naive"})):
+        points = bench[server]["points"]
+        assert {p["target"] for p in points} == targets
+        assert all(p["requests"] > 0 and p["errors"] == 0 for p in points), points
+        assert bench[server]["cold_start_s"] > 0
+        assert bench[server]["memory_at_rest"]["rss_mb"] > 0
+    assert all(t["met"] is not None for t in bench["targets"])
+    text = (docs / "benchmarks.md").read_text()
+    assert "<!-- bench:digits:begin -->" in text and "| visor | grpc | 2 |" in text
+    assert (docs / "benchmarks.png").stat().st_size > 0
+    assert json.loads((docs / "benchmarks.json").read_text())["runs"]["digits"]["stamp"] == bench["stamp"]
+
+
+def test_mix_parsing() -> None:
+    assert parse_mix("classify=2,grpc_raw=1") == {
+        "classify": 2, "v2_infer": 0, "grpc_raw": 1, "grpc_bytes": 0,
+    }
+    for bad in ("classify=x", "nope=1", "classify=0,grpc_raw=0"):
+        with pytest.raises(ValueError):
+            parse_mix(bad)
+
+
+def test_profile_summary_sorts_samples_by_category(tmp_path: Path) -> None:
+    raw = tmp_path / "stacks.txt"
+    raw.write_text(
+        'process 1:"python -m service";thread (0x1);<module> (/r/service/__main__.py:1);'
+        "OnnxBackend.run (/r/service/backends/onnx.py:70);"
+        "Session.run (/v/site-packages/onnxruntime/capi/x.py:395) 30\n"
+        'process 1:"python -m service";thread (0x1);<module> (/r/service/__main__.py:1);'
+        "decode_image (/r/service/codecs.py:40);open (/v/site-packages/PIL/Image.py:3300) 10\n"
+    )
+    summary = summarise(parse_collapsed(raw))
+    assert summary["samples"] == 40
+    assert dict(summary["self_by_category_pct"]) == {
+        "model compute (onnxruntime session.run)": 75.0, "image decode/resize (Pillow)": 25.0,
+    }
+    assert ("OnnxBackend.run (/r/service/backends/onnx.py)", 75.0) in summary["visor_inclusive_pct"]
