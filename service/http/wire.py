@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
@@ -58,9 +59,11 @@ async def read_call(
 
 async def _read_multipart(request: Request, max_images: int) -> tuple[list[bytes], dict[str, Any]]:
     try:
-        form: FormData = await request.form(max_files=max_images + 1, max_fields=64)
-    except MultiPartException as err:
-        raise InvalidInput(f"The multipart body could not be read: {err.message}") from err
+        form: FormData = await request.form(max_files=max_images, max_fields=64)
+    except (MultiPartException, HTTPException) as err:
+        # NOTE: Starlette turns parser errors (too many files, bad boundary) into HTTPException.
+        detail = getattr(err, "detail", None) or getattr(err, "message", "")
+        raise InvalidInput(f"The multipart body could not be read: {detail}.") from err
     images: list[bytes] = []
     fields: dict[str, Any] = {}
     try:
