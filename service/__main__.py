@@ -1,0 +1,81 @@
+"""``python -m service serve --models models/ --grpc-port 50051 ...``.
+
+Every option is also a ``VISOR_`` environment variable (see ``service.settings.Settings``);
+a flag given on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from service.settings import Settings
+
+# flag → Settings field; the help text is the field's description.
+OPTIONS: dict[str, str] = {
+    "--models": "models", "--protocol": "protocol", "--host": "host",
+    "--http-port": "http_port", "--grpc-port": "grpc_port", "--workers": "workers",
+    "--backend": "backend", "--version-policy": "version_policy",
+    "--poll-interval": "poll_interval_s", "--max-batch-size": "max_batch_size",
+    "--max-queue-delay-ms": "max_queue_delay_ms", "--max-queue-size": "max_queue_size",
+    "--inference-threads": "inference_threads", "--intra-op-threads": "intra_op_threads",
+    "--providers": "providers", "--grpc-max-message-bytes": "grpc_max_message_bytes",
+    "--request-timeout": "request_timeout_s", "--grace-period": "grace_period_s",
+    "--log-level": "log_level",
+}
+LIST_FIELDS = {"providers"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m service", description="Visor model server.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve", help="serve every model of the repository",
+        description="Serve every model in the repository over gRPC (Open Inference Protocol v2) "
+        "and HTTP (BentoML). Each option is also an environment variable VISOR_<FIELD>.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    fields = Settings.model_fields
+    for flag, name in OPTIONS.items():
+        info = fields[name]
+        help_text = f"{info.description or name} [env VISOR_{name.upper()}]"
+        kwargs: dict = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        if name in LIST_FIELDS:
+            kwargs["nargs"] = "+"
+        if name == "protocol":
+            kwargs["choices"] = ["grpc", "http", "both"]
+        serve.add_argument(flag, **kwargs)
+    serve.add_argument("--grpc-only", dest="protocol", action="store_const", const="grpc",
+                       default=argparse.SUPPRESS, help="same as --protocol grpc")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    args.pop("command")
+    settings = Settings(**args)  # NOTE: flags override; unset ones come from VISOR_* / defaults
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
+    )
+    if settings.protocol == "grpc":
+        from service.server import serve_grpc
+
+        serve_grpc(settings)
+        return 0
+    try:
+        from service.http.serve import serve
+    except ImportError as exc:  # NOTE: a serving image without the HTTP front-end
+        logging.getLogger("service").warning("HTTP front-end unavailable (%s): serving gRPC only", exc)
+        from service.server import serve_grpc
+
+        serve_grpc(settings)
+        return 0
+    serve(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

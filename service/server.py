@@ -1,0 +1,86 @@
+"""The composition root of a gRPC-only server: engine + gRPC front-end, async start()/stop().
+
+HTTP (and HTTP + gRPC in one process) is served by BentoML (``service.http.serve``), whose
+worker hosts the same gRPC server on its own loop through ``start_grpc_server``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+
+import grpc
+
+from service.engine import Engine
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class VisorServer:
+    """One engine and its gRPC server. ``await start()``; ``await stop()`` stops gracefully."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = Engine(settings)
+        self.grpc: grpc.aio.Server | None = None
+
+    async def start(self) -> None:
+        from service.auth import ApiKeyInterceptor, ApiKeys
+        from service.grpc.server import start_grpc_server
+
+        keys = ApiKeys(self.settings.api_keys)
+        interceptors = [ApiKeyInterceptor(keys)] if keys.enabled else []
+        # NOTE: gRPC first: health answers NOT_SERVING while the models load and warm up.
+        self.grpc = await start_grpc_server(self.engine, self.settings, interceptors=interceptors)
+        await self.engine.start()
+        log.info("Visor ready: %d model version(s) serving",
+                 sum(1 for m in self.engine.models() if m.ready))
+
+    async def stop(self) -> None:
+        from service.grpc.server import stop_grpc_server
+
+        if self.grpc is not None:
+            await stop_grpc_server(self.grpc, self.settings.grace_period_s)
+        await self.engine.stop()
+
+    async def run_until_signalled(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("signal received: finishing in-flight requests (up to %ss)", self.settings.grace_period_s)
+        await self.stop()
+
+
+def _worker(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    asyncio.run(VisorServer(settings).run_until_signalled())
+
+
+def serve_grpc(settings: Settings) -> None:
+    """Serve gRPC only; ``workers`` > 1 starts that many processes sharing the port (SO_REUSEPORT)."""
+    if settings.workers == 1:
+        _worker(settings)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(settings,), name=f"visor-grpc-{i}") for i in range(settings.workers)]
+    for p in procs:
+        p.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.pid and p.is_alive():
+                p.terminate() if signum == signal.SIGTERM else p.kill()
+
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:  # NOTE: Ctrl-C reaches the workers too (same process group)
+        for p in procs:
+            p.join()

@@ -1,0 +1,134 @@
+"""The adaptive batcher on its own, with a fake backend we can hold and inspect."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from service.batching import AdaptiveBatcher, BatchPolicy
+from service.errors import DeadlineExceeded, InternalError, QueueFull
+from service.metrics import Metrics, VersionMetrics
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeBackend:
+    """Returns each row's first pixel; records batch sizes; can be held on a gate."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.rows_seen: list[float] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = False
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.gate.wait(30)
+        self.batches.append(len(x))
+        self.rows_seen.extend(x[:, 0, 0, 0].tolist())
+        if self.fail:
+            raise RuntimeError("backend exploded")
+        return x[:, 0, 0, :1].reshape(len(x), 1) * 2
+
+
+@pytest.fixture
+def pool():
+    with ThreadPoolExecutor(2) as executor:
+        yield executor
+
+
+def batcher(backend, pool, *, max_batch=8, delay_ms=5.0, queue=64, concurrency=1, metrics=None):
+    return AdaptiveBatcher("t v1", backend.run, pool,
+                           BatchPolicy(max_batch, delay_ms / 1000, queue, concurrency), metrics)
+
+
+def one(value: float, n: int = 1) -> np.ndarray:
+    return np.full((n, 2, 2, 1), value, np.float32)
+
+
+async def test_batches_form_under_concurrency_and_results_keep_order(pool) -> None:
+    backend = FakeBackend()
+    registry = CollectorRegistry()
+    vm = VersionMetrics(Metrics(registry), "t", 1)
+    b = batcher(backend, pool, metrics=vm)
+    backend.gate.clear()
+    first = asyncio.ensure_future(b.predict(one(0)))  # runs alone, held on the gate
+    await asyncio.sleep(0.05)
+    rest = [asyncio.ensure_future(b.predict(one(i, n=1 + i % 2))) for i in range(1, 13)]
+    await asyncio.sleep(0.05)
+    backend.gate.set()
+    results = await asyncio.gather(first, *rest)
+    for i, out in enumerate(results):
+        assert out.shape == (1 + i % 2 if i else 1, 1) and np.all(out == 2 * i)
+    assert backend.batches[0] == 1 and max(backend.batches[1:]) > 1
+    assert all(size <= 8 for size in backend.batches)
+    assert registry.get_sample_value("visor_batch_size_count", {"model": "t", "version": "1"}) == len(backend.batches)
+    assert registry.get_sample_value("visor_batch_size_sum", {"model": "t", "version": "1"}) == 19
+
+
+async def test_full_queue_rejects_at_once(pool) -> None:
+    backend = FakeBackend()
+    backend.gate.clear()
+    b = batcher(backend, pool, queue=4)
+    running = asyncio.ensure_future(b.predict(one(0)))
+    await asyncio.sleep(0.05)
+    queued = [asyncio.ensure_future(b.predict(one(1, n=2))) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(QueueFull):
+        b.submit(one(9))  # raises synchronously: no waiting behind the queue
+    backend.gate.set()
+    await asyncio.gather(running, *queued)
+
+
+async def test_expired_requests_never_run(pool) -> None:
+    import time
+
+    backend = FakeBackend()
+    backend.gate.clear()
+    b = batcher(backend, pool)
+    running = asyncio.ensure_future(b.predict(one(0)))
+    await asyncio.sleep(0.05)
+    expired = asyncio.ensure_future(b.predict(one(7), deadline=time.monotonic() + 0.01))
+    alive = asyncio.ensure_future(b.predict(one(8), deadline=time.monotonic() + 30))
+    await asyncio.sleep(0.05)
+    backend.gate.set()
+    with pytest.raises(DeadlineExceeded):
+        await expired
+    assert (await alive)[0, 0] == 16
+    await running
+    assert 7.0 not in backend.rows_seen
+
+
+async def test_batch_error_reaches_every_waiter_and_batcher_recovers(pool) -> None:
+    backend = FakeBackend()
+    backend.gate.clear()
+    b = batcher(backend, pool)
+    first = asyncio.ensure_future(b.predict(one(0)))
+    await asyncio.sleep(0.05)
+    backend.fail = True
+    waiters = [asyncio.ensure_future(b.predict(one(i))) for i in range(1, 5)]
+    await asyncio.sleep(0.01)
+    backend.gate.set()
+    outcomes = await asyncio.gather(first, *waiters, return_exceptions=True)
+    assert all(isinstance(o, InternalError) and "backend exploded" in str(o) for o in outcomes)
+    backend.fail = False
+    assert (await b.predict(one(3)))[0, 0] == 6
+
+
+async def test_drain_waits_for_queued_work(pool) -> None:
+    backend = FakeBackend()
+    backend.gate.clear()
+    b = batcher(backend, pool)
+    pending = [asyncio.ensure_future(b.predict(one(i))) for i in range(3)]
+    await asyncio.sleep(0.02)
+    drained = asyncio.ensure_future(b.drain())
+    await asyncio.sleep(0.02)
+    assert not drained.done()
+    backend.gate.set()
+    await drained
+    assert all(p.done() and not p.exception() for p in pending)
