@@ -1,0 +1,103 @@
+"""Whole-process checks: ONNX serving never imports TensorFlow; the CLI serves and stops on SIGTERM;
+the committed gRPC stubs are what scripts/gen_proto.sh generates."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+NO_TF = """
+import asyncio, sys
+import numpy as np
+from prometheus_client import CollectorRegistry
+from service.engine import Engine
+from service.grpc.server import start_grpc_server, stop_grpc_server
+from service.settings import Settings
+from service.types import InferOptions
+
+async def main():
+    s = Settings(models=sys.argv[1], providers=["CPUExecutionProvider"], poll_interval_s=0,
+                 grpc_port=0, host="127.0.0.1", warmup_batch_sizes=[1], _env_file=None)
+    engine = Engine(s, registry=CollectorRegistry())
+    await engine.start()
+    server = await start_grpc_server(engine, s)
+    r = await engine.classify_array("tiny", None, np.zeros((1, 8, 8, 1), np.uint8), InferOptions(),
+                                    protocol="grpc")
+    await stop_grpc_server(server, 0)
+    await engine.stop()
+    assert len(r) == 1
+    print("tensorflow" in sys.modules, "tf_keras" in sys.modules)
+
+asyncio.run(main())
+"""
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def test_serving_onnx_never_imports_tensorflow(model_repo) -> None:
+    out = subprocess.run([sys.executable, "-c", NO_TF, str(model_repo)], cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_cli_serves_grpc_and_stops_on_sigterm(model_repo) -> None:
+    import tritonclient.grpc as triton
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--models", str(model_repo), "--grpc-only",
+         "--grpc-port", str(port), "--host", "127.0.0.1", "--providers", "CPUExecutionProvider",
+         "--max-batch-size", "4", "--grace-period", "5"],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        client = triton.InferenceServerClient(f"127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if client.is_server_ready():
+                    break
+            except Exception:  # noqa: BLE001 - not listening yet
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.1)
+        assert client.is_model_ready("tiny")
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    assert "gRPC server stopped" in output
+
+
+def test_cli_help_names_the_settings() -> None:
+    out = subprocess.run([sys.executable, "-m", "service", "serve", "--help"], cwd=ROOT,
+                         env=_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for word in ("--grpc-port", "--protocol", "VISOR_MAX_BATCH_SIZE", "--grpc-only"):
+        assert word in out.stdout
+
+
+def test_generated_stubs_are_current(tmp_path) -> None:
+    if subprocess.run([sys.executable, "-c", "import grpc_tools"], capture_output=True).returncode:
+        pytest.skip("grpcio-tools is not installed")
+    env = {**os.environ, "OUT": str(tmp_path), "VENV": "system", "PYTHON": sys.executable}
+    subprocess.run(["bash", "scripts/gen_proto.sh"], cwd=ROOT, env=env, check=True, timeout=120)
+    committed = ROOT / "service" / "grpc" / "generated"
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(p.name for p in committed.iterdir() if p.suffix in (".py", ".pyi"))
+    _, mismatch, errors = filecmp.cmpfiles(tmp_path, committed, names, shallow=False)
+    assert not mismatch and not errors, f"regenerate with scripts/gen_proto.sh: {mismatch}"
