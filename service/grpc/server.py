@@ -75,7 +75,8 @@ async def start_grpc_server(
 ) -> grpc.aio.Server:
     """Start the OIP v2 gRPC server (with health and reflection) on the running loop."""
     server = grpc.aio.server(interceptors=list(interceptors), options=server_options(settings))
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(engine, settings), server)
+    servicer = InferenceServicer(engine, settings)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     publisher = HealthPublisher(engine, health_aio.HealthServicer())
     health_pb2_grpc.add_HealthServicer_to_server(publisher.health, server)
     if settings.grpc_reflection:
@@ -89,6 +90,7 @@ async def start_grpc_server(
     await server.start()
     server.visor_port = port  # type: ignore[attr-defined]
     server.visor_health = publisher  # type: ignore[attr-defined]
+    server.visor_servicer = servicer  # type: ignore[attr-defined]
     log.info("gRPC (Open Inference Protocol v2) listening on %s:%d", settings.host, port)
     return server
 
@@ -111,8 +113,16 @@ def _enable_reflection(server: grpc.aio.Server) -> None:
 
 async def stop_grpc_server(server: grpc.aio.Server, grace: float) -> None:
     """Report NOT_SERVING, refuse new calls (UNAVAILABLE), let in-flight calls finish within ``grace``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + grace
     publisher: HealthPublisher | None = getattr(server, "visor_health", None)
     if publisher is not None:
         await publisher.shutdown()
-    await server.stop(grace)
+    servicer: InferenceServicer | None = getattr(server, "visor_servicer", None)
+    if servicer is not None:
+        # NOTE: refuse new inference ourselves (UNAVAILABLE) while in-flight calls finish, and
+        # only then close the server: a call racing gRPC's own shutdown would end CANCELLED.
+        servicer.stopping = True
+        await servicer.wait_idle(grace)
+    await server.stop(max(0.0, end - loop.time()))
     log.info("gRPC server stopped")

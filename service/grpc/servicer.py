@@ -12,7 +12,7 @@ from importlib.metadata import version as package_version
 import grpc
 
 from service.engine import Engine
-from service.errors import VisorError
+from service.errors import ModelUnavailable, VisorError
 from service.grpc import convert
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -34,6 +34,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._engine = engine
         self._timeout = settings.request_timeout_s
         self._version = _server_version()
+        self.stopping = False  # set by stop_grpc_server: new inference calls get UNAVAILABLE
+        self._active = 0  # inference calls in progress
+        self._idle: asyncio.Event | None = None
+
+    async def wait_idle(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until no inference call is in progress."""
+        if self._active:
+            self._idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except TimeoutError:
+                log.warning("%d gRPC inference calls still running after the grace period", self._active)
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self._engine.live)
@@ -117,6 +129,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             ))
 
     async def _infer(self, request: pb.ModelInferRequest, remaining: float | None) -> pb.ModelInferResponse:
+        if self.stopping:
+            raise ModelUnavailable("the server is shutting down; retry on another replica")
+        self._active += 1
+        try:
+            return await self._infer_call(request, remaining)
+        finally:
+            self._active -= 1
+            if self._idle is not None and not self._active:
+                self._idle.set()
+
+    async def _infer_call(self, request: pb.ModelInferRequest, remaining: float | None) -> pb.ModelInferResponse:
         deadline = time.monotonic() + (remaining if remaining is not None else self._timeout)
         name, version = request.model_name, request.model_version or None
         try:
