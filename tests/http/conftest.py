@@ -18,8 +18,11 @@ from pathlib import Path
 
 import grpc
 import httpx
+import numpy as np
+import onnx
 import pytest
 
+from service.metadata import sha256_path
 from tests.service.conftest import free_port, write_version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,22 +89,23 @@ def start_server(workdir: Path, models: Path, **settings: object) -> Server:
         )
     server = Server(proc, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", log)
     try:
-        _wait_ready(server)
+        _wait_ready(server, grpc_too=settings.get("protocol", "both") == "both")
     except BaseException:
         server.stop(signal.SIGKILL)
         raise
     return server
 
 
-def _wait_ready(server: Server, timeout: float = 120.0) -> None:
+def _wait_ready(server: Server, grpc_too: bool, timeout: float = 120.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if server.proc.poll() is not None:
             raise AssertionError(f"server exited with {server.proc.returncode}:\n{server.output()}")
         try:
             if httpx.get(f"{server.http}/readyz", timeout=2).status_code == 200:
-                with grpc.insecure_channel(server.grpc) as channel:
-                    grpc.channel_ready_future(channel).result(timeout=5)
+                if grpc_too:
+                    with grpc.insecure_channel(server.grpc) as channel:
+                        grpc.channel_ready_future(channel).result(timeout=5)
                 return
         except (httpx.HTTPError, grpc.FutureTimeoutError):
             pass
@@ -128,4 +132,52 @@ def server(workdir: Path) -> Iterator[Server]:
     srv.stop()
 
 
+# NOTE: copy it per call (dict(KEY)): tritonclient writes its own headers into the dict it gets.
 KEY = {"X-API-Key": "key-two"}
+
+
+def slow_repo(root: Path, repeat: int = 32, width: int = 2048) -> Path:
+    """Model "slow": the tiny model's answers, but ``repeat`` [width x width] MatMuls per image,
+    so a batch of a few dozen images keeps the (single) inference thread busy for a while."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.service.conftest import H, W, metadata, weights
+
+    lift = np.zeros((H * W, width), np.float32)
+    lift[:, : H * W] = np.eye(H * W, dtype=np.float32)
+    head = np.zeros((width, 3), np.float32)
+    head[: H * W] = weights()
+    nodes = [
+        helper.make_node("Reshape", ["image", "shape"], ["x0"]),
+        helper.make_node("MatMul", ["x0", "lift"], ["h0"]),
+    ]
+    for i in range(repeat):  # NOTE: identity weights, so ORT cannot fold them away
+        nodes.append(helper.make_node("MatMul", [f"h{i}", "eye"], [f"h{i + 1}"]))
+    nodes += [
+        helper.make_node("MatMul", [f"h{repeat}", "head"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", H, W, 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3])],
+        initializer=[
+            numpy_helper.from_array(np.array([-1, H * W], np.int64), "shape"),
+            numpy_helper.from_array(lift, "lift"),
+            numpy_helper.from_array(np.eye(width, dtype=np.float32), "eye"),
+            numpy_helper.from_array(head, "head"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder = root / "models" / "slow" / "1"
+    folder.mkdir(parents=True)
+    onnx.save(model, str(folder / "model.onnx"))
+    meta = metadata("slow", 1, sha256_path(folder / "model.onnx"))
+    (folder / "metadata.json").write_text(json.dumps(meta))
+    return root / "models"
+
+
+# NOTE: a generous timeout: the CI machine is shared, and a slow answer is not a wrong one.
+HTTP = httpx.Client(timeout=60)

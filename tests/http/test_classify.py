@@ -5,14 +5,13 @@ from __future__ import annotations
 import base64
 
 import grpc
-import httpx
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from tests.http.conftest import KEY, Server
+from tests.http.conftest import HTTP, KEY, Server
 from tests.service.conftest import LABELS, encode, image_pixels, reference_probabilities
 
 KINDS = ["top", "bottom", "left"]
@@ -31,9 +30,7 @@ def _probs(body: dict) -> np.ndarray:
 
 
 def test_multipart_classify_gives_the_models_probabilities(server: Server) -> None:
-    r = httpx.post(
-        f"{server.http}/classify", files=_files(*KINDS), data={"top_k": "2"}, headers=KEY
-    )
+    r = HTTP.post(f"{server.http}/classify", files=_files(*KINDS), data={"top_k": "2"}, headers=KEY)
     assert r.status_code == 200, r.text
     body = r.json()
     assert (body["model"], body["version"]) == ("tiny", 1)
@@ -49,19 +46,19 @@ def test_multipart_classify_gives_the_models_probabilities(server: Server) -> No
 
 def test_json_base64_equals_multipart(server: Server) -> None:
     images = [base64.b64encode(_png(k)).decode() for k in ("left", "top")]
-    r = httpx.post(f"{server.http}/classify", json={"images": images, "model": "tiny"}, headers=KEY)
-    m = httpx.post(f"{server.http}/classify", files=_files("left", "top"), headers=KEY)
+    r = HTTP.post(f"{server.http}/classify", json={"images": images, "model": "tiny"}, headers=KEY)
+    m = HTTP.post(f"{server.http}/classify", files=_files("left", "top"), headers=KEY)
     assert r.status_code == m.status_code == 200
     np.testing.assert_array_equal(_probs(r.json()), _probs(m.json()))
 
 
 def test_options_reach_the_engine(server: Server) -> None:
     data = {"threshold": "0.0001,0.9,0.9", "labels": "top", "version": "1"}
-    body = httpx.post(f"{server.http}/classify", files=_files("top"), data=data, headers=KEY).json()
+    body = HTTP.post(f"{server.http}/classify", files=_files("top"), data=data, headers=KEY).json()
     assert body["thresholds"] == {"top": 0.0001, "bottom": 0.9, "left": 0.9}
     assert body["predictions"][0]["labels"] == ["top"]
     assert body["metrics"]["accuracy"] == 1.0 and body["metrics"]["samples"] == 1
-    retargeted = httpx.post(
+    retargeted = HTTP.post(
         f"{server.http}/classify",
         json={"images": [base64.b64encode(_png("top")).decode()], "target_precision": 0.9},
         headers=KEY,
@@ -71,7 +68,7 @@ def test_options_reach_the_engine(server: Server) -> None:
 
 def test_evaluate_reports_metrics_at_the_applied_thresholds(server: Server) -> None:
     data = {"labels": ["top", "bottom", "bottom"]}  # the last one is wrong on purpose
-    r = httpx.post(
+    r = HTTP.post(
         f"{server.http}/evaluate", files=_files("top", "bottom", "left"), data=data, headers=KEY
     )
     assert r.status_code == 200, r.text
@@ -83,7 +80,7 @@ def test_evaluate_reports_metrics_at_the_applied_thresholds(server: Server) -> N
 
 
 def test_models_lists_labels_input_thresholds_metrics_device(server: Server) -> None:
-    (entry,) = httpx.get(f"{server.http}/models", headers=KEY).json()["models"]
+    (entry,) = HTTP.get(f"{server.http}/models", headers=KEY).json()["models"]
     assert entry["name"] == "tiny" and entry["status"] == "ready"
     assert entry["labels"] == LABELS
     assert entry["input"]["height"] == 8 and entry["input"]["color_mode"] == "grayscale"
@@ -112,7 +109,7 @@ def test_bad_requests_get_a_json_error(
     server: Server, kwargs: dict, status: int, code: str
 ) -> None:
     headers = {**KEY, **kwargs.pop("headers", {})}
-    r = httpx.post(f"{server.http}/classify", headers=headers, **kwargs)
+    r = HTTP.post(f"{server.http}/classify", headers=headers, **kwargs)
     assert r.status_code == status, r.text
     body = r.json()
     assert body["code"] == code and len(body["error"]) > 10
@@ -120,7 +117,7 @@ def test_bad_requests_get_a_json_error(
 
 def test_body_over_the_limit_gets_413_with_a_clear_message(server: Server) -> None:
     big = np.random.default_rng(0).integers(0, 255, 100 * 1024, dtype=np.uint8).tobytes()
-    r = httpx.post(
+    r = HTTP.post(
         f"{server.http}/classify", files=[("image", ("big.png", big, "image/png"))], headers=KEY
     )
     assert r.status_code == 413
@@ -130,7 +127,7 @@ def test_body_over_the_limit_gets_413_with_a_clear_message(server: Server) -> No
         for _ in range(10):
             yield b"x" * 16 * 1024
 
-    r = httpx.post(
+    r = HTTP.post(
         f"{server.http}/classify",
         content=chunks(),
         headers={**KEY, "content-type": "application/json"},
@@ -148,7 +145,7 @@ def test_missing_or_wrong_api_key_gets_401(server: Server, headers: dict) -> Non
         ("GET", "/models"),
         ("POST", "/v2/models/tiny/infer"),
     ):
-        r = httpx.request(
+        r = HTTP.request(
             method,
             f"{server.http}{path}",
             files=_files("top") if method == "POST" else None,
@@ -161,11 +158,11 @@ def test_missing_or_wrong_api_key_gets_401(server: Server, headers: dict) -> Non
 def test_right_key_in_either_header_and_open_endpoints(server: Server) -> None:
     for headers in ({"Authorization": "Bearer key-one"}, {"x-api-key": "key-two"}):
         assert (
-            httpx.post(f"{server.http}/classify", files=_files("top"), headers=headers).status_code
+            HTTP.post(f"{server.http}/classify", files=_files("top"), headers=headers).status_code
             == 200
         )
     for path in ("/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"):
-        assert httpx.get(f"{server.http}{path}").status_code == 200, path
+        assert HTTP.get(f"{server.http}{path}").status_code == 200, path
 
 
 def test_grpc_checks_the_same_keys(server: Server) -> None:
@@ -188,7 +185,7 @@ def test_grpc_checks_the_same_keys(server: Server) -> None:
 
 def test_http_and_grpc_give_the_same_probabilities(server: Server) -> None:
     png = _png("left")
-    http = httpx.post(
+    http = HTTP.post(
         f"{server.http}/classify", files=[("image", ("l.png", png, "image/png"))], headers=KEY
     ).json()
     request = pb.ModelInferRequest(model_name="tiny")
@@ -207,14 +204,14 @@ def test_http_and_grpc_give_the_same_probabilities(server: Server) -> None:
 
 
 def test_metrics_hold_engine_and_bentoml_series(server: Server) -> None:
-    httpx.post(f"{server.http}/classify", files=_files("top"), headers=KEY)
-    text = httpx.get(f"{server.http}/metrics").text
+    HTTP.post(f"{server.http}/classify", files=_files("top"), headers=KEY)
+    text = HTTP.get(f"{server.http}/metrics").text
     assert 'visor_requests_total{code="OK",model="tiny",protocol="http",version="1"}' in text
     assert "visor_batch_size_bucket" in text
     assert "bentoml_service_request_total" in text
 
 
 def test_openapi_page_documents_classify(server: Server) -> None:
-    spec = httpx.get(f"{server.http}/docs.json").json()
+    spec = HTTP.get(f"{server.http}/docs.json").json()
     assert "/classify" in spec["paths"] and "/evaluate" in spec["paths"]
-    assert httpx.get(f"{server.http}/").status_code == 200
+    assert HTTP.get(f"{server.http}/").status_code == 200
