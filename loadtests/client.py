@@ -119,6 +119,9 @@ def multipart_bodies(spec: LoadSpec, payloads: Payloads) -> list[bytes]:
     ext = "png" if payloads.content_type == "image/png" else "jpg"
     out = []
     for idx in _batches(spec, payloads):
+        model = (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{spec.model}\r\n'
+        ).encode()
         parts = [
             (
                 f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; '
@@ -128,7 +131,7 @@ def multipart_bodies(spec: LoadSpec, payloads: Payloads) -> list[bytes]:
             + b"\r\n"
             for i in idx
         ]
-        out.append(b"".join(parts) + f"--{BOUNDARY}--\r\n".encode())
+        out.append(model + b"".join(parts) + f"--{BOUNDARY}--\r\n".encode())
     return out
 
 

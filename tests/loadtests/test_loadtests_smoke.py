@@ -22,7 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run(*argv: str, timeout: float) -> subprocess.CompletedProcess:
     done = subprocess.run(
-        [sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, f"{argv[0]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
@@ -30,8 +34,18 @@ def run(*argv: str, timeout: float) -> subprocess.CompletedProcess:
 
 
 def test_payloads_match_the_model(digits_repo: Path, tmp_path: Path) -> None:
-    run("loadtests.payloads", "--models", str(digits_repo), "--model", "digits",
-        "--out", str(tmp_path), "--count", "5", timeout=60)
+    run(
+        "loadtests.payloads",
+        "--models",
+        str(digits_repo),
+        "--model",
+        "digits",
+        "--out",
+        str(tmp_path),
+        "--count",
+        "5",
+        timeout=60,
+    )
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     meta = json.loads((digits_repo / "digits" / "1" / "metadata.json").read_text())["input"]
     pixels = np.load(tmp_path / "pixels.npy")
@@ -42,9 +56,22 @@ def test_payloads_match_the_model(digits_repo: Path, tmp_path: Path) -> None:
 
 
 def test_loadtest_runs_locust_and_summarises(digits_repo: Path, tmp_path: Path) -> None:
-    done = run("loadtests.loadtest", "--models", str(digits_repo), "--model", "digits",
-               "--users", "4", "--spawn-rate", "4", "--run-time", "3s",
-               "--results", str(tmp_path), timeout=120)
+    done = run(
+        "loadtests.loadtest",
+        "--models",
+        str(digits_repo),
+        "--model",
+        "digits",
+        "--users",
+        "4",
+        "--spawn-rate",
+        "4",
+        "--run-time",
+        "3s",
+        "--results",
+        str(tmp_path),
+        timeout=120,
+    )
     line = next(x for x in done.stdout.splitlines() if x.startswith("loadtest: ") and "req/s" in x)
     assert " 0 failures" in line, line
     (out,) = tmp_path.glob("*-loadtest")
@@ -57,10 +84,30 @@ def test_loadtest_runs_locust_and_summarises(digits_repo: Path, tmp_path: Path) 
 
 def test_bench_tiny_setting_writes_json_and_docs(digits_repo: Path, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
-    run("loadtests.bench", "--model", "digits", "--models", str(digits_repo),
-        "--concurrency", "2", "--duration", "1", "--warmup", "0.3", "--batch-sizes", "1,4",
-        "--raw-seconds", "0.3", "--rest-s", "0", "--out", str(tmp_path), "--docs", str(docs),
-        timeout=150)
+    run(
+        "loadtests.bench",
+        "--model",
+        "digits",
+        "--models",
+        str(digits_repo),
+        "--concurrency",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.3",
+        "--batch-sizes",
+        "1,4",
+        "--raw-seconds",
+        "0.3",
+        "--rest-s",
+        "0",
+        "--out",
+        str(tmp_path),
+        "--docs",
+        str(docs),
+        timeout=150,
+    )
     (result,) = tmp_path.glob("*-digits/bench.json")
     bench = json.loads(result.read_text())
     assert bench["raw"]["best_images_per_s"] > 0
@@ -75,12 +122,18 @@ def test_bench_tiny_setting_writes_json_and_docs(digits_repo: Path, tmp_path: Pa
     text = (docs / "benchmarks.md").read_text()
     assert "<!-- bench:digits:begin -->" in text and "| visor | grpc | 2 |" in text
     assert (docs / "benchmarks.png").stat().st_size > 0
-    assert json.loads((docs / "benchmarks.json").read_text())["runs"]["digits"]["stamp"] == bench["stamp"]
+    assert (
+        json.loads((docs / "benchmarks.json").read_text())["runs"]["digits"]["stamp"]
+        == bench["stamp"]
+    )
 
 
 def test_mix_parsing() -> None:
     assert parse_mix("classify=2,grpc_raw=1") == {
-        "classify": 2, "v2_infer": 0, "grpc_raw": 1, "grpc_bytes": 0,
+        "classify": 2,
+        "v2_infer": 0,
+        "grpc_raw": 1,
+        "grpc_bytes": 0,
     }
     for bad in ("classify=x", "nope=1", "classify=0,grpc_raw=0"):
         with pytest.raises(ValueError):
@@ -99,6 +152,7 @@ def test_profile_summary_sorts_samples_by_category(tmp_path: Path) -> None:
     summary = summarise(parse_collapsed(raw))
     assert summary["samples"] == 40
     assert dict(summary["self_by_category_pct"]) == {
-        "model compute (onnxruntime session.run)": 75.0, "image decode/resize (Pillow)": 25.0,
+        "model compute (onnxruntime session.run)": 75.0,
+        "image decode/resize (Pillow)": 25.0,
     }
     assert ("OnnxBackend.run (/r/service/backends/onnx.py)", 75.0) in summary["visor_inclusive_pct"]
