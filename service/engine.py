@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from service import codecs
 from service.errors import InternalError, ModelNotFound, ModelUnavailable, VisorError
 from service.metrics import Metrics
-from service.postprocess import batch_metrics, top_k_indices
+from service.postprocess import batch_metrics
 from service.repository import Repository
 from service.settings import Settings
 from service.types import Classification, InferOptions, ModelInfo, ModelStatus
@@ -188,12 +188,11 @@ class Engine:
         source: str, truth: np.ndarray | None,
     ) -> Classification:
         probs = lv.post.probabilities(output)
-        hits = (probs >= thresholds).sum(axis=0)
-        lv.metrics.count_predicted(hits.tolist())
+        lv.metrics.count_predicted(probs >= thresholds)
         lv.metrics.images.inc(len(probs))
         return Classification(
             model=lv.name, version=lv.version, labels=lv.post.labels, probabilities=probs,
-            top_k_indices=top_k_indices(probs, k), thresholds=thresholds,
+            k=k, thresholds=thresholds,
             threshold_source=source, device=lv.backend.device,
             metrics=batch_metrics(probs, thresholds, truth, lv.post.labels)
             if truth is not None else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from typing import ClassVar
 
+import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -100,7 +101,8 @@ class VersionMetrics:
         if code != "OK":
             self._m.failures.labels(*self._key, protocol, code).inc()
 
-    def count_predicted(self, per_class: list[int]) -> None:
-        for child, n in zip(self._predicted, per_class, strict=False):
-            if n:
-                child.inc(n)
+    def count_predicted(self, hits: np.ndarray) -> None:
+        """``hits``: bool ``[N, C]``, the thresholded predictions of one request."""
+        rows, cols = hits.nonzero()
+        for c in cols.tolist():
+            self._predicted[c].inc()

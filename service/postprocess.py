@@ -60,6 +60,8 @@ class Postprocessor:
 
     def thresholds(self, options: InferOptions) -> tuple[np.ndarray, str]:
         """The thresholds a request asks for, and where they came from."""
+        if options.threshold is None and options.target_precision is None and options.target_recall is None:
+            return self.calibrated, "calibrated"  # NOTE: the common case, first
         given = [options.threshold is not None, options.target_precision is not None,
                  options.target_recall is not None]
         if sum(given) > 1:

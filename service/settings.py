@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
         "all", description="ORT graph optimisation level."
     )
+    ort_allow_spinning: bool = Field(
+        False, description="Let idle ORT threads spin (lower latency, but they steal CPU from the server)."
+    )
     require_provider: bool = Field(
         False, description="Refuse to load a model whose active provider is not the first wanted one."
     )

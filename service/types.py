@@ -23,7 +23,9 @@ class ModelStatus(str, enum.Enum):
     UNLOADED = "unloaded"  # gone
 
 
-@dataclass(frozen=True, slots=True)
+# NOTE: not frozen: a frozen dataclass sets each field through object.__setattr__, which costs
+# more than the rest of a small request's option handling. Treat instances as read-only.
+@dataclass(slots=True)
 class InferOptions:
     """Per-request postprocessing options; every field optional.
 
@@ -101,7 +103,7 @@ class Classification:
     version: int
     labels: list[str]  # the model's labels, column order of ``probabilities``
     probabilities: np.ndarray  # float32 [N, C]
-    top_k_indices: np.ndarray  # int64 [N, k], best first
+    k: int  # how many classes ``top_k`` lists per image
     thresholds: np.ndarray  # float32 [C], the thresholds applied
     threshold_source: str  # "calibrated", "request", "target_precision=0.9", ...
     device: str = ""
@@ -110,6 +112,11 @@ class Classification:
 
     # NOTE: top-k lists and thresholded labels are built lazily: a gRPC client asking only
     # for the probabilities tensor never pays for Python lists it does not read.
+    @cached_property
+    def top_k_indices(self) -> np.ndarray:
+        """int64 ``[N, k]`` class indices, best first (ties keep label order)."""
+        return np.argsort(-self.probabilities, axis=1, kind="stable")[:, : self.k]
+
     @cached_property
     def top_k(self) -> list[list[TopClass]]:
         rows = np.take_along_axis(self.probabilities, self.top_k_indices, axis=1)

@@ -49,6 +49,11 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     opts.inter_op_num_threads = settings.inter_op_threads
     opts.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization]
     opts.log_severity_level = 3
+    # NOTE: spinning intra-op threads keep cores busy between batches; on a small box they
+    # compete with the event loop that moves requests, so they are off unless asked for.
+    spin = "1" if settings.ort_allow_spinning else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
     return opts
 
 

@@ -17,6 +17,8 @@ from service.types import Classification, InferOptions
 
 OUTPUTS = ("probabilities", "labels")
 GROUND_TRUTH_INPUT = "labels"
+DEFAULT_OUTPUTS = [(name, 0) for name in OUTPUTS]
+DEFAULT_OPTIONS = InferOptions()
 
 
 @dataclass(slots=True)
@@ -40,18 +42,31 @@ def parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
 
 
 def decode_request(req: pb.ModelInferRequest) -> InferCall:
-    params = parameters(req.parameters) if req.parameters else {}
-    raw = list(req.raw_input_contents)
-    if raw and len(raw) != len(req.inputs):
-        raise InvalidInput(f"{len(raw)} raw_input_contents for {len(req.inputs)} inputs")
-    image_inputs = [i for i, t in enumerate(req.inputs) if t.name != GROUND_TRUTH_INPUT]
-    if len(image_inputs) != 1:
-        raise InvalidInput(f"send exactly one image input tensor, got {len(image_inputs)}")
-    idx = image_inputs[0]
-    tensor, data = req.inputs[idx], raw[idx] if raw else None
-    truth = _ground_truth(req, raw, params)
-    outputs = _outputs(req)
-    options = _options(params, outputs, truth)
+    params = parameters(req.parameters) if req.parameters else None
+    raw = req.raw_input_contents
+    inputs = req.inputs
+    if raw and len(raw) != len(inputs):
+        raise InvalidInput(f"{len(raw)} raw_input_contents for {len(inputs)} inputs")
+    image, truth = None, None
+    for i, tensor in enumerate(inputs):  # NOTE: one pass; usually a single input
+        if tensor.name == GROUND_TRUTH_INPUT:
+            items = codecs.bytes_from_raw(raw[i]) if raw else list(tensor.contents.bytes_contents)
+            truth = [b.decode("utf-8", "replace") for b in items]
+        elif image is not None:
+            raise InvalidInput("send exactly one image input tensor, got more")
+        else:
+            image = i
+    if image is None:
+        raise InvalidInput("the request has no image input tensor")
+    outputs = _outputs(req) if req.outputs else DEFAULT_OUTPUTS
+    if params is None and truth is None and outputs is DEFAULT_OUTPUTS:
+        options = DEFAULT_OPTIONS
+    else:
+        params = params or {}
+        if truth is None and "labels" in params:
+            truth = _list(params["labels"], "labels")
+        options = _options(params, outputs, truth)
+    tensor, data = inputs[image], raw[image] if raw else None
     if tensor.datatype == "BYTES":
         images = codecs.bytes_from_raw(data) if data is not None else list(tensor.contents.bytes_contents)
         _check_count(len(images), tensor.shape, "BYTES")
@@ -81,20 +96,7 @@ def _check_count(count: int, shape: Any, datatype: str) -> None:
         raise InvalidInput(f"{datatype} tensor of shape {list(shape)} holds {count} elements")
 
 
-def _ground_truth(req: pb.ModelInferRequest, raw: list[bytes], params: dict[str, Any]) -> list[str] | None:
-    for i, t in enumerate(req.inputs):
-        if t.name == GROUND_TRUTH_INPUT:
-            items = codecs.bytes_from_raw(raw[i]) if raw else list(t.contents.bytes_contents)
-            return [b.decode("utf-8", "replace") for b in items]
-    text = params.get("labels")
-    if text is None:
-        return None
-    return _list(text, "labels")
-
-
 def _outputs(req: pb.ModelInferRequest) -> list[tuple[str, int]]:
-    if not req.outputs:
-        return [(name, 0) for name in OUTPUTS]
     out = []
     for o in req.outputs:
         if o.name not in OUTPUTS:
