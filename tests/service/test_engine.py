@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import LABELS, encode, image_pixels, reference_probabilities
+from svc_helpers import LABELS, encode, image_pixels, reference_probabilities
 
 from service.engine import Engine
 from service.errors import InvalidInput, ModelNotFound, ModelUnavailable

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from svc_helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

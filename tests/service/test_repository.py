@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import image_pixels, wait_for, write_version
+from svc_helpers import image_pixels, wait_for, write_version
 
 from service.engine import Engine
 from service.errors import ModelUnavailable

@@ -7,7 +7,7 @@ import threading
 import grpc
 import numpy as np
 import pytest
-from conftest import GrpcFixture, LoopThread, free_port, image_pixels
+from svc_helpers import GrpcFixture, LoopThread, free_port, image_pixels
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 

@@ -7,7 +7,7 @@ import struct
 import grpc
 import numpy as np
 import pytest
-from conftest import GrpcFixture, encode, image_pixels
+from svc_helpers import GrpcFixture, encode, image_pixels
 
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc

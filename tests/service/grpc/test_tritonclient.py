@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from conftest import encode, image_pixels, reference_probabilities
+from svc_helpers import encode, image_pixels, reference_probabilities
 from tritonclient.utils import InferenceServerException
 
 
