@@ -88,6 +88,20 @@ class Server:
             pss += getattr(info, "pss", info.rss)
         return {"rss_mb": rss / 2**20, "pss_mb": pss / 2**20}
 
+    def memory_by_process(self) -> list[dict]:
+        """Each process of the tree: its command line (shortened) and RSS/PSS in MB."""
+        out = []
+        for proc in self.processes():
+            try:
+                info, cmd = proc.memory_full_info(), " ".join(proc.cmdline()[1:4])
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            pss = getattr(info, "pss", info.rss)
+            out.append(
+                {"pid": proc.pid, "cmd": cmd, "rss_mb": info.rss / 2**20, "pss_mb": pss / 2**20}
+            )
+        return out
+
     def cpu_s(self) -> float:
         total = 0.0
         for proc in self.processes():
