@@ -54,8 +54,10 @@ class Settings(BaseSettings):
         "both", description="Which front-ends `python -m service serve` starts."
     )
     host: str = Field("0.0.0.0", description="Address both servers bind.")
-    http_port: int = Field(3000, ge=0, le=65535)
-    grpc_port: int = Field(50051, ge=0, le=65535)
+    http_port: int = Field(3000, ge=0, le=65535, description="HTTP (BentoML) port.")
+    grpc_port: int = Field(
+        50051, ge=0, le=65535, description="gRPC (Open Inference Protocol v2) port; 0 = any free port."
+    )
     workers: int = Field(1, ge=1, description="Worker processes, each with its own engine.")
     grpc_max_message_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="gRPC message limit, both directions."
@@ -71,7 +73,9 @@ class Settings(BaseSettings):
     )
     grpc_reflection: bool = Field(True, description="Enable gRPC server reflection.")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="HTTP body limit (413).")
-    max_images_per_request: int = Field(256, ge=1)
+    max_images_per_request: int = Field(
+        256, ge=1, description="More images in one request is a 400/INVALID_ARGUMENT."
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="Default per-request deadline.")
     grace_period_s: float = Field(20.0, ge=0, description="SIGTERM: time to finish in-flight work.")
     # NOTE: NoDecode + the validator below: VISOR_API_KEYS takes "k1,k2" as well as JSON.
@@ -79,11 +83,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="When set, every inference call needs one of these keys (comma-separated).",
     )
-    default_top_k: int = Field(5, ge=1)
+    default_top_k: int = Field(5, ge=1, description="Classes in top-k when a request names none.")
     max_image_pixels: int = Field(
         50_000_000, ge=1, description="Decompression-bomb limit for encoded images."
     )
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="Python logging level of the server.")
 
     @field_validator("api_keys", mode="before")
     @classmethod
