@@ -51,11 +51,11 @@ class FitConfig:
     """Optimisation, callbacks, checkpoints and distribution."""
 
     work_dir: Path = Path("build/training")
-    epochs: int = 15
+    epochs: int = 30
     fine_tune_epochs: int = 5
-    batch_size: int = 64
+    batch_size: int = 32
     learning_rate: float = 1e-3
-    patience: int = 5
+    patience: int = 6
     monitor: str = "val_loss"
     resume: bool = False
     quiet: bool = False

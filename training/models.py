@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import tf_keras as keras
 
 from training.config import ModelConfig
-from training.errors import WeightsError
+from training.weights import resolve_weights
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
@@ -24,41 +22,13 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 class Backbone:
     factory: Callable[..., keras.Model]
     preprocess: str  # "tf" (-1..1), "caffe" (BGR, mean-subtracted) or "raw" (model normalises)
-    imagenet_file: Callable[[int], str]
-
-
-def _mobilenet_file(size: int) -> str:
-    rows = size if size in (96, 128, 160, 192, 224) else 224
-    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
 
 
 BACKBONES: dict[str, Backbone] = {
-    "mobilenetv2": Backbone(keras.applications.MobileNetV2, "tf", _mobilenet_file),
-    "efficientnetb0": Backbone(keras.applications.EfficientNetB0, "raw", lambda _: "efficientnetb0_notop.h5"),
-    "resnet50": Backbone(
-        keras.applications.ResNet50, "caffe", lambda _: "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    ),
+    "mobilenetv2": Backbone(keras.applications.MobileNetV2, "tf"),
+    "efficientnetb0": Backbone(keras.applications.EfficientNetB0, "raw"),
+    "resnet50": Backbone(keras.applications.ResNet50, "caffe"),
 }
-
-
-def resolve_weights(cfg: ModelConfig, size: int) -> str | None:
-    """None, or a local .h5 path. ``imagenet`` must already be in the Keras cache: no downloads."""
-    if cfg.weights == "none":
-        return None
-    if cfg.architecture == "cnn":
-        raise WeightsError("--weights applies to transfer backbones only; the cnn starts from scratch")
-    if cfg.weights == "imagenet":
-        cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
-        path = cache / BACKBONES[cfg.architecture].imagenet_file(size)
-        if not path.is_file():
-            raise WeightsError(
-                f"imagenet weights for {cfg.architecture} are not in the Keras cache ({path}); "
-                "Visor never downloads: copy the file there, pass --weights PATH.h5, or --weights none"
-            )
-        return str(path)
-    if not Path(cfg.weights).is_file():
-        raise WeightsError(f"--weights {cfg.weights}: no such file (expected none, imagenet or a .h5)")
-    return cfg.weights
 
 
 def _small_cnn(x, num_classes: int, dropout: float):
@@ -66,7 +36,9 @@ def _small_cnn(x, num_classes: int, dropout: float):
     for filters in (32, 64):
         for _ in range(2):
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-            x = keras.layers.BatchNormalization()(x)
+            # NOTE: momentum 0.9 (not 0.99): small data sets give few steps, and slow moving
+            # statistics made validation predict one class for the first epochs.
+            x = keras.layers.BatchNormalization(momentum=0.9)(x)
             x = keras.layers.ReLU()(x)
         x = keras.layers.MaxPooling2D(padding="same")(x)
     x = keras.layers.Conv2D(128, 3, padding="same", activation="relu")(x)

@@ -155,7 +155,7 @@ def _load_as(fit_model, model, path: Path, saved_in: str, now: str, n_layers: in
     _set_phase(model, now, n_layers)
 
 
-def _run_phase(fit_model, model, cfg, work, own, phase, first, last, data) -> int:
+def _run_phase(fit_model, model, cfg, work, own, phase, first, last, data, strategy) -> int:
     """Fit epochs ``first..last-1`` once per phase, end on its best weights; returns epochs done."""
     state, n = _read_state(own), cfg.model.fine_tune_layers
     if state.get(f"{phase}_done"):
@@ -169,6 +169,7 @@ def _run_phase(fit_model, model, cfg, work, own, phase, first, last, data) -> in
     )
     # NOTE: after a restore, history holds only the epochs run by this process.
     reached = max(e + 1 for e in history.epoch) if history.epoch else last
+    _barrier(strategy)  # the chief has written best-*.h5 before any worker reads it
     if (work / f"best-{phase}.h5").exists():
         fit_model.load_weights(str(work / f"best-{phase}.h5"))
     elif phase == "phase2":  # fine-tuning never beat phase 1: keep phase 1's best
@@ -177,6 +178,12 @@ def _run_phase(fit_model, model, cfg, work, own, phase, first, last, data) -> in
     state.update({f"{phase}_done": True, f"{phase}_epochs": reached})
     (own / STATE_FILE).write_text(json.dumps(state))
     return reached
+
+
+def _barrier(strategy: tf.distribute.Strategy) -> None:
+    """All workers wait here (a cross-worker all-reduce); a no-op without multiple workers."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
 
 
 def read_history(own: Path) -> list[dict[str, float]]:
@@ -194,10 +201,10 @@ def fit(cfg: RunConfig, ds: Dataset) -> FitResult:
     strategy = make_strategy(cfg.fit.strategy)
     chief, task_id = _chief_and_id(strategy)
     work = cfg.fit.work_dir
-    own = work if chief else work / f"worker-{task_id}"
-    if chief:
-        prepare_work_dir(work, cfg)
-    own.mkdir(parents=True, exist_ok=True)
+    # NOTE: non-chief workers keep their logs/state beside (not inside) the shared work dir, so the
+    # chief can clear the work dir of a fresh run without racing them.
+    own = work if chief else work.with_name(f"{work.name}.worker-{task_id}")
+    prepare_work_dir(own, cfg)
     keras.utils.set_random_seed(cfg.fit.seed)
     size, channels = cfg.data.image_size, 1 if ds.color_mode == "grayscale" else 3
     with strategy.scope():
@@ -210,14 +217,14 @@ def fit(cfg: RunConfig, ds: Dataset) -> FitResult:
         make_dataset(ds.splits["val"], ds.color_mode, size, method, batch),
     )
     if cfg.fit.epochs > 0:
-        done = _run_phase(fit_model, model, cfg, work, own, "phase1", 0, cfg.fit.epochs, data)
+        done = _run_phase(fit_model, model, cfg, work, own, "phase1", 0, cfg.fit.epochs, data, strategy)
         if has_backbone(model) and cfg.fit.fine_tune_epochs > 0:
             with strategy.scope():
                 unfreeze(model, cfg.model.fine_tune_layers)
                 # NOTE: keras-io's recipe: a 10x lower learning rate once base layers can move.
                 _compile(fit_model, cfg.fit.learning_rate / 10)
             last = done + cfg.fit.fine_tune_epochs
-            _run_phase(fit_model, model, cfg, work, own, "phase2", done, last, data)
+            _run_phase(fit_model, model, cfg, work, own, "phase2", done, last, data, strategy)
     final = own / "final.weights.h5"
     _set_phase(model, "phase1", cfg.model.fine_tune_layers)  # the state a fresh build has
     fit_model.save_weights(str(final))

@@ -15,6 +15,7 @@ from training.calibrate import calibrate, with_test_results
 from training.config import RunConfig
 from training.data import Dataset, load_dataset
 from training.evaluate import compute_metrics, pr_curves
+from training.weights import resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def run_training(cfg: RunConfig) -> RunResult:
     from training.train import fit
 
     started = time.monotonic()
+    resolve_weights(cfg.model, cfg.data.image_size)  # NOTE: fail on missing weights before any work
     ds = load_dataset(cfg.data)
     log.info("data: %s", _summary(ds)["split_sizes"] | {"labels": len(ds.labels), "mode": ds.color_mode})
     result = fit(cfg, ds)

@@ -79,8 +79,7 @@ def _mixed_folder(root: Path) -> Path:
     """RGB JPEGs of mixed sizes, grayscale and RGBA PNGs, a palette GIF, a corrupt JPEG, a text file."""
     write_classes(root, {"cat": 4}, size=20, mode="RGB", fmt="jpg")
     write_classes(root, {"dog": 4}, size=13, mode="L", fmt="png", seed=1)
-    write_classes(root, {"dog": 2}, size=31, mode="RGBA", fmt="png", seed=2)
-    (root / "dog" / "000.png").rename(root / "dog" / "gray.png")
+    write_classes(root, {"dog": 2}, size=31, mode="RGBA", fmt="png", seed=2, prefix="rgba")
     write_classes(root / "extra", {"cat": 2}, size=9, mode="P", fmt="gif", seed=3)
     for gif in (root / "extra" / "cat").iterdir():
         gif.rename(root / "cat" / f"p{gif.name}")
@@ -98,7 +97,7 @@ def test_corrupt_files_are_skipped_with_a_named_warning(tmp_path: Path, caplog) 
     assert "broken.jpg" in caplog.text and "skipped 2 unreadable file(s)" in caplog.text
     assert ds.color_mode == "rgb"
     total = sum(len(s.paths) for s in ds.splits.values())
-    assert total == 4 + 2 + 4  # cat jpgs + cat gifs + dog pngs (gray and rgba)
+    assert total == 4 + 2 + 4 + 2  # cat jpgs + cat gifs + gray dog pngs + rgba dog pngs
 
 
 def test_strict_mode_fails_on_the_corrupt_file(tmp_path: Path) -> None:
@@ -117,7 +116,7 @@ def test_mixed_modes_and_sizes_decode_to_one_shape(tmp_path: Path) -> None:
 
 def test_all_grayscale_data_gives_grayscale_mode(tmp_path: Path) -> None:
     root = write_classes(tmp_path / "g", {"a": 5, "b": 5}, mode="L")
-    write_classes(root, {"a": 2}, mode="1", seed=4, fmt="bmp")
+    write_classes(root, {"a": 2}, mode="1", seed=4, fmt="bmp", prefix="bits")
     assert load_dataset(DataConfig(root)).color_mode == "grayscale"
 
 

@@ -18,7 +18,8 @@ def class_pattern(label: int, size: int, rng: np.random.Generator) -> np.ndarray
 
 
 def write_classes(
-    root: Path, counts: dict[str, int], size: int = 12, mode: str = "L", seed: int = 0, fmt: str = "png"
+    root: Path, counts: dict[str, int], size: int = 12, mode: str = "L", seed: int = 0, fmt: str = "png",
+    prefix: str = "",
 ) -> Path:
     """Write ``root/<label>/<n>.<fmt>`` images with :func:`class_pattern`, converted to ``mode``."""
     rng = np.random.default_rng(seed)
@@ -27,5 +28,5 @@ def write_classes(
         folder.mkdir(parents=True, exist_ok=True)
         for n in range(count):
             image = Image.fromarray(class_pattern(index, size, rng), mode="L")
-            image.convert(mode).save(folder / f"{n:03d}.{fmt}")
+            image.convert(mode).save(folder / f"{prefix}{n:03d}.{fmt}")
     return root
