@@ -88,6 +88,9 @@ class Settings(BaseSettings):
         50_000_000, ge=1, description="Decompression-bomb limit for encoded images."
     )
     log_level: str = Field("INFO", description="Python logging level of the server.")
+    http_access_log: bool = Field(
+        False, description="BentoML's per-request access log (off: it costs time on every request)."
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

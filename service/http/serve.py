@@ -41,6 +41,11 @@ def _env_value(value: Any) -> str:
 def serve(settings: Settings) -> None:
     """Serve HTTP on ``settings.http_port`` (and gRPC on ``grpc_port`` unless protocol=http)."""
     os.environ.update(settings_env(settings))
+    if not settings.http_access_log:
+        # NOTE: BentoML reads this in each worker; one log line per request is a measurable
+        # share of a small request's cost.
+        options = os.environ.get("BENTOML_CONFIG_OPTIONS", "")
+        os.environ["BENTOML_CONFIG_OPTIONS"] = f"{options} api_server.logging.access.enabled=false"
     # NOTE: BentoML's /metrics aggregates every worker through prometheus multiprocess files;
     # the supervisor sets PROMETHEUS_MULTIPROC_DIR for the workers before they import anything.
     from _bentoml_impl.server import serve_http
