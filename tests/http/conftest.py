@@ -1,6 +1,6 @@
 """Real Visor servers (BentoML HTTP + gRPC in one process) on free loopback ports.
 
-The model repository comes from the engine's fixture helpers (tests/service/conftest.py): a tiny
+The model repository comes from the engine's fixture helpers (tests/service/svc_helpers.py): a tiny
 ONNX model built without TensorFlow, three labels "top", "bottom", "left" on 8x8 grayscale.
 """
 
@@ -23,7 +23,7 @@ import onnx
 import pytest
 
 from service.metadata import sha256_path
-from tests.service.conftest import free_port, write_version
+from tests.service.svc_helpers import free_port, write_version
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -141,7 +141,7 @@ def slow_repo(root: Path, repeat: int = 32, width: int = 2048) -> Path:
     so a batch of a few dozen images keeps the (single) inference thread busy for a while."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from tests.service.conftest import H, W, metadata, weights
+    from tests.service.svc_helpers import H, W, metadata, weights
 
     lift = np.zeros((H * W, width), np.float32)
     lift[:, : H * W] = np.eye(H * W, dtype=np.float32)

@@ -9,7 +9,7 @@ import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
 from tests.http.conftest import HTTP, KEY, Server
-from tests.service.conftest import LABELS, encode, image_pixels, reference_probabilities
+from tests.service.svc_helpers import LABELS, encode, image_pixels, reference_probabilities
 
 PIXELS = np.stack([image_pixels(k) for k in ("top", "bottom", "left")])
 
