@@ -2,13 +2,18 @@
 
 Run by ``bench.py --profile`` after the measured points (the sampler perturbs throughput, so no
 reported throughput figure is taken under it). Samples every thread of the server's process tree
-(``--subprocesses``, non-blocking, idle threads excluded) and sorts each sample by the frame it
-was executing: model compute, image decoding, gRPC, HTTP framework, asyncio, Visor's own code...
+(``--subprocesses``, non-blocking) that holds the GIL (``--gil``): on a Python server the GIL is
+the serial resource a per-request path competes for, and the filter drops threads parked in a
+queue or in epoll, which py-spy's non-blocking mode cannot tell from running ones. Native work
+that releases the GIL (ONNX Runtime's kernels, gRPC's C core) is therefore not in these samples;
+the per-point server CPU in bench.json covers it. Each sample is sorted by the frame it was
+executing: Visor's own code, image decoding, gRPC, HTTP framework, asyncio, metrics...
 The raw collapsed stacks are kept beside bench.json for flame graphs.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -19,8 +24,9 @@ from loadtests import procs
 
 # (category, substrings of a frame's "function (file:line)"), first match wins.
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
-    ("model compute (onnxruntime session.run)", ("onnxruntime",)),
-    ("image decode/resize (Pillow)", ("PIL/", "training/imaging")),
+    ("model compute (onnxruntime session.run)", ("(onnxruntime/",)),
+    ("image decode/resize (Pillow)", ("(PIL/", "(training/imaging")),
+    ("Visor service code", ("(service/",)),
     ("protobuf", ("google/protobuf", "_pb2")),
     ("gRPC runtime (grpc.aio)", ("grpc/",)),
     (
@@ -33,8 +39,12 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("numpy", ("numpy",)),
     ("thread pool / futures", ("concurrent/futures", "threading.py", "queue.py")),
     ("asyncio event loop", ("asyncio/", "selectors.py")),
-    ("Visor service code", ("service/",)),
 ]
+# NOTE: py-spy runs with --full-filenames (so Visor's files are told apart from libraries');
+# frames are shortened to paths relative to site-packages, the stdlib or the repository.
+_PREFIX = re.compile(
+    r"\((?:[^()]*?/site-packages/|[^()]*?/lib/python3\.\d+/|" + re.escape(str(procs.ROOT)) + r"/)"
+)
 
 
 def parse_collapsed(path: Path) -> Counter:
@@ -44,7 +54,11 @@ def parse_collapsed(path: Path) -> Counter:
         head, _, count = line.rpartition(" ")
         if not head or not count.isdigit():
             continue
-        frames = [f for f in head.split(";") if not f.startswith(("process ", "thread "))]
+        frames = [
+            _PREFIX.sub("(", f)
+            for f in head.split(";")
+            if not f.startswith(("process ", "thread "))
+        ]
         stacks[tuple(frames)] += int(count)
     return stacks
 
@@ -67,7 +81,7 @@ def summarise(stacks: Counter, top: int = 12) -> dict:
             continue
         by_category[categorise(frames[-1])] += n
         by_self[frames[-1]] += n
-        for f in {f for f in frames if "service/" in f}:
+        for f in {f for f in frames if "(service/" in f}:
             inclusive[_function(f)] += n
     pct = lambda c: [(k, round(100.0 * v / total, 1)) for k, v in c.most_common(top)]
     return {
@@ -107,6 +121,8 @@ def profile_points(
                 str(server.popen.pid),
                 "--subprocesses",
                 "--nonblocking",
+                "--gil",
+                "--full-filenames",
                 "--rate",
                 "200",
                 "--format",

@@ -142,12 +142,14 @@ def test_mix_parsing() -> None:
 
 def test_profile_summary_sorts_samples_by_category(tmp_path: Path) -> None:
     raw = tmp_path / "stacks.txt"
+    root = ROOT
     raw.write_text(
-        'process 1:"python -m service";thread (0x1);<module> (/r/service/__main__.py:1);'
-        "OnnxBackend.run (/r/service/backends/onnx.py:70);"
-        "Session.run (/v/site-packages/onnxruntime/capi/x.py:395) 30\n"
-        'process 1:"python -m service";thread (0x1);<module> (/r/service/__main__.py:1);'
-        "decode_image (/r/service/codecs.py:40);open (/v/site-packages/PIL/Image.py:3300) 10\n"
+        f'process 1:"python -m service";thread (0x1);<module> ({root}/service/__main__.py:1);'
+        f"OnnxBackend.run ({root}/service/backends/onnx.py:70);"
+        "Session.run (/v/lib/python3.11/site-packages/onnxruntime/capi/x.py:395) 30\n"
+        f'process 1:"python -m service";thread (0x1);<module> ({root}/service/__main__.py:1);'
+        f"decode_image ({root}/service/codecs.py:40);"
+        "open (/v/lib/python3.11/site-packages/PIL/Image.py:3300) 10\n"
     )
     summary = summarise(parse_collapsed(raw))
     assert summary["samples"] == 40
@@ -155,4 +157,4 @@ def test_profile_summary_sorts_samples_by_category(tmp_path: Path) -> None:
         "model compute (onnxruntime session.run)": 75.0,
         "image decode/resize (Pillow)": 25.0,
     }
-    assert ("OnnxBackend.run (/r/service/backends/onnx.py)", 75.0) in summary["visor_inclusive_pct"]
+    assert ("OnnxBackend.run (service/backends/onnx.py)", 75.0) in summary["visor_inclusive_pct"]
