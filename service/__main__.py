@@ -15,14 +15,24 @@ from service.settings import Settings
 
 # flag → Settings field; the help text is the field's description.
 OPTIONS: dict[str, str] = {
-    "--models": "models", "--protocol": "protocol", "--host": "host",
-    "--http-port": "http_port", "--grpc-port": "grpc_port", "--workers": "workers",
-    "--backend": "backend", "--version-policy": "version_policy",
-    "--poll-interval": "poll_interval_s", "--max-batch-size": "max_batch_size",
-    "--max-queue-delay-ms": "max_queue_delay_ms", "--max-queue-size": "max_queue_size",
-    "--inference-threads": "inference_threads", "--intra-op-threads": "intra_op_threads",
-    "--providers": "providers", "--grpc-max-message-bytes": "grpc_max_message_bytes",
-    "--request-timeout": "request_timeout_s", "--grace-period": "grace_period_s",
+    "--models": "models",
+    "--protocol": "protocol",
+    "--host": "host",
+    "--http-port": "http_port",
+    "--grpc-port": "grpc_port",
+    "--workers": "workers",
+    "--backend": "backend",
+    "--version-policy": "version_policy",
+    "--poll-interval": "poll_interval_s",
+    "--max-batch-size": "max_batch_size",
+    "--max-queue-delay-ms": "max_queue_delay_ms",
+    "--max-queue-size": "max_queue_size",
+    "--inference-threads": "inference_threads",
+    "--intra-op-threads": "intra_op_threads",
+    "--providers": "providers",
+    "--grpc-max-message-bytes": "grpc_max_message_bytes",
+    "--request-timeout": "request_timeout_s",
+    "--grace-period": "grace_period_s",
     "--log-level": "log_level",
 }
 LIST_FIELDS = {"providers"}
@@ -32,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m service", description="Visor model server.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
-        "serve", help="serve every model of the repository",
+        "serve",
+        help="serve every model of the repository",
         description="Serve every model in the repository over gRPC (Open Inference Protocol v2) "
         "and HTTP (BentoML). Each option is also an environment variable VISOR_<FIELD>.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -47,8 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "protocol":
             kwargs["choices"] = ["grpc", "http", "both"]
         serve.add_argument(flag, **kwargs)
-    serve.add_argument("--grpc-only", dest="protocol", action="store_const", const="grpc",
-                       default=argparse.SUPPRESS, help="same as --protocol grpc")
+    serve.add_argument(
+        "--grpc-only",
+        dest="protocol",
+        action="store_const",
+        const="grpc",
+        default=argparse.SUPPRESS,
+        help="same as --protocol grpc",
+    )
     return parser
 
 
@@ -68,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from service.http.serve import serve
     except ImportError as exc:  # NOTE: a serving image without the HTTP front-end
-        logging.getLogger("service").warning("HTTP front-end unavailable (%s): serving gRPC only", exc)
+        logging.getLogger("service").warning(
+            "HTTP front-end unavailable (%s): serving gRPC only", exc
+        )
         from service.server import serve_grpc
 
         serve_grpc(settings)

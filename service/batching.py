@@ -156,14 +156,18 @@ class AdaptiveBatcher:
         y = self._run(x)
         return y, time.perf_counter() - start, len(x)
 
-    def _finish(self, loop: asyncio.AbstractEventLoop, batch: list[_Request], fut: asyncio.Future) -> None:
+    def _finish(
+        self, loop: asyncio.AbstractEventLoop, batch: list[_Request], fut: asyncio.Future
+    ) -> None:
         self._in_flight -= 1
         exc = fut.exception()
         if exc is not None:
             for req in batch:
                 if not req.future.done():
                     req.future.set_exception(
-                        InternalError(f"inference failed on a batch of {len(batch)} requests: {exc}")
+                        InternalError(
+                            f"inference failed on a batch of {len(batch)} requests: {exc}"
+                        )
                     )
         else:
             y, seconds, size = fut.result()

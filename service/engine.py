@@ -101,7 +101,9 @@ class Engine:
         except ModelNotFound:
             return False
 
-    def record_failure(self, name: str, version: int | str | None, protocol: str, err: VisorError) -> None:
+    def record_failure(
+        self, name: str, version: int | str | None, protocol: str, err: VisorError
+    ) -> None:
         """Count a request a front-end refused before it reached a model (bad wire format)."""
         code = err.grpc_code.name
         key = (name, str(version or ""), protocol, code)
@@ -110,8 +112,14 @@ class Engine:
 
     # --- inference -----------------------------------------------------------------------
     async def classify_images(
-        self, name: str, version: int | str | None, images: Sequence[bytes],
-        options: InferOptions, *, protocol: str, deadline: float | None = None,
+        self,
+        name: str,
+        version: int | str | None,
+        images: Sequence[bytes],
+        options: InferOptions,
+        *,
+        protocol: str,
+        deadline: float | None = None,
     ) -> Classification:
         """Encoded images → Classification; decoding runs in a worker thread."""
         lv = self._lookup_counted(name, version, protocol)
@@ -119,7 +127,10 @@ class Engine:
             codecs.check_batch_size(len(images), self.settings.max_images_per_request)
             loop = asyncio.get_running_loop()
             pixels = await loop.run_in_executor(
-                self._decode_pool, codecs.decode_images, images, lv.meta.input,
+                self._decode_pool,
+                codecs.decode_images,
+                images,
+                lv.meta.input,
                 self.settings.max_image_pixels,
             )
         except VisorError as exc:
@@ -130,8 +141,14 @@ class Engine:
         return await self._classify(lv, pixels, options, protocol, deadline)
 
     async def classify_array(
-        self, name: str, version: int | str | None, pixels: np.ndarray,
-        options: InferOptions, *, protocol: str, deadline: float | None = None,
+        self,
+        name: str,
+        version: int | str | None,
+        pixels: np.ndarray,
+        options: InferOptions,
+        *,
+        protocol: str,
+        deadline: float | None = None,
     ) -> Classification:
         """uint8 or float32 ``[N, H, W, C]`` pixels → Classification."""
         lv = self._lookup_counted(name, version, protocol)
@@ -160,16 +177,23 @@ class Engine:
         )
 
     async def _classify(
-        self, lv: LoadedVersion, pixels: np.ndarray, options: InferOptions,
-        protocol: str, deadline: float | None,
+        self,
+        lv: LoadedVersion,
+        pixels: np.ndarray,
+        options: InferOptions,
+        protocol: str,
+        deadline: float | None,
     ) -> Classification:
         try:
-            pixels = codecs.check_pixels(pixels, lv.meta.input, self.settings.max_images_per_request)
+            pixels = codecs.check_pixels(
+                pixels, lv.meta.input, self.settings.max_images_per_request
+            )
             k = lv.post.top_k(options)
             thresholds, source = lv.post.thresholds(options)
             truth = (
                 lv.post.ground_truth(options.ground_truth, len(pixels))
-                if options.ground_truth is not None else None
+                if options.ground_truth is not None
+                else None
             )
             output = await lv.batcher.predict(pixels, deadline)
             result = self._result(lv, output, k, thresholds, source, truth)
@@ -184,18 +208,29 @@ class Engine:
         return result
 
     def _result(
-        self, lv: LoadedVersion, output: np.ndarray, k: int, thresholds: np.ndarray,
-        source: str, truth: np.ndarray | None,
+        self,
+        lv: LoadedVersion,
+        output: np.ndarray,
+        k: int,
+        thresholds: np.ndarray,
+        source: str,
+        truth: np.ndarray | None,
     ) -> Classification:
         probs = lv.post.probabilities(output)
         lv.metrics.count_predicted(probs >= thresholds)
         lv.metrics.images.inc(len(probs))
         return Classification(
-            model=lv.name, version=lv.version, labels=lv.post.labels, probabilities=probs,
-            k=k, thresholds=thresholds,
-            threshold_source=source, device=lv.backend.device,
+            model=lv.name,
+            version=lv.version,
+            labels=lv.post.labels,
+            probabilities=probs,
+            k=k,
+            thresholds=thresholds,
+            threshold_source=source,
+            device=lv.backend.device,
             metrics=batch_metrics(probs, thresholds, truth, lv.post.labels)
-            if truth is not None else None,
+            if truth is not None
+            else None,
         )
 
 
@@ -203,4 +238,6 @@ def _version_number(name: str, version: int | str) -> int:
     try:
         return int(version)
     except (TypeError, ValueError):
-        raise ModelNotFound(f"model {name!r} has no version {version!r} (versions are integers)") from None
+        raise ModelNotFound(
+            f"model {name!r} has no version {version!r} (versions are integers)"
+        ) from None

@@ -26,43 +26,68 @@ class Metrics:
         self.registry = registry
         mv = ["model", "version"]
         self.requests = Counter(
-            "visor_requests", "Inference requests by outcome.",
-            [*mv, "protocol", "code"], registry=registry,
+            "visor_requests",
+            "Inference requests by outcome.",
+            [*mv, "protocol", "code"],
+            registry=registry,
         )
         self.failures = Counter(
-            "visor_request_failures", "Inference requests that failed, by error code.",
-            [*mv, "protocol", "code"], registry=registry,
+            "visor_request_failures",
+            "Inference requests that failed, by error code.",
+            [*mv, "protocol", "code"],
+            registry=registry,
         )
         self.images = Counter("visor_images", "Images classified.", mv, registry=registry)
         self.queue_time = Histogram(
-            "visor_queue_seconds", "Time a request waited in the batcher's queue.",
-            mv, buckets=_LATENCY_BUCKETS, registry=registry,
+            "visor_queue_seconds",
+            "Time a request waited in the batcher's queue.",
+            mv,
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
         )
         self.inference_time = Histogram(
-            "visor_inference_seconds", "Backend time of one batch.",
-            mv, buckets=_LATENCY_BUCKETS, registry=registry,
+            "visor_inference_seconds",
+            "Backend time of one batch.",
+            mv,
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
         )
         self.batch_size = Histogram(
-            "visor_batch_size", "Images per batch sent to the backend.",
-            mv, buckets=_BATCH_BUCKETS, registry=registry,
+            "visor_batch_size",
+            "Images per batch sent to the backend.",
+            mv,
+            buckets=_BATCH_BUCKETS,
+            registry=registry,
         )
         self.queue_depth = Gauge(
-            "visor_queue_depth", "Images waiting in the batcher's queue.", mv, registry=registry,
+            "visor_queue_depth",
+            "Images waiting in the batcher's queue.",
+            mv,
+            registry=registry,
         )
         self.provider = Gauge(
-            "visor_execution_provider", "1 for the provider/device actually active per version.",
-            [*mv, "provider"], registry=registry,
+            "visor_execution_provider",
+            "1 for the provider/device actually active per version.",
+            [*mv, "provider"],
+            registry=registry,
         )
         self.model_ready = Gauge(
-            "visor_model_ready", "1 when the version serves requests, else 0.", mv, registry=registry,
+            "visor_model_ready",
+            "1 when the version serves requests, else 0.",
+            mv,
+            registry=registry,
         )
         self.load_failures = Counter(
-            "visor_model_load_failures", "Versions that failed to load or verify.",
-            mv, registry=registry,
+            "visor_model_load_failures",
+            "Versions that failed to load or verify.",
+            mv,
+            registry=registry,
         )
         self.predicted = Counter(
-            "visor_predicted_labels", "Thresholded labels predicted, by label.",
-            ["model", "version", "label"], registry=registry,
+            "visor_predicted_labels",
+            "Thresholded labels predicted, by label.",
+            ["model", "version", "label"],
+            registry=registry,
         )
 
     @classmethod
@@ -103,6 +128,6 @@ class VersionMetrics:
 
     def count_predicted(self, hits: np.ndarray) -> None:
         """``hits``: bool ``[N, C]``, the thresholded predictions of one request."""
-        rows, cols = hits.nonzero()
+        _, cols = hits.nonzero()
         for c in cols.tolist():
             self._predicted[c].inc()

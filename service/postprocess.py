@@ -60,14 +60,19 @@ class Postprocessor:
 
     def thresholds(self, options: InferOptions) -> tuple[np.ndarray, str]:
         """The thresholds a request asks for, and where they came from."""
-        if options.threshold is None and options.target_precision is None and options.target_recall is None:
+        if (
+            options.threshold is None
+            and options.target_precision is None
+            and options.target_recall is None
+        ):
             return self.calibrated, "calibrated"  # NOTE: the common case, first
-        given = [options.threshold is not None, options.target_precision is not None,
-                 options.target_recall is not None]
+        given = [
+            options.threshold is not None,
+            options.target_precision is not None,
+            options.target_recall is not None,
+        ]
         if sum(given) > 1:
-            raise InvalidInput(
-                "give at most one of threshold, target_precision and target_recall"
-            )
+            raise InvalidInput("give at most one of threshold, target_precision and target_recall")
         if options.threshold is not None:
             return self._explicit(options.threshold), "request"
         if options.target_precision is not None:
@@ -80,7 +85,9 @@ class Postprocessor:
 
     def _explicit(self, threshold: float | Sequence[float]) -> np.ndarray:
         if isinstance(threshold, str | bytes):
-            raise InvalidInput(f"threshold must be a number or a list of numbers, got {threshold!r}")
+            raise InvalidInput(
+                f"threshold must be a number or a list of numbers, got {threshold!r}"
+            )
         if isinstance(threshold, int | float):
             return np.full(len(self.labels), _unit(threshold, "threshold"), np.float32)
         values = list(threshold)
@@ -122,10 +129,16 @@ class Postprocessor:
         for j, label in enumerate(truth):
             if isinstance(label, str) and label in self._index:
                 out[j] = self._index[label]
-            elif isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(self.labels):
+            elif (
+                isinstance(label, int)
+                and not isinstance(label, bool)
+                and 0 <= label < len(self.labels)
+            ):
                 out[j] = label
             else:
-                raise InvalidInput(f"ground-truth label {label!r} (image {j}) is not one of the model's labels")
+                raise InvalidInput(
+                    f"ground-truth label {label!r} (image {j}) is not one of the model's labels"
+                )
         return out
 
 

@@ -38,7 +38,8 @@ def scan(root: Path) -> dict[str, dict[int, Path]]:
         return found
     for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         versions = {
-            int(v.name): v for v in model_dir.iterdir()
+            int(v.name): v
+            for v in model_dir.iterdir()
             if v.is_dir() and v.name.isdigit() and int(v.name) > 0
         }
         if versions:
@@ -56,7 +57,10 @@ class Repository:
     """Owns every version's lifecycle; the engine asks it for the serving ones."""
 
     def __init__(
-        self, settings: Settings, executor: Executor, metrics: Metrics,
+        self,
+        settings: Settings,
+        executor: Executor,
+        metrics: Metrics,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
@@ -93,7 +97,7 @@ class Repository:
             await asyncio.sleep(self._settings.poll_interval_s)
             try:
                 await self.sync()
-            except Exception:  # noqa: BLE001 - the poller must survive anything
+            except Exception:
                 log.exception("model repository poll failed")
 
     async def close(self) -> None:
@@ -124,7 +128,9 @@ class Repository:
 
     async def _load(self, name: str, version: int, path: Path) -> None:
         key = (name, version)
-        self._infos[key] = ModelInfo(name, version, ModelStatus.LOADING, backend=self._settings.backend)
+        self._infos[key] = ModelInfo(
+            name, version, ModelStatus.LOADING, backend=self._settings.backend
+        )
         self._on_change()
         loop = asyncio.get_running_loop()
         try:
@@ -144,8 +150,12 @@ class Repository:
         self._failed[(name, version)] = fingerprint(path)
         prev = self._infos.get((name, version))
         self._infos[(name, version)] = ModelInfo(
-            name, version, ModelStatus.FAILED, reason=reason,
-            metadata=prev.metadata if prev else None, backend=self._settings.backend,
+            name,
+            version,
+            ModelStatus.FAILED,
+            reason=reason,
+            metadata=prev.metadata if prev else None,
+            backend=self._settings.backend,
         )
         self._metrics.load_failures.labels(name, str(version)).inc()
         self._metrics.model_ready.labels(name, str(version)).set(0)
@@ -161,22 +171,28 @@ class Repository:
         except ValidationError as exc:
             raise LoadError(f"{path / METADATA_FILE} is invalid: {exc}") from None
         if meta.name != name or meta.version != version:
-            raise LoadError(f"metadata says {meta.name} v{meta.version}, folder is {name}/{version}")
+            raise LoadError(
+                f"metadata says {meta.name} v{meta.version}, folder is {name}/{version}"
+            )
         kind = settings.backend
         artifact = meta.artifacts.get(kind)
         if artifact is None:
             raise LoadError(f"metadata lists no {kind} artifact")
         digest = sha256_path(path / artifact.path) if (path / artifact.path).exists() else "missing"
         if digest != artifact.sha256:
-            raise LoadError(f"sha256 of {artifact.path} is {digest}, metadata says {artifact.sha256}")
+            raise LoadError(
+                f"sha256 of {artifact.path} is {digest}, metadata says {artifact.sha256}"
+            )
         backend = load_backend(kind, path, meta, settings)
         for size in warmup_sizes(settings):
             backend.run(_zeros(meta, size))
         vm = VersionMetrics(self._metrics, name, version)
         vm.set_labels(list(meta.labels))
         policy = BatchPolicy(
-            settings.max_batch_size, settings.max_queue_delay_ms / 1000.0,
-            settings.max_queue_size, settings.inference_threads,
+            settings.max_batch_size,
+            settings.max_queue_delay_ms / 1000.0,
+            settings.max_queue_size,
+            settings.inference_threads,
         )
         batcher = AdaptiveBatcher(f"{name} v{version}", backend.run, self._executor, policy, vm)
         return LoadedVersion(name, version, path, meta, kind, backend, batcher, vm, settings)

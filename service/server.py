@@ -36,8 +36,10 @@ class VisorServer:
         # NOTE: gRPC first: health answers NOT_SERVING while the models load and warm up.
         self.grpc = await start_grpc_server(self.engine, self.settings, interceptors=interceptors)
         await self.engine.start()
-        log.info("Visor ready: %d model version(s) serving",
-                 sum(1 for m in self.engine.models() if m.ready))
+        log.info(
+            "Visor ready: %d model version(s) serving",
+            sum(1 for m in self.engine.models() if m.ready),
+        )
 
     async def stop(self) -> None:
         from service.grpc.server import stop_grpc_server
@@ -53,12 +55,18 @@ class VisorServer:
             loop.add_signal_handler(sig, stop.set)
         await self.start()
         await stop.wait()
-        log.info("signal received: finishing in-flight requests (up to %ss)", self.settings.grace_period_s)
+        log.info(
+            "signal received: finishing in-flight requests (up to %ss)",
+            self.settings.grace_period_s,
+        )
         await self.stop()
 
 
 def _worker(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
+    )
     asyncio.run(VisorServer(settings).run_until_signalled())
 
 
@@ -68,7 +76,10 @@ def serve_grpc(settings: Settings) -> None:
         _worker(settings)
         return
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(settings,), name=f"visor-grpc-{i}") for i in range(settings.workers)]
+    procs = [
+        ctx.Process(target=_worker, args=(settings,), name=f"visor-grpc-{i}")
+        for i in range(settings.workers)
+    ]
     for p in procs:
         p.start()
 

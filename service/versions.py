@@ -71,6 +71,11 @@ class LoadedVersion:
 
     def info(self, status: ModelStatus) -> ModelInfo:
         return ModelInfo(
-            self.name, self.version, status, metadata=self.meta, backend=self.kind,
-            device=self.backend.device, max_batch_size=self.settings.max_batch_size,
+            self.name,
+            self.version,
+            status,
+            metadata=self.meta,
+            backend=self.kind,
+            device=self.backend.device,
+            max_batch_size=self.settings.max_batch_size,
         )

@@ -68,7 +68,11 @@ def decode_request(req: pb.ModelInferRequest) -> InferCall:
         options = _options(params, outputs, truth)
     tensor, data = inputs[image], raw[image] if raw else None
     if tensor.datatype == "BYTES":
-        images = codecs.bytes_from_raw(data) if data is not None else list(tensor.contents.bytes_contents)
+        images = (
+            codecs.bytes_from_raw(data)
+            if data is not None
+            else list(tensor.contents.bytes_contents)
+        )
         _check_count(len(images), tensor.shape, "BYTES")
         return InferCall(images, None, options, outputs, bool(raw))
     return InferCall(None, _pixels(tensor, data), options, outputs, bool(raw))
@@ -86,7 +90,9 @@ def _pixels(tensor: pb.ModelInferRequest.InferInputTensor, data: bytes | None) -
             raise InvalidInput("UINT8 tensor holds values over 255")
         values = values.astype(np.uint8)
     else:
-        raise InvalidInput(f"datatype {tensor.datatype!r} is not accepted: use UINT8, FP32 or BYTES")
+        raise InvalidInput(
+            f"datatype {tensor.datatype!r} is not accepted: use UINT8, FP32 or BYTES"
+        )
     _check_count(values.size, shape, tensor.datatype)
     return values.reshape(shape)
 
@@ -100,15 +106,21 @@ def _outputs(req: pb.ModelInferRequest) -> list[tuple[str, int]]:
     out = []
     for o in req.outputs:
         if o.name not in OUTPUTS:
-            raise InvalidInput(f"unknown output {o.name!r}: this server returns {', '.join(OUTPUTS)}")
+            raise InvalidInput(
+                f"unknown output {o.name!r}: this server returns {', '.join(OUTPUTS)}"
+            )
         k = parameter(o.parameters["classification"]) if "classification" in o.parameters else 0
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise InvalidInput(f"output parameter classification must be a positive integer, got {k!r}")
+            raise InvalidInput(
+                f"output parameter classification must be a positive integer, got {k!r}"
+            )
         out.append((o.name, k))
     return out
 
 
-def _options(params: dict[str, Any], outputs: list[tuple[str, int]], truth: list[str] | None) -> InferOptions:
+def _options(
+    params: dict[str, Any], outputs: list[tuple[str, int]], truth: list[str] | None
+) -> InferOptions:
     top_k = params.get("top_k")
     if top_k is None:
         top_k = max((k for _, k in outputs), default=0) or None
@@ -149,12 +161,18 @@ def _number(value: Any, what: str, kind: type) -> Any:
 
 
 def _opt_number(value: Any, what: str) -> float | None:
-    return None if value is None else _number(value, what, float) if isinstance(value, str) else value
+    return (
+        None if value is None else _number(value, what, float) if isinstance(value, str) else value
+    )
 
 
-def encode_response(req: pb.ModelInferRequest, call: InferCall, result: Classification) -> pb.ModelInferResponse:
+def encode_response(
+    req: pb.ModelInferRequest, call: InferCall, result: Classification
+) -> pb.ModelInferResponse:
     """Classification → ModelInferResponse with the requested outputs, raw or as contents."""
-    resp = pb.ModelInferResponse(model_name=result.model, model_version=str(result.version), id=req.id)
+    resp = pb.ModelInferResponse(
+        model_name=result.model, model_version=str(result.version), id=req.id
+    )
     resp.parameters["threshold_source"].string_param = result.threshold_source
     if result.metrics is not None:
         from dataclasses import asdict
@@ -165,13 +183,17 @@ def encode_response(req: pb.ModelInferRequest, call: InferCall, result: Classifi
         out = resp.outputs.add(name=name)
         if k:
             k = min(k, len(result.labels))
-            items = [f"{c.score:f}:{c.index}:{c.label}".encode() for row in result.top_k for c in row[:k]]
+            items = [
+                f"{c.score:f}:{c.index}:{c.label}".encode() for row in result.top_k for c in row[:k]
+            ]
             _put_bytes(resp, out, items, [n, k], call.raw)
         elif name == "probabilities":
             out.datatype = "FP32"
             out.shape.extend(result.probabilities.shape)
             if call.raw:
-                resp.raw_output_contents.append(result.probabilities.astype("<f4", copy=False).tobytes())
+                resp.raw_output_contents.append(
+                    result.probabilities.astype("<f4", copy=False).tobytes()
+                )
             else:
                 out.contents.fp32_contents.extend(result.probabilities.ravel().tolist())
         else:  # labels: the thresholded labels of each image, highest probability first
@@ -179,7 +201,9 @@ def encode_response(req: pb.ModelInferRequest, call: InferCall, result: Classifi
     return resp
 
 
-def _put_bytes(resp: pb.ModelInferResponse, out: Any, items: list[bytes], shape: list[int], raw: bool) -> None:
+def _put_bytes(
+    resp: pb.ModelInferResponse, out: Any, items: list[bytes], shape: list[int], raw: bool
+) -> None:
     out.datatype = "BYTES"
     out.shape.extend(shape)
     if raw:

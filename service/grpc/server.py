@@ -10,11 +10,11 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+import grpc
 from service.engine import Engine
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -35,7 +35,10 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.so_reuseport", 1),
         ("grpc.keepalive_time_ms", int(settings.grpc_keepalive_time_s * 1000)),
         ("grpc.keepalive_timeout_ms", int(settings.grpc_keepalive_timeout_s * 1000)),
-        ("grpc.http2.min_ping_interval_without_data_ms", int(settings.grpc_min_ping_interval_s * 1000)),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            int(settings.grpc_min_ping_interval_s * 1000),
+        ),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
     ]
@@ -106,8 +109,11 @@ def _enable_reflection(server: grpc.aio.Server) -> None:
         proto = descriptor_pb2.FileDescriptorProto()
         module.DESCRIPTOR.CopyToProto(proto)
         pool.Add(proto)
-    names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME)
+    names = (
+        SERVICE_NAME,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
     reflection.enable_server_reflection(names, server, pool=pool)
 
 

@@ -10,7 +10,6 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
 import grpc
-
 from service.engine import Engine
 from service.errors import ModelUnavailable, VisorError
 from service.grpc import convert
@@ -45,47 +44,73 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout)
             except TimeoutError:
-                log.warning("%d gRPC inference calls still running after the grace period", self._active)
+                log.warning(
+                    "%d gRPC inference calls still running after the grace period", self._active
+                )
 
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self._engine.live)
 
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self._engine.ready)
 
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
-        return pb.ModelReadyResponse(ready=self._engine.model_ready(request.name, request.version or None))
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(
+            ready=self._engine.model_ready(request.name, request.version or None)
+        )
 
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name="visor", version=self._version, extensions=EXTENSIONS)
 
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
         try:
             info = self._engine.model_info(request.name, request.version or None)
         except VisorError as err:
             await context.abort(err.grpc_code, err.message)
         versions = sorted({m.version for m in self._engine.models() if m.name == info.name})
         resp = pb.ModelMetadataResponse(
-            name=info.name, versions=[str(v) for v in versions], platform=f"visor_{info.backend or 'onnx'}"
+            name=info.name,
+            versions=[str(v) for v in versions],
+            platform=f"visor_{info.backend or 'onnx'}",
         )
         if info.metadata is not None:
             spec = info.metadata.input
-            resp.inputs.add(name=spec.name, datatype="FP32", shape=[-1, spec.height, spec.width, spec.channels])
-            resp.outputs.add(name="probabilities", datatype="FP32", shape=[-1, len(info.metadata.labels)])
+            resp.inputs.add(
+                name=spec.name, datatype="FP32", shape=[-1, spec.height, spec.width, spec.channels]
+            )
+            resp.outputs.add(
+                name="probabilities", datatype="FP32", shape=[-1, len(info.metadata.labels)]
+            )
             resp.outputs.add(name="labels", datatype="BYTES", shape=[-1])
         return resp
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
         try:
             return await self._infer(request, context.time_remaining())
         except VisorError as err:
             await context.abort(err.grpc_code, err.message)
-        except Exception:  # noqa: BLE001 - a bug: INTERNAL, and the server stays up
+        except Exception:
             log.exception("ModelInfer failed")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error (a bug in Visor); see the server log")
+            await context.abort(
+                grpc.StatusCode.INTERNAL, "internal error (a bug in Visor); see the server log"
+            )
 
     async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[pb.ModelInferRequest],
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         # NOTE: requests of one stream run concurrently (so they can share batches); answers come
         # back as they finish, each carrying its request's id, as in Triton.
@@ -98,8 +123,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         finally:
             reader.cancel()
 
-    async def _read_stream(self, requests: AsyncIterator[pb.ModelInferRequest],
-                           answers: asyncio.Queue, remaining: float | None) -> None:
+    async def _read_stream(
+        self,
+        requests: AsyncIterator[pb.ModelInferRequest],
+        answers: asyncio.Queue,
+        remaining: float | None,
+    ) -> None:
         tasks: set[asyncio.Task] = set()
         try:
             async for request in requests:
@@ -111,24 +140,33 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         finally:
             answers.put_nowait(None)
 
-    async def _stream_one(self, request: pb.ModelInferRequest, answers: asyncio.Queue,
-                          remaining: float | None) -> None:
+    async def _stream_one(
+        self, request: pb.ModelInferRequest, answers: asyncio.Queue, remaining: float | None
+    ) -> None:
         try:
             resp = await self._infer(request, remaining)
             answers.put_nowait(pb.ModelStreamInferResponse(infer_response=resp))
-        except Exception as err:  # noqa: BLE001 - every failure is an answer on the stream
+        except Exception as err:
             if not isinstance(err, VisorError):
                 log.exception("ModelStreamInfer request failed")
-            message = err.message if isinstance(err, VisorError) else "internal error (a bug in Visor)"
+            message = (
+                err.message if isinstance(err, VisorError) else "internal error (a bug in Visor)"
+            )
             code = err.grpc_code.name if isinstance(err, VisorError) else "INTERNAL"
-            answers.put_nowait(pb.ModelStreamInferResponse(
-                error_message=f"{code}: {message}",
-                infer_response=pb.ModelInferResponse(
-                    model_name=request.model_name, model_version=request.model_version, id=request.id
-                ),
-            ))
+            answers.put_nowait(
+                pb.ModelStreamInferResponse(
+                    error_message=f"{code}: {message}",
+                    infer_response=pb.ModelInferResponse(
+                        model_name=request.model_name,
+                        model_version=request.model_version,
+                        id=request.id,
+                    ),
+                )
+            )
 
-    async def _infer(self, request: pb.ModelInferRequest, remaining: float | None) -> pb.ModelInferResponse:
+    async def _infer(
+        self, request: pb.ModelInferRequest, remaining: float | None
+    ) -> pb.ModelInferResponse:
         if self.stopping:
             raise ModelUnavailable("the server is shutting down; retry on another replica")
         self._active += 1
@@ -139,7 +177,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             if self._idle is not None and not self._active:
                 self._idle.set()
 
-    async def _infer_call(self, request: pb.ModelInferRequest, remaining: float | None) -> pb.ModelInferResponse:
+    async def _infer_call(
+        self, request: pb.ModelInferRequest, remaining: float | None
+    ) -> pb.ModelInferResponse:
         deadline = time.monotonic() + (remaining if remaining is not None else self._timeout)
         name, version = request.model_name, request.model_version or None
         try:

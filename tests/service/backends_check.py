@@ -14,10 +14,15 @@ version_dir = Path(sys.argv[1])
 meta = load_metadata(version_dir)
 settings = Settings(providers=["CPUExecutionProvider"], _env_file=None)
 rng = np.random.default_rng(0)
-x = rng.uniform(0, 255, (4, meta.input.height, meta.input.width, meta.input.channels)).astype(np.float32)
+x = rng.uniform(0, 255, (4, meta.input.height, meta.input.width, meta.input.channels)).astype(
+    np.float32
+)
 onnx_probs = load_backend("onnx", version_dir, meta, settings).run(x)
 report = {"tf_after_onnx": "tensorflow" in sys.modules}
 for kind in ("savedmodel", "keras_h5"):
     backend = load_backend(kind, version_dir, meta, settings)
-    report[kind] = {"diff": float(np.abs(backend.run(x) - onnx_probs).max()), "device": backend.device}
+    report[kind] = {
+        "diff": float(np.abs(backend.run(x) - onnx_probs).max()),
+        "device": backend.device,
+    }
 print(json.dumps(report))

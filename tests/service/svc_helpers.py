@@ -51,7 +51,8 @@ def build_onnx(path: Path, logits: bool = False) -> None:
     if not logits:
         nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1))
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", H, W, 1])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3])],
         initializer=[
@@ -73,31 +74,58 @@ def metadata(name: str, version: int, sha: str, logits: bool = False) -> dict:
         "recall": [1.0 - 0.1 * i for i in range(9)],  # 1.0 … 0.2
     }
     per_class = [
-        {"label": lab, "threshold": 0.5, "val_precision": 0.7, "val_recall": 0.6, "target_met": True}
+        {
+            "label": lab,
+            "threshold": 0.5,
+            "val_precision": 0.7,
+            "val_recall": 0.6,
+            "target_met": True,
+        }
         for lab in LABELS
     ]
     cm = {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 10}
     meta = {
-        "name": name, "version": version, "created": datetime.now(UTC).isoformat(),
+        "name": name,
+        "version": version,
+        "created": datetime.now(UTC).isoformat(),
         "labels": LABELS,
-        "input": {"name": "image", "height": H, "width": W, "channels": 1,
-                  "color_mode": "grayscale", "resize_method": "bilinear"},
+        "input": {
+            "name": "image",
+            "height": H,
+            "width": W,
+            "channels": 1,
+            "color_mode": "grayscale",
+            "resize_method": "bilinear",
+        },
         "output": {"name": "probabilities", "kind": "logits" if logits else "probabilities"},
-        "thresholds": {"policy": "precision", "target": 0.7, "per_class": per_class,
-                       "curves": {lab: curve for lab in LABELS}},
-        "metrics": {"accuracy": 1.0, "macro_precision": 1.0, "macro_recall": 1.0, "macro_f1": 1.0,
-                    "per_class": {lab: cm for lab in LABELS},
-                    "confusion_matrix": [[10, 0, 0], [0, 10, 0], [0, 0, 10]], "samples": 30},
+        "thresholds": {
+            "policy": "precision",
+            "target": 0.7,
+            "per_class": per_class,
+            "curves": {lab: curve for lab in LABELS},
+        },
+        "metrics": {
+            "accuracy": 1.0,
+            "macro_precision": 1.0,
+            "macro_recall": 1.0,
+            "macro_f1": 1.0,
+            "per_class": {lab: cm for lab in LABELS},
+            "confusion_matrix": [[10, 0, 0], [0, 10, 0], [0, 0, 10]],
+            "samples": 30,
+        },
         "artifacts": {"onnx": {"path": "model.onnx", "sha256": sha}},
-        "onnx_opset": 17, "parity": {"onnx": 0.0}, "frameworks": {"onnx": onnx.__version__},
+        "onnx_opset": 17,
+        "parity": {"onnx": 0.0},
+        "frameworks": {"onnx": onnx.__version__},
         "training": {"fixture": True},
     }
     ModelMetadata.model_validate(meta)
     return meta
 
 
-def write_version(root: Path, name: str, version: int, *, logits: bool = False,
-                  bad_sha: bool = False) -> Path:
+def write_version(
+    root: Path, name: str, version: int, *, logits: bool = False, bad_sha: bool = False
+) -> Path:
     """Publish ``root/name/version`` atomically (as training does)."""
     tmp = root / name / f".tmp-{version}"
     tmp.mkdir(parents=True)
@@ -120,11 +148,18 @@ def model_repo(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_settings(model_repo: Path) -> Callable[..., Settings]:
     def make(**overrides: object) -> Settings:
-        base = dict(
-            models=model_repo, providers=["CPUExecutionProvider"], poll_interval_s=0,
-            max_batch_size=8, max_queue_delay_ms=2.0, intra_op_threads=1, grpc_port=0,
-            host="127.0.0.1", warmup_batch_sizes=[1, 8], _env_file=None,
-        )
+        base = {
+            "models": model_repo,
+            "providers": ["CPUExecutionProvider"],
+            "poll_interval_s": 0,
+            "max_batch_size": 8,
+            "max_queue_delay_ms": 2.0,
+            "intra_op_threads": 1,
+            "grpc_port": 0,
+            "host": "127.0.0.1",
+            "warmup_batch_sizes": [1, 8],
+            "_env_file": None,
+        }
         base.update(overrides)
         return Settings(**base)
 
@@ -188,7 +223,7 @@ class LoopThread:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
 
-    def run(self, coro, timeout: float = 60.0):  # noqa: ANN001, ANN201
+    def run(self, coro, timeout: float = 60.0):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
@@ -221,14 +256,14 @@ class GrpcFixture:
 
 
 @pytest.fixture
-def grpc_server(make_settings, registry):  # noqa: ANN001, ANN201
+def grpc_server(make_settings, registry):
     fx = GrpcFixture(make_settings(), registry)
     yield fx
     fx.stop(0)
 
 
 @pytest.fixture
-def stub(grpc_server):  # noqa: ANN001, ANN201
+def stub(grpc_server):
     import grpc
 
     from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc

@@ -13,10 +13,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_savedmodel_and_hdf5_match_onnx(digits_repo: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    out = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("backends_check.py")),
-         str(digits_repo / "digits" / "1")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    out = subprocess.run(  # noqa: PLW1510 - the return code is asserted
+        [
+            sys.executable,
+            str(Path(__file__).with_name("backends_check.py")),
+            str(digits_repo / "digits" / "1"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])

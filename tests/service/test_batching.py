@@ -43,8 +43,13 @@ def pool():
 
 
 def batcher(backend, pool, *, max_batch=8, delay_ms=5.0, queue=64, concurrency=1, metrics=None):
-    return AdaptiveBatcher("t v1", backend.run, pool,
-                           BatchPolicy(max_batch, delay_ms / 1000, queue, concurrency), metrics)
+    return AdaptiveBatcher(
+        "t v1",
+        backend.run,
+        pool,
+        BatchPolicy(max_batch, delay_ms / 1000, queue, concurrency),
+        metrics,
+    )
 
 
 def one(value: float, n: int = 1) -> np.ndarray:
@@ -67,7 +72,9 @@ async def test_batches_form_under_concurrency_and_results_keep_order(pool) -> No
         assert out.shape == (1 + i % 2 if i else 1, 1) and np.all(out == 2 * i)
     assert backend.batches[0] == 1 and max(backend.batches[1:]) > 1
     assert all(size <= 8 for size in backend.batches)
-    assert registry.get_sample_value("visor_batch_size_count", {"model": "t", "version": "1"}) == len(backend.batches)
+    assert registry.get_sample_value(
+        "visor_batch_size_count", {"model": "t", "version": "1"}
+    ) == len(backend.batches)
     assert registry.get_sample_value("visor_batch_size_sum", {"model": "t", "version": "1"}) == 19
 
 

@@ -9,12 +9,19 @@ import pytest
 from PIL import Image
 
 from service.codecs import (
-    bytes_from_raw, bytes_to_raw, check_pixels, decode_image, decode_images, tensor_from_bytes,
+    bytes_from_raw,
+    bytes_to_raw,
+    check_pixels,
+    decode_image,
+    decode_images,
+    tensor_from_bytes,
 )
 from service.errors import InvalidInput, PayloadTooLarge
 from service.metadata import InputSpec
 
-GRAY = InputSpec(name="x", height=4, width=6, channels=1, color_mode="grayscale", resize_method="nearest")
+GRAY = InputSpec(
+    name="x", height=4, width=6, channels=1, color_mode="grayscale", resize_method="nearest"
+)
 RGB = InputSpec(name="x", height=4, width=6, channels=3, color_mode="rgb", resize_method="bilinear")
 
 
@@ -49,8 +56,9 @@ def test_exif_orientation_is_applied() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise on display → the bright column becomes the top row
     data = save(image, "PNG", exif=exif)
-    spec = InputSpec(name="x", height=6, width=4, channels=1, color_mode="grayscale",
-                     resize_method="nearest")
+    spec = InputSpec(
+        name="x", height=6, width=4, channels=1, color_mode="grayscale", resize_method="nearest"
+    )
     out = decode_image(data, spec, 10_000)[..., 0]
     assert out[0].mean() > 200 and out[1:].mean() < 20
 

@@ -33,7 +33,9 @@ async def test_start_loads_and_reports_ready(engine: Engine) -> None:
 @pytest.mark.parametrize("model", ["tiny", "tiny_logits"])
 async def test_classify_array_matches_reference(engine: Engine, model: str) -> None:
     pixels = np.stack([image_pixels(k) for k in ("top", "bottom", "left", "none")])
-    result = await engine.classify_array(model, None, pixels, InferOptions(top_k=2), protocol="grpc")
+    result = await engine.classify_array(
+        model, None, pixels, InferOptions(top_k=2), protocol="grpc"
+    )
     np.testing.assert_allclose(result.probabilities, reference_probabilities(pixels), atol=1e-5)
     assert [row[0].label for row in result.top_k] == ["top", "bottom", "left", "top"]
     assert result.predicted[:3] == [["top"], ["bottom"], ["left"]]
@@ -73,38 +75,44 @@ async def test_options_and_ground_truth(engine: Engine) -> None:
 @pytest.mark.parametrize(
     ("call", "error"),
     [
-        (dict(name="nope"), ModelNotFound),
-        (dict(version="7"), ModelNotFound),
-        (dict(version="x"), ModelNotFound),
-        (dict(pixels=np.zeros((1, 8, 8, 3), np.uint8)), InvalidInput),
-        (dict(pixels=np.zeros((1, 8, 8, 1), np.int32)), InvalidInput),
-        (dict(pixels=np.zeros((0, 8, 8, 1), np.uint8)), InvalidInput),
-        (dict(pixels=np.full((1, 8, 8, 1), np.nan, np.float32)), InvalidInput),
-        (dict(pixels=np.zeros((300, 8, 8, 1), np.uint8)), InvalidInput),
-        (dict(options=InferOptions(threshold=1.5)), InvalidInput),
-        (dict(options=InferOptions(threshold=[0.5, 0.5])), InvalidInput),
-        (dict(options=InferOptions(target_precision=0.9, target_recall=0.9)), InvalidInput),
-        (dict(options=InferOptions(top_k=0)), InvalidInput),
-        (dict(options=InferOptions(ground_truth=["cat"])), InvalidInput),
+        ({"name": "nope"}, ModelNotFound),
+        ({"version": "7"}, ModelNotFound),
+        ({"version": "x"}, ModelNotFound),
+        ({"pixels": np.zeros((1, 8, 8, 3), np.uint8)}, InvalidInput),
+        ({"pixels": np.zeros((1, 8, 8, 1), np.int32)}, InvalidInput),
+        ({"pixels": np.zeros((0, 8, 8, 1), np.uint8)}, InvalidInput),
+        ({"pixels": np.full((1, 8, 8, 1), np.nan, np.float32)}, InvalidInput),
+        ({"pixels": np.zeros((300, 8, 8, 1), np.uint8)}, InvalidInput),
+        ({"options": InferOptions(threshold=1.5)}, InvalidInput),
+        ({"options": InferOptions(threshold=[0.5, 0.5])}, InvalidInput),
+        ({"options": InferOptions(target_precision=0.9, target_recall=0.9)}, InvalidInput),
+        ({"options": InferOptions(top_k=0)}, InvalidInput),
+        ({"options": InferOptions(ground_truth=["cat"])}, InvalidInput),
     ],
 )
 async def test_bad_requests_are_typed_then_service_is_healthy(engine: Engine, call, error) -> None:
-    args = dict(name="tiny", version=None, pixels=np.zeros((1, 8, 8, 1), np.uint8),
-                options=InferOptions())
+    args = {
+        "name": "tiny",
+        "version": None,
+        "pixels": np.zeros((1, 8, 8, 1), np.uint8),
+        "options": InferOptions(),
+    }
     args.update(call)
     with pytest.raises(error):
         await engine.classify_array(
             args["name"], args["version"], args["pixels"], args["options"], protocol="grpc"
         )
-    ok = await engine.classify_array("tiny", None, np.zeros((1, 8, 8, 1), np.uint8),
-                                     InferOptions(), protocol="grpc")
+    ok = await engine.classify_array(
+        "tiny", None, np.zeros((1, 8, 8, 1), np.uint8), InferOptions(), protocol="grpc"
+    )
     assert len(ok) == 1
 
 
 async def test_undecodable_image_is_invalid(engine: Engine) -> None:
     with pytest.raises(InvalidInput, match="image 1 could not be decoded"):
-        await engine.classify_images("tiny", None, [encode(image_pixels("top")), b"nope"],
-                                     InferOptions(), protocol="http")
+        await engine.classify_images(
+            "tiny", None, [encode(image_pixels("top")), b"nope"], InferOptions(), protocol="http"
+        )
 
 
 async def test_stop_refuses_new_work(make_settings, registry) -> None:
@@ -113,16 +121,22 @@ async def test_stop_refuses_new_work(make_settings, registry) -> None:
     await eng.stop()
     assert not eng.ready and not eng.live
     with pytest.raises(ModelUnavailable):
-        await eng.classify_array("tiny", None, np.zeros((1, 8, 8, 1), np.uint8),
-                                 InferOptions(), protocol="grpc")
+        await eng.classify_array(
+            "tiny", None, np.zeros((1, 8, 8, 1), np.uint8), InferOptions(), protocol="grpc"
+        )
 
 
 async def test_metrics_count_requests(engine: Engine, registry) -> None:
-    await engine.classify_array("tiny", None, np.zeros((2, 8, 8, 1), np.uint8),
-                                InferOptions(), protocol="grpc")
+    await engine.classify_array(
+        "tiny", None, np.zeros((2, 8, 8, 1), np.uint8), InferOptions(), protocol="grpc"
+    )
     labels = {"model": "tiny", "version": "1", "protocol": "grpc", "code": "OK"}
     assert registry.get_sample_value("visor_requests_total", labels) == 1
     assert registry.get_sample_value("visor_images_total", {"model": "tiny", "version": "1"}) == 2
-    assert registry.get_sample_value(
-        "visor_execution_provider", {"model": "tiny", "version": "1", "provider": "CPUExecutionProvider"}
-    ) == 1
+    assert (
+        registry.get_sample_value(
+            "visor_execution_provider",
+            {"model": "tiny", "version": "1", "provider": "CPUExecutionProvider"},
+        )
+        == 1
+    )

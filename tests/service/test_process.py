@@ -3,6 +3,7 @@ the committed gRPC stubs are what scripts/gen_proto.sh generates."""
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import os
 import signal
@@ -47,31 +48,56 @@ def _env() -> dict[str, str]:
 
 
 def test_serving_onnx_never_imports_tensorflow(model_repo) -> None:
-    out = subprocess.run([sys.executable, "-c", NO_TF, str(model_repo)], cwd=ROOT, env=_env(),
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(  # noqa: PLW1510 - the return code is asserted
+        [sys.executable, "-c", NO_TF, str(model_repo)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
 
 
 def test_cli_serves_grpc_and_stops_on_sigterm(model_repo) -> None:
     import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
 
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--models", str(model_repo), "--grpc-only",
-         "--grpc-port", str(port), "--host", "127.0.0.1", "--providers", "CPUExecutionProvider",
-         "--max-batch-size", "4", "--grace-period", "5"],
-        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--models",
+            str(model_repo),
+            "--grpc-only",
+            "--grpc-port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--providers",
+            "CPUExecutionProvider",
+            "--max-batch-size",
+            "4",
+            "--grace-period",
+            "5",
+        ],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         client = triton.InferenceServerClient(f"127.0.0.1:{port}")
         deadline = time.monotonic() + 60
         while True:
-            try:
+            with contextlib.suppress(InferenceServerException):  # not listening yet
                 if client.is_server_ready():
                     break
-            except Exception:  # noqa: BLE001 - not listening yet
-                pass
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
             time.sleep(0.1)
         assert client.is_model_ready("tiny")
@@ -84,15 +110,23 @@ def test_cli_serves_grpc_and_stops_on_sigterm(model_repo) -> None:
 
 
 def test_cli_help_names_the_settings() -> None:
-    out = subprocess.run([sys.executable, "-m", "service", "serve", "--help"], cwd=ROOT,
-                         env=_env(), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(  # noqa: PLW1510 - the return code is asserted
+        [sys.executable, "-m", "service", "serve", "--help"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0
     for word in ("--grpc-port", "--protocol", "VISOR_MAX_BATCH_SIZE", "--grpc-only"):
         assert word in out.stdout
 
 
 def test_generated_stubs_are_current(tmp_path) -> None:
-    if subprocess.run([sys.executable, "-c", "import grpc_tools"], capture_output=True).returncode:
+    if subprocess.run(
+        [sys.executable, "-c", "import grpc_tools"], capture_output=True, check=False
+    ).returncode:
         pytest.skip("grpcio-tools is not installed")
     env = {**os.environ, "OUT": str(tmp_path), "VENV": "system", "PYTHON": sys.executable}
     subprocess.run(["bash", "scripts/gen_proto.sh"], cwd=ROOT, env=env, check=True, timeout=120)

@@ -27,10 +27,18 @@ def test_version_policy() -> None:
 
 
 def test_warmup_sizes(make_settings) -> None:
-    assert warmup_sizes(make_settings(warmup_batch_sizes=None, max_batch_size=12)) == [1, 2, 4, 8, 12]
+    assert warmup_sizes(make_settings(warmup_batch_sizes=None, max_batch_size=12)) == [
+        1,
+        2,
+        4,
+        8,
+        12,
+    ]
 
 
-async def test_bad_checksum_and_bad_metadata_are_reported(model_repo, make_settings, registry) -> None:
+async def test_bad_checksum_and_bad_metadata_are_reported(
+    model_repo, make_settings, registry
+) -> None:
     write_version(model_repo, "broken", 1, bad_sha=True)
     odd = write_version(model_repo, "odd", 1)
     meta = json.loads((odd / "metadata.json").read_text())
@@ -43,17 +51,24 @@ async def test_bad_checksum_and_bad_metadata_are_reported(model_repo, make_setti
         broken = engine.model_info("broken")
         assert broken.status is ModelStatus.FAILED and "sha256" in broken.reason
         assert engine.model_info("odd").status is ModelStatus.FAILED
-        assert registry.get_sample_value("visor_model_load_failures_total",
-                                         {"model": "broken", "version": "1"}) == 1
+        assert (
+            registry.get_sample_value(
+                "visor_model_load_failures_total", {"model": "broken", "version": "1"}
+            )
+            == 1
+        )
         with pytest.raises(ModelUnavailable, match="sha256"):
-            await engine.classify_array("broken", None, image_pixels("top")[None],
-                                        InferOptions(), protocol="grpc")
+            await engine.classify_array(
+                "broken", None, image_pixels("top")[None], InferOptions(), protocol="grpc"
+            )
         assert engine.model_ready("tiny")
     finally:
         await engine.stop()
 
 
-async def test_hot_reload_swaps_versions_and_keeps_old_one_on_failure(model_repo, make_settings, registry) -> None:
+async def test_hot_reload_swaps_versions_and_keeps_old_one_on_failure(
+    model_repo, make_settings, registry
+) -> None:
     engine = Engine(make_settings(poll_interval_s=0.05), registry=registry)
     await engine.start()
     stop = asyncio.Event()
@@ -61,29 +76,37 @@ async def test_hot_reload_swaps_versions_and_keeps_old_one_on_failure(model_repo
 
     async def traffic() -> None:  # requests keep flowing during every swap
         while not stop.is_set():
-            r = await engine.classify_array("tiny", None, image_pixels("top")[None],
-                                            InferOptions(), protocol="grpc")
+            r = await engine.classify_array(
+                "tiny", None, image_pixels("top")[None], InferOptions(), protocol="grpc"
+            )
             served.append(r.version)
             await asyncio.sleep(0.002)
 
     flow = asyncio.ensure_future(traffic())
     try:
         write_version(model_repo, "tiny", 2)
-        await wait_for(lambda: engine.model_info("tiny").version == 2 and engine.model_ready("tiny", 2))
+        await wait_for(
+            lambda: engine.model_info("tiny").version == 2 and engine.model_ready("tiny", 2)
+        )
         await wait_for(lambda: ("tiny", 1) not in {(m.name, m.version) for m in engine.models()})
         write_version(model_repo, "tiny", 3, bad_sha=True)
-        await wait_for(lambda: any(m.version == 3 and m.status is ModelStatus.FAILED
-                                   for m in engine.models()))
+        await wait_for(
+            lambda: any(m.version == 3 and m.status is ModelStatus.FAILED for m in engine.models())
+        )
         assert engine.model_ready("tiny", 2)  # the previous version keeps serving
-        r = await engine.classify_array("tiny", None, image_pixels("top")[None],
-                                        InferOptions(), protocol="grpc")
+        r = await engine.classify_array(
+            "tiny", None, image_pixels("top")[None], InferOptions(), protocol="grpc"
+        )
         assert r.version == 2
         shutil.rmtree(model_repo / "tiny" / "3")
         shutil.rmtree(model_repo / "tiny" / "2")  # v1 is still there: the policy falls back to it
-        await wait_for(lambda: engine.model_info("tiny").version == 1 and engine.model_ready("tiny"))
+        await wait_for(
+            lambda: engine.model_info("tiny").version == 1 and engine.model_ready("tiny")
+        )
         assert not flow.done()  # no request failed during any swap
-        r = await engine.classify_array("tiny", None, image_pixels("top")[None],
-                                        InferOptions(), protocol="grpc")
+        r = await engine.classify_array(
+            "tiny", None, image_pixels("top")[None], InferOptions(), protocol="grpc"
+        )
         assert r.version == 1
     finally:
         stop.set()
@@ -96,8 +119,9 @@ async def test_logits_output_gets_softmax(make_settings, registry) -> None:
     engine = Engine(make_settings(), registry=registry)
     await engine.start()
     try:
-        r = await engine.classify_array("tiny_logits", None, np.zeros((1, 8, 8, 1), np.uint8),
-                                        InferOptions(), protocol="grpc")
+        r = await engine.classify_array(
+            "tiny_logits", None, np.zeros((1, 8, 8, 1), np.uint8), InferOptions(), protocol="grpc"
+        )
         np.testing.assert_allclose(r.probabilities.sum(axis=1), 1.0, atol=1e-6)
     finally:
         await engine.stop()

@@ -19,8 +19,15 @@ from service.settings import Settings
 
 @pytest.fixture(scope="module")
 def digits_server(digits_repo: Path):
-    settings = Settings(models=digits_repo, providers=["CPUExecutionProvider"], poll_interval_s=0,
-                        grpc_port=0, host="127.0.0.1", max_batch_size=8, _env_file=None)
+    settings = Settings(
+        models=digits_repo,
+        providers=["CPUExecutionProvider"],
+        poll_interval_s=0,
+        grpc_port=0,
+        host="127.0.0.1",
+        max_batch_size=8,
+        _env_file=None,
+    )
     fx = GrpcFixture(settings, CollectorRegistry())
     yield fx
     fx.stop(0)
@@ -29,7 +36,7 @@ def digits_server(digits_repo: Path):
 def test_digits_over_grpc_match_onnxruntime(digits_repo: Path, digits_server) -> None:
     version_dir = digits_repo / "digits" / "1"
     meta = load_metadata(version_dir)
-    pngs = sorted((digits_repo.parent / "data").rglob("*.png"))[:: 97][:6]
+    pngs = sorted((digits_repo.parent / "data").rglob("*.png"))[::97][:6]
     images = [p.read_bytes() for p in pngs]
     truth = [p.parent.name for p in pngs]
     client = triton.InferenceServerClient(digits_server.url)
@@ -42,16 +49,22 @@ def test_digits_over_grpc_match_onnxruntime(digits_repo: Path, digits_server) ->
     probs = result.as_numpy("probabilities")
 
     pixels = decode_images(images, meta.input, 10_000_000)
-    session = ort.InferenceSession(str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     expected = session.run([meta.output.name], {meta.input.name: pixels.astype(np.float32)})[0]
     assert probs.shape == (len(images), len(meta.labels))
     np.testing.assert_allclose(probs, expected, atol=1e-5)
 
     raw = triton.InferInput(meta.input.name, list(pixels.shape), "UINT8")
     raw.set_data_from_numpy(pixels)
-    np.testing.assert_allclose(client.infer("digits", [raw]).as_numpy("probabilities"), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        client.infer("digits", [raw]).as_numpy("probabilities"), expected, atol=1e-5
+    )
 
-    cls = client.infer("digits", [inp], outputs=[triton.InferRequestedOutput("probabilities", class_count=1)])
+    cls = client.infer(
+        "digits", [inp], outputs=[triton.InferRequestedOutput("probabilities", class_count=1)]
+    )
     top1 = [row[0].decode().split(":")[2] for row in cls.as_numpy("probabilities")]
     assert top1 == [meta.labels[i] for i in expected.argmax(axis=1)]
     assert set(truth) <= set(meta.labels)

@@ -7,9 +7,9 @@ import threading
 import grpc
 import numpy as np
 import pytest
-from svc_helpers import GrpcFixture, LoopThread, free_port, image_pixels
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from svc_helpers import GrpcFixture, LoopThread, free_port, image_pixels
 
 from service.engine import Engine
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
@@ -35,7 +35,9 @@ def test_health_not_serving_until_models_are_warm(make_settings, registry) -> No
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.visor_port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            check = lambda name: health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status  # noqa: E731
+            check = lambda name: (
+                health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status
+            )
             assert check("") == NOT_SERVING
             loop.run(engine.start())
             loop.run(_settle())
@@ -60,10 +62,17 @@ async def _settle() -> None:
 def test_reflection_lists_the_services(grpc_server) -> None:
     with grpc.insecure_channel(grpc_server.url) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        answers = stub.ServerReflectionInfo(iter([
-            reflection_pb2.ServerReflectionRequest(list_services=""),
-            reflection_pb2.ServerReflectionRequest(file_containing_symbol="inference.GRPCInferenceService"),
-        ]), timeout=10)
+        answers = stub.ServerReflectionInfo(
+            iter(
+                [
+                    reflection_pb2.ServerReflectionRequest(list_services=""),
+                    reflection_pb2.ServerReflectionRequest(
+                        file_containing_symbol="inference.GRPCInferenceService"
+                    ),
+                ]
+            ),
+            timeout=10,
+        )
         listing, file_answer = list(answers)
     names = {s.name for s in listing.list_services_response.service}
     assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
@@ -118,7 +127,11 @@ def test_two_servers_share_a_port_with_so_reuseport(make_settings, registry) -> 
     try:
         assert first.port == second.port
         with grpc.insecure_channel(first.url) as channel:
-            assert pb_grpc.GRPCInferenceServiceStub(channel).ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+            assert (
+                pb_grpc.GRPCInferenceServiceStub(channel)
+                .ServerReady(pb.ServerReadyRequest(), timeout=10)
+                .ready
+            )
     finally:
         second.stop(0)
         first.stop(0)

@@ -13,8 +13,12 @@ from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
 
 
-def request(datatype: str = "UINT8", shape=(1, 8, 8, 1), raw: bytes | None = None, **kw) -> pb.ModelInferRequest:
-    req = pb.ModelInferRequest(model_name=kw.pop("model", "tiny"), model_version=kw.pop("version", ""))
+def request(
+    datatype: str = "UINT8", shape=(1, 8, 8, 1), raw: bytes | None = None, **kw
+) -> pb.ModelInferRequest:
+    req = pb.ModelInferRequest(
+        model_name=kw.pop("model", "tiny"), model_version=kw.pop("version", "")
+    )
     req.inputs.add(name="image", datatype=datatype, shape=list(shape))
     if raw is None:
         raw = image_pixels("top")[None].tobytes()
@@ -44,8 +48,14 @@ MALFORMED = {
     "byte count": (request(raw=bytes(10)), "bytes"),
     "empty batch": (request(shape=(0, 8, 8, 1), raw=b""), "empty"),
     "over the limit": (request(shape=(300, 8, 8, 1), raw=bytes(300 * 64)), "limit"),
-    "nan pixels": (request(datatype="FP32", raw=np.full((1, 8, 8, 1), np.nan, "<f4").tobytes()), "NaN"),
-    "undecodable": (request(datatype="BYTES", shape=(1,), raw=_bytes_tensor(b"not an image")), "decoded"),
+    "nan pixels": (
+        request(datatype="FP32", raw=np.full((1, 8, 8, 1), np.nan, "<f4").tobytes()),
+        "NaN",
+    ),
+    "undecodable": (
+        request(datatype="BYTES", shape=(1,), raw=_bytes_tensor(b"not an image")),
+        "decoded",
+    ),
     "truncated bytes": (request(datatype="BYTES", shape=(1,), raw=b"\x09\x00"), "truncated"),
     "threshold > 1": (request(threshold=1.5), "threshold"),
     "per-class length": (request(threshold="[0.5, 0.5]"), "threshold"),
@@ -63,8 +73,11 @@ def test_malformed_request_then_normal_one(stub, case: str) -> None:
     req, words = MALFORMED[case]
     with pytest.raises(grpc.RpcError) as err:
         stub.ModelInfer(req, timeout=20)
-    expected = grpc.StatusCode.NOT_FOUND if case.startswith("unknown m") or case == "unknown version" \
+    expected = (
+        grpc.StatusCode.NOT_FOUND
+        if case.startswith("unknown m") or case == "unknown version"
         else grpc.StatusCode.INVALID_ARGUMENT
+    )
     assert err.value.code() == expected, err.value.details()
     assert words.lower() in err.value.details().lower()
     ok = stub.ModelInfer(request(), timeout=20)
@@ -91,8 +104,11 @@ def test_ground_truth_gives_metrics(stub) -> None:
 
 
 def test_stream_answers_every_request_and_reports_errors(stub) -> None:
-    reqs = [request(), request(model="nope"), request(datatype="BYTES", shape=(1,),
-            raw=_bytes_tensor(encode(image_pixels("left"))))]
+    reqs = [
+        request(),
+        request(model="nope"),
+        request(datatype="BYTES", shape=(1,), raw=_bytes_tensor(encode(image_pixels("left")))),
+    ]
     for i, r in enumerate(reqs):
         r.id = f"r{i}"
     answers = {a.infer_response.id: a for a in stub.ModelStreamInfer(iter(reqs), timeout=30)}

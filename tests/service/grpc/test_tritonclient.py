@@ -26,7 +26,11 @@ def test_health_and_metadata(client) -> None:
     assert not client.is_model_ready("tiny", "9")
     meta = client.get_model_metadata("tiny", as_json=True)
     assert meta["versions"] == ["1"]
-    assert meta["inputs"][0] == {"name": "image", "datatype": "FP32", "shape": ["-1", "8", "8", "1"]}
+    assert meta["inputs"][0] == {
+        "name": "image",
+        "datatype": "FP32",
+        "shape": ["-1", "8", "8", "1"],
+    }
     assert "classification" in client.get_server_metadata(as_json=True)["extensions"]
 
 
@@ -36,14 +40,17 @@ def test_infer_raw_pixels(client, dtype) -> None:
     inp = triton.InferInput("image", list(pixels.shape), "FP32" if dtype == np.float32 else "UINT8")
     inp.set_data_from_numpy(pixels)
     result = client.infer("tiny", [inp])
-    np.testing.assert_allclose(result.as_numpy("probabilities"), reference_probabilities(pixels), atol=1e-5)
+    np.testing.assert_allclose(
+        result.as_numpy("probabilities"), reference_probabilities(pixels), atol=1e-5
+    )
     assert result.as_numpy("labels").tolist() == [b"top", b"bottom", b"left"]
     assert result.get_response().model_version == "1"
 
 
 def test_infer_encoded_images_with_classification_extension(client) -> None:
-    images = np.array([encode(image_pixels("left"), "PNG"), encode(image_pixels("top"), "JPEG")],
-                      dtype=np.object_)
+    images = np.array(
+        [encode(image_pixels("left"), "PNG"), encode(image_pixels("top"), "JPEG")], dtype=np.object_
+    )
     inp = triton.InferInput("image", [2], "BYTES")
     inp.set_data_from_numpy(images)
     out = triton.InferRequestedOutput("probabilities", class_count=2)
@@ -70,4 +77,3 @@ def test_unknown_model_is_not_found(client) -> None:
     with pytest.raises(InferenceServerException) as err:
         client.infer("nope", [inp])
     assert err.value.status() == "StatusCode.NOT_FOUND"
-
