@@ -50,12 +50,14 @@ def seconds(text: str) -> float:
     return float(sum(int(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts))
 
 
-def aggregated(stats_csv: Path) -> dict:
+def read_stats(stats_csv: Path) -> tuple[list[dict], dict]:
+    """locust's ``*_stats.csv`` → (one row per request name, the Aggregated row)."""
     with stats_csv.open() as fh:
-        for row in csv.DictReader(fh):
-            if row["Name"] == "Aggregated":
-                return row
-    raise RuntimeError(f"no Aggregated row in {stats_csv}")
+        rows = list(csv.DictReader(fh))
+    total = next((r for r in rows if r["Name"] == "Aggregated"), None)
+    if total is None:
+        raise RuntimeError(f"no Aggregated row in {stats_csv}")
+    return [r for r in rows if r is not total], total
 
 
 def summary_line(row: dict, out: Path) -> str:
@@ -127,7 +129,12 @@ def run(args: argparse.Namespace) -> int:
         print(procs.tail(out / "locust.log"), file=sys.stderr)
         print(f"loadtest: locust exited with {done.returncode}", file=sys.stderr)
         return 1
-    row = aggregated(out / "locust_stats.csv")
+    per_name, row = read_stats(out / "locust_stats.csv")
+    for r in per_name:
+        print(
+            f"  {r['Name']:45s} {int(r['Request Count']):7d} req {float(r['Requests/s']):8.1f}/s "
+            f"{int(r['Failure Count']):5d} failed  p50 {r['50%']} ms  p99 {r['99%']} ms"
+        )
     print(summary_line(row, out))
     count, failures = int(row["Request Count"]), int(row["Failure Count"])
     if count == failures or failures > args.max_failure_ratio * count:
