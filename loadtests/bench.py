@@ -44,6 +44,8 @@ BUILD = {
         "224",
         "--epochs",
         "0",
+        "--fine-tune-epochs",
+        "0",
     ],
 }
 
