@@ -73,6 +73,7 @@ class Repository:
         self.latest: dict[str, LoadedVersion] = {}
         self._infos: dict[tuple[str, int], ModelInfo] = {}
         self._failed: dict[tuple[str, int], tuple[int, ...]] = {}
+        self._prints: dict[tuple[str, int], tuple[int, ...]] = {}  # this scan's fingerprints
         self._sync_lock = asyncio.Lock()
 
     def infos(self) -> list[ModelInfo]:
@@ -84,7 +85,11 @@ class Repository:
     async def sync(self) -> None:
         """Bring the loaded versions in line with the folder and the version policy."""
         async with self._sync_lock:
-            found = scan(self._settings.models)
+            # NOTE: file-system walks run in the loader thread, never on the event loop.
+            loop = asyncio.get_running_loop()
+            found, self._prints = await loop.run_in_executor(
+                self._loader, self._scan, list(self._failed)
+            )
             for name, versions in found.items():
                 await self._sync_model(name, versions)
             for name in list(self.serving):
@@ -109,7 +114,7 @@ class Repository:
     # --- private steps -------------------------------------------------------------------
     async def _sync_model(self, name: str, versions: dict[int, Path]) -> None:
         while True:
-            usable = [v for v in versions if not self._still_failed(name, v, versions[v])]
+            usable = [v for v in versions if not self._still_failed(name, v)]
             wanted = set(self._policy.select(usable))
             missing = sorted(wanted - set(self.serving.get(name, {})), reverse=True)
             if not missing:
@@ -122,9 +127,18 @@ class Repository:
             del self._failed[key]
             self._infos.pop(key, None)
 
-    def _still_failed(self, name: str, version: int, path: Path) -> bool:
+    def _scan(self, failed: list[tuple[str, int]]) -> tuple[dict, dict]:
+        found = scan(self._settings.models)
+        prints = {
+            key: fingerprint(found[key[0]][key[1]])
+            for key in failed
+            if key[1] in found.get(key[0], {})
+        }
+        return found, prints
+
+    def _still_failed(self, name: str, version: int) -> bool:
         old = self._failed.get((name, version))
-        return old is not None and old == fingerprint(path)
+        return old is not None and old == self._prints.get((name, version))
 
     async def _load(self, name: str, version: int, path: Path) -> None:
         key = (name, version)
@@ -136,7 +150,8 @@ class Repository:
         try:
             lv = await loop.run_in_executor(self._loader, self._load_blocking, name, version, path)
         except Exception as exc:  # noqa: BLE001 - reported as the version's status
-            self._fail(name, version, path, exc)
+            prints = await loop.run_in_executor(self._loader, fingerprint, path)
+            self._fail(name, version, prints, exc)
             return
         self._failed.pop(key, None)
         self._swap(name, {**self.serving.get(name, {}), version: lv})
@@ -145,9 +160,10 @@ class Repository:
         self._metrics.provider.labels(name, str(version), lv.backend.device).set(1)
         log.info("model %s v%d ready on %s (%s)", name, version, lv.backend.device, lv.kind)
 
-    def _fail(self, name: str, version: int, path: Path, exc: Exception) -> None:
+    def _fail(self, name: str, version: int, prints: tuple[int, ...], exc: Exception) -> None:
         reason = str(exc) if isinstance(exc, LoadError) else f"{type(exc).__name__}: {exc}"
-        self._failed[(name, version)] = fingerprint(path)
+        self._failed[(name, version)] = prints
+        self._prints[(name, version)] = prints
         prev = self._infos.get((name, version))
         self._infos[(name, version)] = ModelInfo(
             name,

@@ -12,6 +12,7 @@ from svc_helpers import image_pixels, wait_for, write_version
 
 from service.engine import Engine
 from service.errors import ModelUnavailable
+from service.metadata import sha256_path
 from service.types import InferOptions, ModelStatus
 from service.versions import VersionPolicy, warmup_sizes
 
@@ -98,6 +99,10 @@ async def test_hot_reload_swaps_versions_and_keeps_old_one_on_failure(
             "tiny", None, image_pixels("top")[None], InferOptions(), protocol="grpc"
         )
         assert r.version == 2
+        fixed = json.loads((model_repo / "tiny" / "3" / "metadata.json").read_text())
+        fixed["artifacts"]["onnx"]["sha256"] = sha256_path(model_repo / "tiny" / "3" / "model.onnx")
+        (model_repo / "tiny" / "3" / "metadata.json").write_text(json.dumps(fixed))
+        await wait_for(lambda: engine.model_ready("tiny", 3))  # retried once its files changed
         shutil.rmtree(model_repo / "tiny" / "3")
         shutil.rmtree(model_repo / "tiny" / "2")  # v1 is still there: the policy falls back to it
         await wait_for(

@@ -131,3 +131,41 @@ def test_message_over_the_limit_is_resource_exhausted(make_settings, registry) -
             assert stub.ModelInfer(request(), timeout=20).model_name == "tiny"
     finally:
         fx.stop(0)
+
+
+def test_concurrent_grpc_requests_share_batches(make_settings, registry) -> None:
+    import threading
+
+    # NOTE: one batch at a time, so everything arriving while it runs must wait and group.
+    fx = GrpcFixture(make_settings(inference_threads=1), registry)
+    lv = fx.engine.repository.latest["tiny"]
+    gate, entered = threading.Event(), threading.Event()
+    real_run = lv.backend.run
+
+    def held_run(x: np.ndarray) -> np.ndarray:
+        entered.set()
+        gate.wait(30)
+        return real_run(x)
+
+    lv.batcher._run = held_run
+    labels = {"model": "tiny", "version": "1"}
+    channel = grpc.insecure_channel(fx.url)
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    try:
+        first = stub.ModelInfer.future(request(), timeout=30)
+        assert entered.wait(20)
+        rest = [stub.ModelInfer.future(request(), timeout=30) for _ in range(6)]
+        pause = threading.Event()
+        for _ in range(2000):  # liveness only: until all six wait behind the held batch
+            if lv.batcher.queued_images == 6:
+                break
+            pause.wait(0.01)
+        gate.set()
+        for call in [first, *rest]:
+            assert call.result(timeout=20).outputs[0].name == "probabilities"
+    finally:
+        gate.set()
+        channel.close()
+        fx.stop(0)
+    assert registry.get_sample_value("visor_batch_size_count", labels) == 2
+    assert registry.get_sample_value("visor_batch_size_sum", labels) == 7
