@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from loadtests import procs
-from loadtests.payloads import make_payloads, read_input_shape
+from loadtests.payloads import make_payloads, read_input_shape, write_photo_dataset
 
 ROOT = procs.ROOT
 BUILD = {
@@ -70,17 +70,23 @@ def ensure_model(models: Path | None, name: str, log_dir: Path) -> tuple[Path, P
     repo = candidates[-1]
     if name not in BUILD:
         raise SystemExit(f"bench: no model {name!r} in {repo}, and no recipe to build one")
-    data = ROOT / "build" / "data" / "digits"
     log = (log_dir / f"train-{name}.log").open("w")
     print(f"bench: training {name!r} into {repo} (log: {log.name})", flush=True)
-    if not data.exists():
-        subprocess.run(
-            [sys.executable, "-m", "training", "dataset", "digits", "--out", str(data)],
-            cwd=ROOT,
-            check=True,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    if name == "mobilenetv2":
+        # NOTE: an RGB model fed real JPEG photographs, as a deployed image classifier would be.
+        data = ROOT / "build" / "data" / "photos"
+        if not data.exists():
+            write_photo_dataset(data, per_class=40, size=224)
+    else:
+        data = ROOT / "build" / "data" / "digits"
+        if not data.exists():
+            subprocess.run(
+                [sys.executable, "-m", "training", "dataset", "digits", "--out", str(data)],
+                cwd=ROOT,
+                check=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
     subprocess.run(
         [
             sys.executable,
@@ -93,6 +99,8 @@ def ensure_model(models: Path | None, name: str, log_dir: Path) -> tuple[Path, P
             name,
             "--out",
             str(repo),
+            "--work-dir",
+            str(ROOT / "build" / "bench-work" / name),
             *BUILD[name],
         ],
         cwd=ROOT,

@@ -106,6 +106,19 @@ def make_payloads(shape: InputShape, out: Path, count: int = 32, seed: int = 0) 
     return out
 
 
+def write_photo_dataset(out: Path, per_class: int = 40, size: int = 224, seed: int = 1) -> Path:
+    """A two-class RGB training set (class folders of JPEG crops, one photograph per class)."""
+    from sklearn.datasets import load_sample_images
+
+    for label, _photo in zip(("china", "flower"), load_sample_images().images, strict=True):
+        folder = out / label
+        folder.mkdir(parents=True, exist_ok=True)
+        crops = _photo_crops(2 * per_class, (size, size), seed)[label == "flower" :: 2]
+        for k, crop in enumerate(crops):
+            (folder / f"{k:03d}.jpg").write_bytes(encode(crop, "JPEG"))
+    return out
+
+
 @dataclass(frozen=True)
 class Payloads:
     """Loaded payloads: encoded files and pixels, ready to send."""
