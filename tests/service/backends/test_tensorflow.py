@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_savedmodel_and_hdf5_match_onnx(digits_repo: Path) -> None:
@@ -16,7 +16,7 @@ def test_savedmodel_and_hdf5_match_onnx(digits_repo: Path) -> None:
     out = subprocess.run(  # noqa: PLW1510 - the return code is asserted
         [
             sys.executable,
-            str(Path(__file__).with_name("backends_check.py")),
+            str(Path(__file__).with_name("tf_backends_check.py")),
             str(digits_repo / "digits" / "1"),
         ],
         cwd=ROOT,

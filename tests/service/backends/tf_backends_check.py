@@ -1,4 +1,4 @@
-"""Run in a subprocess by test_backends.py: SavedModel and HDF5 backends vs ONNX on digits."""
+"""Run in a subprocess by test_tensorflow.py: SavedModel and HDF5 backends vs ONNX on digits."""
 
 import json
 import sys

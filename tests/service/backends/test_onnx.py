@@ -1,0 +1,53 @@
+"""The ONNX backend reports the provider that is really active; no silent CPU fallback."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from svc_helpers import reference_probabilities, write_version
+
+from service.backends.onnx import OnnxBackend, wanted_providers
+from service.metadata import load_metadata
+from service.settings import Settings
+
+GPU_FIRST = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.fixture
+def version_dir(tmp_path):
+    return write_version(tmp_path, "tiny", 1)
+
+
+def test_cpu_session_runs_and_reports_cpu(version_dir) -> None:
+    settings = Settings(providers=["CPUExecutionProvider"], intra_op_threads=1, _env_file=None)
+    backend = OnnxBackend(version_dir / "model.onnx", load_metadata(version_dir), settings)
+    assert backend.device == "CPUExecutionProvider"
+    x = np.random.default_rng(0).uniform(0, 255, (3, 8, 8, 1)).astype(np.float32)
+    np.testing.assert_allclose(backend.run(x), reference_probabilities(x), atol=1e-5)
+
+
+def test_reported_provider_is_the_active_one(version_dir, caplog) -> None:
+    settings = Settings(providers=GPU_FIRST, _env_file=None)
+    with caplog.at_level(logging.INFO, logger="service.backends.onnx"):
+        backend = OnnxBackend(version_dir / "model.onnx", load_metadata(version_dir), settings)
+    assert backend.device == backend.session.get_providers()[0]
+    wanted = wanted_providers(settings)[0]
+    if backend.device != wanted:  # e.g. CUDA built in but no GPU/driver here: said out loud
+        assert any(
+            r.levelno == logging.WARNING and backend.device in r.getMessage()
+            for r in caplog.records
+        )
+    assert any(f"active provider {backend.device}" in r.getMessage() for r in caplog.records)
+
+
+def test_require_provider_refuses_a_fallback(version_dir) -> None:
+    settings = Settings(providers=GPU_FIRST, require_provider=True, _env_file=None)
+    wanted = wanted_providers(settings)[0]
+    try:
+        backend = OnnxBackend(version_dir / "model.onnx", load_metadata(version_dir), settings)
+    except RuntimeError as err:
+        assert "VISOR_REQUIRE_PROVIDER" in str(err)
+    else:
+        assert backend.device == wanted
