@@ -25,6 +25,8 @@ PIXEL_DTYPES: dict[str, np.dtype] = {"UINT8": np.dtype(np.uint8), "FP32": np.dty
 
 def decode_image(data: bytes, spec: InputSpec, max_pixels: int, index: int = 0) -> np.ndarray:
     """Encoded image (JPEG/PNG/WebP/BMP/GIF...) → uint8 ``[H, W, C]`` of the model's input."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidInput(f"image {index} must be bytes, got {type(data).__name__}")
     if not data:
         raise InvalidInput(f"image {index} is empty (0 bytes)")
     try:

@@ -95,9 +95,11 @@ class Metrics:
         """The one ``Metrics`` of ``registry`` (default: prometheus_client's global registry)."""
         registry = registry or REGISTRY
         with cls._lock:
-            if id(registry) not in cls._shared:
-                cls._shared[id(registry)] = cls(registry)
-            return cls._shared[id(registry)]
+            metrics = cls._shared.get(id(registry))
+            # NOTE: ids are reused after garbage collection: check it is the same registry.
+            if metrics is None or metrics.registry is not registry:
+                metrics = cls._shared[id(registry)] = cls(registry)
+            return metrics
 
 
 class VersionMetrics:
