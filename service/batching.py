@@ -64,6 +64,10 @@ class AdaptiveBatcher:
         self._idle: asyncio.Event | None = None
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def queued_images(self) -> int:
         return self._queued
 

@@ -136,8 +136,11 @@ class Engine:
         except VisorError as exc:
             lv.metrics.count_request(protocol, exc.grpc_code.name)
             raise
-        if version in (None, "") and lv.batcher is not self._lookup(name, None).batcher:
-            lv = self._lookup(name, None)  # NOTE: a new version was swapped in while decoding
+        if lv.batcher.closed and version in (None, ""):
+            # NOTE: the version was swapped out while we decoded; the newest takes the request
+            # when it expects the same input (otherwise its batcher says UNAVAILABLE: retry).
+            newer = self._lookup(name, None)
+            lv = newer if newer.meta.input == lv.meta.input else lv
         return await self._classify(lv, pixels, options, protocol, deadline)
 
     async def classify_array(

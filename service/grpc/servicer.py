@@ -48,6 +48,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     "%d gRPC inference calls still running after the grace period", self._active
                 )
 
+    def _deadline(self, remaining: float | None) -> float:
+        """An absolute ``time.monotonic()`` deadline: the client's, or the default timeout."""
+        return time.monotonic() + (remaining if remaining is not None else self._timeout)
+
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerLiveResponse:
@@ -98,7 +102,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         try:
-            return await self._infer(request, context.time_remaining())
+            return await self._infer(request, self._deadline(context.time_remaining()))
         except VisorError as err:
             await context.abort(err.grpc_code, err.message)
         except Exception:
@@ -116,7 +120,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         # back as they finish, each carrying its request's id, as in Triton.
         answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         remaining = context.time_remaining()
-        reader = asyncio.create_task(self._read_stream(request_iterator, answers, remaining))
+        # NOTE: the stream's deadline bounds every request of it; without one, each request
+        # gets the default timeout from when it arrives.
+        stream_deadline = None if remaining is None else time.monotonic() + remaining
+        reader = asyncio.create_task(self._read_stream(request_iterator, answers, stream_deadline))
         try:
             while (answer := await answers.get()) is not None:
                 yield answer
@@ -127,12 +134,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self,
         requests: AsyncIterator[pb.ModelInferRequest],
         answers: asyncio.Queue,
-        remaining: float | None,
+        stream_deadline: float | None,
     ) -> None:
         tasks: set[asyncio.Task] = set()
         try:
             async for request in requests:
-                task = asyncio.create_task(self._stream_one(request, answers, remaining))
+                deadline = stream_deadline or self._deadline(None)
+                task = asyncio.create_task(self._stream_one(request, answers, deadline))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             if tasks:
@@ -141,10 +149,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             answers.put_nowait(None)
 
     async def _stream_one(
-        self, request: pb.ModelInferRequest, answers: asyncio.Queue, remaining: float | None
+        self, request: pb.ModelInferRequest, answers: asyncio.Queue, deadline: float
     ) -> None:
         try:
-            resp = await self._infer(request, remaining)
+            resp = await self._infer(request, deadline)
             answers.put_nowait(pb.ModelStreamInferResponse(infer_response=resp))
         except Exception as err:
             if not isinstance(err, VisorError):
@@ -164,23 +172,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 )
             )
 
-    async def _infer(
-        self, request: pb.ModelInferRequest, remaining: float | None
-    ) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, deadline: float) -> pb.ModelInferResponse:
         if self.stopping:
             raise ModelUnavailable("the server is shutting down; retry on another replica")
         self._active += 1
         try:
-            return await self._infer_call(request, remaining)
+            return await self._infer_call(request, deadline)
         finally:
             self._active -= 1
             if self._idle is not None and not self._active:
                 self._idle.set()
 
     async def _infer_call(
-        self, request: pb.ModelInferRequest, remaining: float | None
+        self, request: pb.ModelInferRequest, deadline: float
     ) -> pb.ModelInferResponse:
-        deadline = time.monotonic() + (remaining if remaining is not None else self._timeout)
         name, version = request.model_name, request.model_version or None
         try:
             call = convert.decode_request(request)
