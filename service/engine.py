@@ -42,6 +42,11 @@ class Engine:
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         """Scan, verify, load and warm up every model, then start the hot-reload poller."""
+        if not self.settings.models.is_dir():
+            log.warning(
+                "model repository %s does not exist: nothing to serve until it does",
+                self.settings.models,
+            )
         await self.repository.sync()
         self._started = True
         self._changed()
