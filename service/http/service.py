@@ -76,18 +76,19 @@ class Visor:
         for app in (v2_app, models_app):
             app.state.engine = self.engine
         v2_app.state.timeout_s = self.settings.request_timeout_s
+        # NOTE: models first, gRPC after: with several workers sharing the port (SO_REUSEPORT)
+        # the kernel hands new connections to every bound socket, so a worker must not bind
+        # before it can serve; uvicorn likewise accepts HTTP only after this hook returns.
+        await self.engine.start()
         if self.settings.protocol == "both":
             from service.grpc.server import start_grpc_server
 
             keys = ApiKeys(self.settings.api_keys)
             interceptors = [ApiKeyInterceptor(keys)] if keys.enabled else []
-            # NOTE: gRPC first (as the gRPC-only server): health says NOT_SERVING while the
-            # models load and warm up, instead of refusing connections.
             self.grpc_server = await start_grpc_server(
                 self.engine, self.settings, interceptors=interceptors
             )
             self._chain_signals()
-        await self.engine.start()
 
     @bentoml.on_shutdown
     async def stop(self) -> None:

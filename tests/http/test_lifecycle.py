@@ -101,11 +101,11 @@ def test_sigterm_under_load_loses_no_request(tmp_path: Path) -> None:
     """Two workers under mixed load; SIGTERM while big requests of both protocols are running:
     every request sent before the signal succeeds and the server exits 0."""
     server = start_server(
-        tmp_path, slow_repo(tmp_path), workers=2, max_batch_size=256, grace_period_s=15.0
+        tmp_path, slow_repo(tmp_path), workers=2, max_batch_size=256, grace_period_s=60.0
     )
     spans: list[tuple[str, float, float, str]] = []  # protocol, start, end, outcome
     stop = asyncio.Event()
-    big = np.full((256, 8, 8, 1), 255, np.float32)
+    big = np.full((128, 8, 8, 1), 255, np.float32)
 
     async def timed(protocol: str, call: Awaitable[object]) -> None:
         start = time.monotonic()
@@ -154,14 +154,14 @@ def test_sigterm_under_load_loses_no_request(tmp_path: Path) -> None:
                 asyncio.create_task(timed("http", rest)),
                 asyncio.create_task(timed("grpc", stub.ModelInfer(_request("slow", big)))),
             ]
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.3)
             signalled = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
             await asyncio.gather(*loops, *heavy)
             return signalled
 
     signalled = asyncio.run(main())
-    code = server.stop(timeout=40)
+    code = server.stop(timeout=120)
     failed = [s for s in spans if s[3] != "ok"]
     assert not failed, (failed[:5], server.output())
     assert len(spans) > 10
