@@ -122,10 +122,11 @@ def _options(
     params: dict[str, Any], outputs: list[tuple[str, int]], truth: list[str] | None
 ) -> InferOptions:
     top_k = params.get("top_k")
-    if top_k is None:
-        top_k = max((k for _, k in outputs), default=0) or None
-    elif isinstance(top_k, str):
+    if isinstance(top_k, str):
         top_k = _number(top_k, "top_k", int)
+    widest = max((k for _, k in outputs), default=0)
+    if widest and (top_k is None or (isinstance(top_k, int) and top_k < widest)):
+        top_k = widest  # NOTE: the classification extension needs at least k classes ranked
     threshold = params.get("threshold")
     if isinstance(threshold, str):
         items = _list(threshold, "threshold")
@@ -182,7 +183,7 @@ def encode_response(
     for name, k in call.outputs:
         out = resp.outputs.add(name=name)
         if k:
-            k = min(k, len(result.labels))
+            k = min(k, result.k)
             items = [
                 f"{c.score:f}:{c.index}:{c.label}".encode() for row in result.top_k for c in row[:k]
             ]

@@ -77,3 +77,13 @@ def test_unknown_model_is_not_found(client) -> None:
     with pytest.raises(InferenceServerException) as err:
         client.infer("nope", [inp])
     assert err.value.status() == "StatusCode.NOT_FOUND"
+
+
+def test_classification_wider_than_top_k(client) -> None:
+    inp = triton.InferInput("image", [1, 8, 8, 1], "UINT8")
+    inp.set_data_from_numpy(image_pixels("left")[None])
+    out = triton.InferRequestedOutput("probabilities", class_count=5)  # more than 3 classes
+    result = client.infer("tiny", [inp], outputs=[out], parameters={"top_k": 1})
+    rows = result.as_numpy("probabilities")
+    assert rows.shape == (1, 3)
+    assert [r.decode().split(":")[2] for r in rows[0]] == ["left", "top", "bottom"]
