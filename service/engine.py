@@ -111,6 +111,13 @@ class Engine:
     ) -> None:
         """Count a request a front-end refused before it reached a model (bad wire format)."""
         code = err.grpc_code.name
+        # NOTE: a client can send any name: unknown ones share one label value, so the metric's
+        # cardinality stays bounded by the repository, not by what clients type.
+        if (
+            self.repository.info(name, _safe_int(version)) is None
+            and name not in self.repository.latest
+        ):
+            name, version = "_unknown", ""
         key = (name, str(version or ""), protocol, code)
         self.metrics.requests.labels(*key).inc()
         self.metrics.failures.labels(*key).inc()
@@ -249,3 +256,10 @@ def _version_number(name: str, version: int | str) -> int:
         raise ModelNotFound(
             f"model {name!r} has no version {version!r} (versions are integers)"
         ) from None
+
+
+def _safe_int(version: int | str | None) -> int:
+    try:
+        return int(version)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0

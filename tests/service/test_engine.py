@@ -140,3 +140,14 @@ async def test_metrics_count_requests(engine: Engine, registry) -> None:
         )
         == 1
     )
+
+
+async def test_unknown_model_names_do_not_grow_metric_labels(engine: Engine, registry) -> None:
+    for name in ("a", "b", "c"):
+        with pytest.raises(ModelNotFound):
+            await engine.classify_array(
+                name, None, np.zeros((1, 8, 8, 1), np.uint8), InferOptions(), protocol="grpc"
+            )
+    labels = {"model": "_unknown", "version": "", "protocol": "grpc", "code": "NOT_FOUND"}
+    assert registry.get_sample_value("visor_requests_total", labels) == 3
+    assert registry.get_sample_value("visor_requests_total", {**labels, "model": "a"}) is None
