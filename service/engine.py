@@ -113,11 +113,10 @@ class Engine:
         code = err.grpc_code.name
         # NOTE: a client can send any name: unknown ones share one label value, so the metric's
         # cardinality stays bounded by the repository, not by what clients type.
-        if (
-            self.repository.info(name, _safe_int(version)) is None
-            and name not in self.repository.latest
-        ):
-            name, version = "_unknown", ""
+        if not any(m.name == name for m in self.repository.infos()):
+            name, version = "_unknown", None
+        elif version not in (None, "") and self.repository.info(name, _safe_int(version)) is None:
+            version = "_unknown"
         key = (name, str(version or ""), protocol, code)
         self.metrics.requests.labels(*key).inc()
         self.metrics.failures.labels(*key).inc()

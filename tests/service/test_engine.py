@@ -151,3 +151,9 @@ async def test_unknown_model_names_do_not_grow_metric_labels(engine: Engine, reg
     labels = {"model": "_unknown", "version": "", "protocol": "grpc", "code": "NOT_FOUND"}
     assert registry.get_sample_value("visor_requests_total", labels) == 3
     assert registry.get_sample_value("visor_requests_total", {**labels, "model": "a"}) is None
+    with pytest.raises(ModelNotFound):
+        await engine.classify_array(
+            "tiny", "99", np.zeros((1, 8, 8, 1), np.uint8), InferOptions(), protocol="grpc"
+        )
+    labels = {"model": "tiny", "version": "_unknown", "protocol": "grpc", "code": "NOT_FOUND"}
+    assert registry.get_sample_value("visor_requests_total", labels) == 1
