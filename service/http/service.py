@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from service.auth import ApiKeyInterceptor, ApiKeys
 from service.engine import Engine
-from service.errors import InvalidInput, VisorError
+from service.errors import InvalidInput, ModelUnavailable, VisorError
 from service.http import wire
 from service.http.middleware import GuardMiddleware, error_body
 from service.http.schemas import ClassifyInput, ClassifyOutput, EvaluateInput, EvaluateOutput
@@ -98,10 +98,12 @@ class Visor:
             await self._grpc_stopping
         await self.engine.stop()
 
-    def __is_ready__(self) -> bool:
+    # NOTE: async, so BentoML answers /readyz and /livez on the loop (a sync hook costs a
+    # thread hop on every probe).
+    async def __is_ready__(self) -> bool:
         return bool(self.engine.ready)
 
-    def __is_alive__(self) -> bool:
+    async def __is_alive__(self) -> bool:
         return bool(self.engine.live)
 
     @bentoml.api(route="/classify", input_spec=ClassifyInput, output_spec=ClassifyOutput)
@@ -134,6 +136,8 @@ class Visor:
 
     def _model(self) -> str:
         names = sorted({m.name for m in self.engine.models()})
+        if not names:
+            raise ModelUnavailable("No model is loaded: the model repository is empty.")
         if len(names) != 1:
             raise InvalidInput(
                 f"Name the model with 'model': this server has {', '.join(names) or 'none'}."

@@ -55,7 +55,9 @@ def tiny_repo(root: Path) -> Path:
     return models
 
 
-def start_server(workdir: Path, models: Path, **settings: object) -> Server:
+def start_server(
+    workdir: Path, models: Path, *, probe: str = "/readyz", **settings: object
+) -> Server:
     """``python -m service serve`` as a subprocess; returns once HTTP and gRPC answer ready."""
     http_port, grpc_port = free_port(), free_port()
     env = {
@@ -89,20 +91,20 @@ def start_server(workdir: Path, models: Path, **settings: object) -> Server:
         )
     server = Server(proc, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", log)
     try:
-        _wait_ready(server, grpc_too=settings.get("protocol", "both") == "both")
+        _wait_ready(server, probe, grpc_too=settings.get("protocol", "both") == "both")
     except BaseException:
         server.stop(signal.SIGKILL)
         raise
     return server
 
 
-def _wait_ready(server: Server, grpc_too: bool, timeout: float = 120.0) -> None:
+def _wait_ready(server: Server, probe: str, grpc_too: bool, timeout: float = 120.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if server.proc.poll() is not None:
             raise AssertionError(f"server exited with {server.proc.returncode}:\n{server.output()}")
         try:
-            if httpx.get(f"{server.http}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{server.http}{probe}", timeout=2).status_code == 200:
                 if grpc_too:
                     with grpc.insecure_channel(server.grpc) as channel:
                         grpc.channel_ready_future(channel).result(timeout=5)

@@ -178,3 +178,15 @@ def test_sigterm_with_no_load_exits_promptly(tmp_path: Path) -> None:
     with grpc.insecure_channel(server.grpc) as channel, pytest.raises(grpc.FutureTimeoutError):
         grpc.channel_ready_future(channel).result(timeout=1)  # protocol=http: no gRPC port
     assert server.stop(timeout=30) == 0
+
+
+def test_readyz_stays_503_without_a_model(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    server = start_server(tmp_path, tmp_path / "empty", probe="/livez", protocol="http")
+    try:
+        assert HTTP.get(f"{server.http}/readyz").status_code == 503
+        assert HTTP.get(f"{server.http}/v2/health/ready").status_code == 503
+        r = HTTP.post(f"{server.http}/classify", files=[("image", ("t.png", PNG, "image/png"))])
+        assert (r.status_code, r.json()["code"]) == (503, "unavailable")
+    finally:
+        assert server.stop(timeout=30) == 0
