@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -112,6 +113,14 @@ def ensure_model(models: Path | None, name: str, log_dir: Path) -> tuple[Path, P
     if found is None:
         raise SystemExit(f"bench: training {name!r} published nothing in {repo}")
     return repo, found
+
+
+def single_model_repo(version_dir: Path, repo: Path) -> tuple[Path, Path]:
+    """A repository holding only the version under test, so the server loads nothing else."""
+    target = repo / version_dir.parent.name / version_dir.name
+    if not target.exists():
+        shutil.copytree(version_dir, target)
+    return repo, target
 
 
 def machine() -> dict:
@@ -436,12 +445,14 @@ def main(argv: list[str] | None = None) -> dict:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = args.out / f"{stamp}-{args.model}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    repo, version_dir = ensure_model(args.models, args.model, run_dir)
+    _, source_version = ensure_model(args.models, args.model, run_dir)
+    repo, version_dir = single_model_repo(source_version, run_dir / "models")
     shape = read_input_shape(repo, args.model)
     payloads = make_payloads(shape, run_dir / "payloads", count=32)
     bench: dict = {
         "model": args.model,
         "version": int(version_dir.name),
+        "model_source": str(source_version),
         "input": f"{shape.height}x{shape.width}x{shape.channels}",
         "device": args.device,
         "stamp": stamp,
@@ -451,7 +462,7 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
     print(
-        f"bench: {args.model} v{version_dir.name} {bench['input']} from {repo}; raw ONNX Runtime",
+        f"bench: {args.model} v{version_dir.name} {bench['input']} from {source_version}; raw ONNX Runtime",
         flush=True,
     )
     bench["raw"] = raw_limit(args, version_dir, payloads)
