@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import grpc
 import numpy as np
+from PIL import Image
 
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from tests.http.conftest import HTTP, start_server
 
 
+def _digit_png(index: int = 7) -> bytes:
+    """A real handwritten digit (scikit-learn's 8x8 set) as a PNG; the server resizes it."""
+    from sklearn.datasets import load_digits
+
+    pixels = (load_digits().images[index] * (255 / 16)).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def test_http_classify_and_grpc_agree_on_a_digit_png(digits_repo: Path, tmp_path: Path) -> None:
-    png_path = next((digits_repo.parent / "data").rglob("*.png"))
-    png = png_path.read_bytes()
+    png = _digit_png()
     server = start_server(tmp_path, digits_repo)
     try:
-        r = HTTP.post(
-            f"{server.http}/classify", files=[("image", (png_path.name, png, "image/png"))]
-        )
+        r = HTTP.post(f"{server.http}/classify", files=[("image", ("digit.png", png, "image/png"))])
         assert r.status_code == 200, r.text
         body = r.json()
         labels = HTTP.get(f"{server.http}/models").json()["models"][0]["labels"]
