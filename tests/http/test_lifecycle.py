@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import httpx
 import numpy as np
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -97,12 +98,28 @@ def test_http_and_grpc_requests_share_batches(batching_server: Server) -> None:
     assert {"http", "grpc"} <= protocols
 
 
+def _wait_for_grpc_listeners(server: Server, count: int, timeout: float = 60.0) -> None:
+    port = int(server.grpc.rpartition(":")[2])
+    end = time.monotonic() + timeout
+    while True:
+        pids = {
+            c.pid
+            for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        }
+        if len(pids) >= count or time.monotonic() > end:
+            break
+        time.sleep(0.2)
+    assert len(pids) == count, f"{len(pids)} processes listen on the gRPC port, expected {count}"
+
+
 def test_sigterm_under_load_loses_no_request(tmp_path: Path) -> None:
     """Two workers under mixed load; SIGTERM while big requests of both protocols are running:
     every request sent before the signal succeeds and the server exits 0."""
     server = start_server(
         tmp_path, slow_repo(tmp_path), workers=2, max_batch_size=256, grace_period_s=60.0
     )
+    _wait_for_grpc_listeners(server, 2)  # both workers bound the gRPC port (SO_REUSEPORT)
     spans: list[tuple[str, float, float, str]] = []  # protocol, start, end, outcome
     stop = asyncio.Event()
     big = np.full((128, 8, 8, 1), 255, np.float32)
