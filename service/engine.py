@@ -178,6 +178,8 @@ class Engine:
     def _lookup(self, name: str, version: int | str | None) -> LoadedVersion:
         if self._stopping:
             raise ModelUnavailable("the server is shutting down; retry on another replica")
+        if not self._started:
+            raise ModelUnavailable("the server is starting: models are still loading; retry")
         if version in (None, ""):
             lv = self.repository.latest.get(name)
         else:

@@ -33,9 +33,14 @@ class VisorServer:
 
         keys = ApiKeys(self.settings.api_keys)
         interceptors = [ApiKeyInterceptor(keys)] if keys.enabled else []
-        # NOTE: gRPC first: health answers NOT_SERVING while the models load and warm up.
+        # NOTE: one worker binds first, so health answers NOT_SERVING while the models warm up.
+        # Several workers share the port (SO_REUSEPORT): each binds only once warm, or the
+        # kernel would hand connections to a worker that cannot serve them yet.
+        if self.settings.workers > 1:
+            await self.engine.start()
         self.grpc = await start_grpc_server(self.engine, self.settings, interceptors=interceptors)
-        await self.engine.start()
+        if self.settings.workers == 1:
+            await self.engine.start()
         log.info(
             "Visor ready: %d model version(s) serving",
             sum(1 for m in self.engine.models() if m.ready),

@@ -157,3 +157,11 @@ async def test_unknown_model_names_do_not_grow_metric_labels(engine: Engine, reg
         )
     labels = {"model": "tiny", "version": "_unknown", "protocol": "grpc", "code": "NOT_FOUND"}
     assert registry.get_sample_value("visor_requests_total", labels) == 1
+
+
+async def test_requests_before_start_are_unavailable(make_settings, registry) -> None:
+    eng = Engine(make_settings(), registry=registry)
+    with pytest.raises(ModelUnavailable, match="starting"):
+        await eng.classify_array(
+            "tiny", None, np.zeros((1, 8, 8, 1), np.uint8), InferOptions(), protocol="grpc"
+        )
