@@ -4,21 +4,28 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+import subprocess
+import sys
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_training_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_training_cli(
+    *args: str, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """``python -m training ARGS`` in a subprocess (TensorFlow stays out of the test process)."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "training", *args], cwd=ROOT, env=full_env, capture_output=True,
-        text=True, timeout=timeout,
+        [sys.executable, "-m", "training", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -32,8 +39,24 @@ def digits_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data, models = base / "data", base / "models"
     for args in (
         ("dataset", "digits", "--out", str(data)),
-        ("--quiet", "train", "--data", str(data), "--name", "digits", "--out", str(models),
-         "--work-dir", str(base / "work"), "--image-size", "16", "--epochs", "2", "--batch-size", "64"),
+        (
+            "--quiet",
+            "train",
+            "--data",
+            str(data),
+            "--name",
+            "digits",
+            "--out",
+            str(models),
+            "--work-dir",
+            str(base / "work"),
+            "--image-size",
+            "16",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+        ),
     ):
         done = run_training_cli(*args)
         assert done.returncode == 0, f"python -m training {args[0]} failed:\n{done.stderr[-3000:]}"

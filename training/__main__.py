@@ -41,72 +41,242 @@ def _count(minimum: int):
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", type=Path, required=True, help="class folders DIR/<label>/*, or DIR/{train,val,test}/<label>/*")
-    g.add_argument("--image-size", type=_count(8), default=32, help="model input height = width in pixels (default 32)")
-    g.add_argument("--resize-method", choices=RESIZE, default="bilinear", help="Pillow resampling used to resize (default bilinear); the server uses the same")
-    g.add_argument("--val-fraction", type=_fraction, default=0.15, help="validation share per class (default 0.15)")
-    g.add_argument("--test-fraction", type=_fraction, default=0.15, help="test share per class (default 0.15)")
-    g.add_argument("--strict", action="store_true", help="fail on an unreadable file instead of skipping it with a warning")
+    g.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="class folders DIR/<label>/*, or DIR/{train,val,test}/<label>/*",
+    )
+    g.add_argument(
+        "--image-size",
+        type=_count(8),
+        default=32,
+        help="model input height = width in pixels (default 32)",
+    )
+    g.add_argument(
+        "--resize-method",
+        choices=RESIZE,
+        default="bilinear",
+        help="Pillow resampling used to resize (default bilinear); the server uses the same",
+    )
+    g.add_argument(
+        "--val-fraction",
+        type=_fraction,
+        default=0.15,
+        help="validation share per class (default 0.15)",
+    )
+    g.add_argument(
+        "--test-fraction", type=_fraction, default=0.15, help="test share per class (default 0.15)"
+    )
+    g.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on an unreadable file instead of skipping it with a warning",
+    )
     g = p.add_argument_group("model")
     g.add_argument("--name", required=True, help="model name: published as OUT/NAME/<version>/")
-    g.add_argument("--model", choices=ARCHITECTURES, default="cnn", help="cnn (small, from scratch; default) or a tf_keras.applications backbone")
-    g.add_argument("--weights", default="none", help="backbone weights: none (default), imagenet (only from the local Keras cache; never downloaded) or a .h5 path")
-    g.add_argument("--fine-tune-layers", type=_count(0), default=20, help="top backbone layers unfrozen in phase 2 (default 20)")
-    g.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier (default 0.2)")
-    g.add_argument("--flip", choices=("none", "horizontal", "vertical", "horizontal_and_vertical"), default="none", help="random flips while fitting (default none)")
-    g.add_argument("--rotation", type=float, default=0.05, help="random rotation, fraction of a full turn (default 0.05; 0 = off)")
-    g.add_argument("--zoom", type=float, default=0.1, help="random zoom fraction (default 0.1; 0 = off)")
-    g.add_argument("--translation", type=float, default=0.1, help="random shift, fraction of the size (default 0.1; 0 = off)")
-    g.add_argument("--contrast", type=float, default=0.1, help="random contrast factor (default 0.1; 0 = off)")
+    g.add_argument(
+        "--model",
+        choices=ARCHITECTURES,
+        default="cnn",
+        help="cnn (small, from scratch; default) or a tf_keras.applications backbone",
+    )
+    g.add_argument(
+        "--weights",
+        default="none",
+        help="backbone weights: none (default), imagenet (only from the local Keras cache; never downloaded) or a .h5 path",
+    )
+    g.add_argument(
+        "--fine-tune-layers",
+        type=_count(0),
+        default=20,
+        help="top backbone layers unfrozen in phase 2 (default 20)",
+    )
+    g.add_argument(
+        "--dropout", type=float, default=0.2, help="dropout before the classifier (default 0.2)"
+    )
+    g.add_argument(
+        "--flip",
+        choices=("none", "horizontal", "vertical", "horizontal_and_vertical"),
+        default="none",
+        help="random flips while fitting (default none)",
+    )
+    g.add_argument(
+        "--rotation",
+        type=float,
+        default=0.05,
+        help="random rotation, fraction of a full turn (default 0.05; 0 = off)",
+    )
+    g.add_argument(
+        "--zoom", type=float, default=0.1, help="random zoom fraction (default 0.1; 0 = off)"
+    )
+    g.add_argument(
+        "--translation",
+        type=float,
+        default=0.1,
+        help="random shift, fraction of the size (default 0.1; 0 = off)",
+    )
+    g.add_argument(
+        "--contrast", type=float, default=0.1, help="random contrast factor (default 0.1; 0 = off)"
+    )
     g = p.add_argument_group("fitting")
-    g.add_argument("--epochs", type=_count(0), default=30, help="phase 1 epochs (frozen base for backbones); 0 = no fitting, still evaluate/export (default 30)")
-    g.add_argument("--fine-tune-epochs", type=_count(0), default=5, help="phase 2 epochs, backbones only, at a 10x lower learning rate (default 5)")
-    g.add_argument("--batch-size", type=_count(1), default=32, help="global batch size, split across replicas (default 32)")
-    g.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate of phase 1 (default 1e-3)")
-    g.add_argument("--patience", type=_count(1), default=6, help="early-stopping patience in epochs; LR halves after patience/2 flat epochs (default 6)")
-    g.add_argument("--monitor", default="val_loss", choices=("val_loss", "val_accuracy"), help="metric for best checkpoint, early stopping and LR reduction")
-    g.add_argument("--seed", type=int, default=1337, help="seed for the split, shuffling, initialisation (default 1337)")
-    g.add_argument("--work-dir", type=Path, default=None, help="checkpoints, CSV + TensorBoard logs, resume state (default build/training/NAME)")
-    g.add_argument("--resume", action="store_true", help="continue the run in --work-dir from its last completed epoch")
-    g.add_argument("--strategy", choices=("none", "mirrored", "multiworker"), default="none", help="tf.distribute strategy; multiworker reads TF_CONFIG, only the chief exports")
+    g.add_argument(
+        "--epochs",
+        type=_count(0),
+        default=30,
+        help="phase 1 epochs (frozen base for backbones); 0 = no fitting, still evaluate/export (default 30)",
+    )
+    g.add_argument(
+        "--fine-tune-epochs",
+        type=_count(0),
+        default=5,
+        help="phase 2 epochs, backbones only, at a 10x lower learning rate (default 5)",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=_count(1),
+        default=32,
+        help="global batch size, split across replicas (default 32)",
+    )
+    g.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="Adam learning rate of phase 1 (default 1e-3)",
+    )
+    g.add_argument(
+        "--patience",
+        type=_count(1),
+        default=6,
+        help="early-stopping patience in epochs; LR halves after patience/2 flat epochs (default 6)",
+    )
+    g.add_argument(
+        "--monitor",
+        default="val_loss",
+        choices=("val_loss", "val_accuracy"),
+        help="metric for best checkpoint, early stopping and LR reduction",
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=1337,
+        help="seed for the split, shuffling, initialisation (default 1337)",
+    )
+    g.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="checkpoints, CSV + TensorBoard logs, resume state (default build/training/NAME)",
+    )
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --work-dir from its last completed epoch",
+    )
+    g.add_argument(
+        "--strategy",
+        choices=("none", "mirrored", "multiworker"),
+        default="none",
+        help="tf.distribute strategy; multiworker reads TF_CONFIG, only the chief exports",
+    )
     g = p.add_argument_group("thresholds and export")
     target = g.add_mutually_exclusive_group()
-    target.add_argument("--target-precision", type=_fraction, default=None, help="per-class thresholds reaching this validation precision (default 0.95)")
-    target.add_argument("--target-recall", type=_fraction, default=None, help="per-class thresholds reaching this validation recall instead")
-    g.add_argument("--out", type=Path, default=Path("models"), help="model repository (default models/)")
+    target.add_argument(
+        "--target-precision",
+        type=_fraction,
+        default=None,
+        help="per-class thresholds reaching this validation precision (default 0.95)",
+    )
+    target.add_argument(
+        "--target-recall",
+        type=_fraction,
+        default=None,
+        help="per-class thresholds reaching this validation recall instead",
+    )
+    g.add_argument(
+        "--out", type=Path, default=Path("models"), help="model repository (default models/)"
+    )
     g.add_argument("--opset", type=_count(13), default=17, help="ONNX opset (default 17)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description="Train, evaluate, calibrate and export Visor image classifiers.")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or info logs (warnings and errors only)")
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train, evaluate, calibrate and export Visor image classifiers.",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars or info logs (warnings and errors only)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{dataset,train,evaluate}")
     ds = sub.add_parser("dataset", help="write a bundled data set as class folders")
-    ds.add_argument("which", choices=("digits",), help="digits: scikit-learn's 8x8 handwritten digits (1,797 PNGs)")
-    ds.add_argument("--out", type=Path, required=True, help="folder to write DIR/<label>/*.png into")
-    tr = sub.add_parser("train", help="fit -> evaluate -> calibrate -> export -> publish OUT/NAME/<version>/")
-    tr.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars or info logs")
+    ds.add_argument(
+        "which",
+        choices=("digits",),
+        help="digits: scikit-learn's 8x8 handwritten digits (1,797 PNGs)",
+    )
+    ds.add_argument(
+        "--out", type=Path, required=True, help="folder to write DIR/<label>/*.png into"
+    )
+    tr = sub.add_parser(
+        "train", help="fit -> evaluate -> calibrate -> export -> publish OUT/NAME/<version>/"
+    )
+    tr.add_argument(
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress bars or info logs",
+    )
     _add_train_args(tr)
-    ev = sub.add_parser("evaluate", help="score a published version (ONNX) on a class-folder data set")
-    ev.add_argument("--model-dir", type=Path, required=True, help="a version folder, e.g. models/digits/1")
-    ev.add_argument("--data", type=Path, required=True, help="class folders DIR/<label>/* (labels must be the model's)")
-    ev.add_argument("--strict", action="store_true", help="fail on an unreadable file instead of skipping it")
+    ev = sub.add_parser(
+        "evaluate", help="score a published version (ONNX) on a class-folder data set"
+    )
+    ev.add_argument(
+        "--model-dir", type=Path, required=True, help="a version folder, e.g. models/digits/1"
+    )
+    ev.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="class folders DIR/<label>/* (labels must be the model's)",
+    )
+    ev.add_argument(
+        "--strict", action="store_true", help="fail on an unreadable file instead of skipping it"
+    )
     return parser
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
     policy = "recall" if args.target_recall is not None else "precision"
-    target = args.target_recall if args.target_recall is not None else (args.target_precision or 0.95)
+    target = (
+        args.target_recall if args.target_recall is not None else (args.target_precision or 0.95)
+    )
     return RunConfig(
-        data=DataConfig(args.data, args.image_size, args.val_fraction, args.test_fraction, args.resize_method, args.strict, args.seed),
+        data=DataConfig(
+            args.data,
+            args.image_size,
+            args.val_fraction,
+            args.test_fraction,
+            args.resize_method,
+            args.strict,
+            args.seed,
+        ),
         export=ExportConfig(name=args.name, out_dir=args.out, opset=args.opset),
         augment=AugmentConfig(args.flip, args.rotation, args.zoom, args.translation, args.contrast),
         model=ModelConfig(args.model, args.weights, args.fine_tune_layers, args.dropout),
         fit=FitConfig(
-            work_dir=args.work_dir or Path("build/training") / args.name, epochs=args.epochs,
-            fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-            patience=args.patience, monitor=args.monitor, resume=args.resume, quiet=args.quiet,
-            strategy=args.strategy, seed=args.seed,
+            work_dir=args.work_dir or Path("build/training") / args.name,
+            epochs=args.epochs,
+            fine_tune_epochs=args.fine_tune_epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            patience=args.patience,
+            monitor=args.monitor,
+            resume=args.resume,
+            quiet=args.quiet,
+            strategy=args.strategy,
+            seed=args.seed,
         ),
         calibration=CalibrationConfig(policy, target),
     )
@@ -115,7 +285,10 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     from training.commands import USER_ERRORS, run_command
 
     try:

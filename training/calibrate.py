@@ -16,14 +16,18 @@ from service.metadata import CalibrationCurve, ClassThreshold, Thresholds
 MAX_CURVE_POINTS = 1000
 
 
-def class_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def class_curve(
+    positive: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Thresholds (increasing) with the precision and recall of ``score >= threshold``."""
     precision, recall, thresholds = precision_recall_curve(positive, scores)
     # NOTE: sklearn appends a final (precision=1, recall=0) point that has no threshold.
     return thresholds.astype(np.float64), precision[:-1], recall[:-1]
 
 
-def choose(thresholds: np.ndarray, precision: np.ndarray, recall: np.ndarray, policy: str, target: float):
+def choose(
+    thresholds: np.ndarray, precision: np.ndarray, recall: np.ndarray, policy: str, target: float
+):
     """Index of the chosen threshold and whether the target was met."""
     value, other = (precision, recall) if policy == "precision" else (recall, precision)
     ok = np.flatnonzero(value >= target)
@@ -37,7 +41,9 @@ def choose(thresholds: np.ndarray, precision: np.ndarray, recall: np.ndarray, po
 
 def _thinned(t: np.ndarray, p: np.ndarray, r: np.ndarray) -> CalibrationCurve:
     keep = np.unique(np.linspace(0, len(t) - 1, min(len(t), MAX_CURVE_POINTS)).round().astype(int))
-    return CalibrationCurve(thresholds=t[keep].tolist(), precision=p[keep].tolist(), recall=r[keep].tolist())
+    return CalibrationCurve(
+        thresholds=t[keep].tolist(), precision=p[keep].tolist(), recall=r[keep].tolist()
+    )
 
 
 def calibrate(
@@ -50,15 +56,20 @@ def calibrate(
         i, met = choose(t, p, r, policy, target)
         per_class.append(
             ClassThreshold(
-                label=label, threshold=float(min(max(t[i], 0.0), 1.0)), val_precision=float(p[i]),
-                val_recall=float(r[i]), target_met=met,
+                label=label,
+                threshold=float(min(max(t[i], 0.0), 1.0)),
+                val_precision=float(p[i]),
+                val_recall=float(r[i]),
+                target_met=met,
             )
         )
         curves[label] = _thinned(t, p, r)
     return Thresholds(policy=policy, target=target, per_class=per_class, curves=curves)
 
 
-def with_test_results(thresholds: Thresholds, y_test: np.ndarray, probs_test: np.ndarray) -> Thresholds:
+def with_test_results(
+    thresholds: Thresholds, y_test: np.ndarray, probs_test: np.ndarray
+) -> Thresholds:
     """Add how each chosen threshold did on the test split (precision, recall)."""
     updated = []
     for c, ct in enumerate(thresholds.per_class):

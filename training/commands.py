@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -20,7 +20,9 @@ log = logging.getLogger("training")
 USER_ERRORS: tuple[type[Exception], ...] = (TrainingError, FileNotFoundError)
 
 
-def run_command(args: argparse.Namespace, make_config: Callable[[argparse.Namespace], RunConfig]) -> int:
+def run_command(
+    args: argparse.Namespace, make_config: Callable[[argparse.Namespace], RunConfig]
+) -> int:
     if args.command == "dataset":
         count = write_digits(args.out)
         print(f"wrote {count} images to {args.out}/<digit>/*.png")
@@ -56,24 +58,40 @@ def _evaluate(version_dir: Path, data_dir: Path, strict: bool) -> int:
     if unknown:
         raise EvaluateError(f"{data_dir} has labels {unknown} that model {meta.name} does not know")
     spec = meta.input
-    pixels = np.stack([
-        decode_image(p, spec.color_mode, (spec.height, spec.width), spec.resize_method) for p in paths
-    ]).astype(np.float32)
-    session = ort.InferenceSession(str(version_dir / meta.artifacts["onnx"].path), providers=["CPUExecutionProvider"])
+    pixels = np.stack(
+        [
+            decode_image(p, spec.color_mode, (spec.height, spec.width), spec.resize_method)
+            for p in paths
+        ]
+    ).astype(np.float32)
+    session = ort.InferenceSession(
+        str(version_dir / meta.artifacts["onnx"].path), providers=["CPUExecutionProvider"]
+    )
     probs = session.run([meta.output.name], {spec.name: pixels})[0]
     y = np.asarray([meta.labels.index(n) for n in names])
     metrics = compute_metrics(y, probs, meta.labels)
     thresholds = np.asarray([c.threshold for c in meta.thresholds.per_class])
     predicted = probs >= thresholds
-    print(json.dumps({
-        "model": meta.name, "version": meta.version, "images": len(y), "accuracy": metrics.accuracy,
-        "macro_f1": metrics.macro_f1, "confusion_matrix": metrics.confusion_matrix,
-        "thresholded": {
-            label: {"precision": _ratio(predicted[:, c] & (y == c), predicted[:, c]),
-                    "recall": _ratio(predicted[:, c] & (y == c), y == c)}
-            for c, label in enumerate(meta.labels)
-        },
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": meta.name,
+                "version": meta.version,
+                "images": len(y),
+                "accuracy": metrics.accuracy,
+                "macro_f1": metrics.macro_f1,
+                "confusion_matrix": metrics.confusion_matrix,
+                "thresholded": {
+                    label: {
+                        "precision": _ratio(predicted[:, c] & (y == c), predicted[:, c]),
+                        "recall": _ratio(predicted[:, c] & (y == c), y == c),
+                    }
+                    for c, label in enumerate(meta.labels)
+                },
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

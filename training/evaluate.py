@@ -31,7 +31,11 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) ->
     defined = [a for a in aucs if a is not None]
     per_class = {
         name: ClassMetrics(
-            precision=float(p[c]), recall=float(r[c]), f1=float(f[c]), support=int(s[c]), roc_auc=aucs[c]
+            precision=float(p[c]),
+            recall=float(r[c]),
+            f1=float(f[c]),
+            support=int(s[c]),
+            roc_auc=aucs[c],
         )
         for c, name in enumerate(labels)
     }
@@ -43,7 +47,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) ->
         macro_roc_auc=float(np.mean(defined)) if defined else None,
         per_class=per_class,
         confusion_matrix=confusion_matrix(y_true, y_pred, labels=classes).tolist(),
-        samples=int(len(y_true)),
+        samples=len(y_true),
     )
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import tf_keras as keras
@@ -60,7 +60,11 @@ def _to_backbone_input(x, channels: int, size: int, preprocess: str):
         kernel = np.zeros((1, 1, channels, 3), np.float32)
         for out, src in enumerate(order):
             kernel[0, 0, 0 if channels == 1 else src, out] = 1.0
-        bias = -np.asarray(CAFFE_MEAN_BGR, np.float32) if preprocess == "caffe" else np.zeros(3, np.float32)
+        bias = (
+            -np.asarray(CAFFE_MEAN_BGR, np.float32)
+            if preprocess == "caffe"
+            else np.zeros(3, np.float32)
+        )
         conv = keras.layers.Conv2D(3, 1, trainable=False, name="to_backbone_channels")
         x = conv(x)
         conv.set_weights([kernel, bias])
@@ -77,7 +81,9 @@ def build_model(cfg: ModelConfig, num_classes: int, size: int, channels: int) ->
         weights = resolve_weights(cfg, size)
         x = _to_backbone_input(inputs, channels, size, spec.preprocess)
         base_size = max(size, MIN_BACKBONE_SIZE)
-        base = spec.factory(include_top=False, weights=weights, input_shape=(base_size, base_size, 3))
+        base = spec.factory(
+            include_top=False, weights=weights, input_shape=(base_size, base_size, 3)
+        )
         base._name = BASE_NAME  # NOTE: a stable name lets unfreeze() find it in any backbone.
         base.trainable = False
         x = base(x, training=False)  # NOTE: BatchNorm stays in inference mode, also when unfrozen.

@@ -13,7 +13,9 @@ from training.imaging import ColorMode, decode_image
 
 def _decoder(color_mode: ColorMode, size: int, method: str):
     def decode(path: bytes) -> np.ndarray:
-        return decode_image(Path(path.decode()), color_mode, (size, size), method).astype(np.float32)
+        return decode_image(Path(path.decode()), color_mode, (size, size), method).astype(
+            np.float32
+        )
 
     return decode
 

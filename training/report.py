@@ -7,11 +7,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import ConfusionMatrixDisplay
 
-from service.metadata import ModelMetadata  # noqa: E402
+from service.metadata import ModelMetadata
 
 
 def plot_history(history: list[dict[str, float]], path: Path) -> None:
@@ -40,7 +40,9 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path) -> No
     plt.close(fig)
 
 
-def plot_pr_curves(test_curves: list[tuple[np.ndarray, np.ndarray]], meta: ModelMetadata, path: Path) -> None:
+def plot_pr_curves(
+    test_curves: list[tuple[np.ndarray, np.ndarray]], meta: ModelMetadata, path: Path
+) -> None:
     """Test PR curve per class, with the chosen threshold's validation and test points marked."""
     cols = min(4, len(meta.labels))
     rows = -(-len(meta.labels) // cols)
@@ -52,10 +54,15 @@ def plot_pr_curves(test_curves: list[tuple[np.ndarray, np.ndarray]], meta: Model
         ax.plot(ct.val_recall, ct.val_precision, "o", label=f"val @ {ct.threshold:.3f}")
         if ct.test_recall is not None:
             ax.plot(ct.test_recall, ct.test_precision, "x", ms=9, label="test @ same")
-        ax.set(title=f"{label}{'' if ct.target_met else ' (target unmet)'}", xlabel="recall",
-               ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
+        ax.set(
+            title=f"{label}{'' if ct.target_met else ' (target unmet)'}",
+            xlabel="recall",
+            ylabel="precision",
+            xlim=(0, 1.02),
+            ylim=(0, 1.02),
+        )
         ax.legend(fontsize=7, loc="lower left")
-    for ax in list(axes.flat)[len(meta.labels):]:
+    for ax in list(axes.flat)[len(meta.labels) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -68,20 +75,27 @@ def model_card(meta: ModelMetadata) -> str:
     lines = [
         f"# {meta.name} v{meta.version}",
         "",
-        f"Architecture `{meta.training.get('model', {}).get('architecture')}`, input "
-        f"{meta.input.height}x{meta.input.width}x{meta.input.channels} ({meta.input.color_mode}, "
-        f"{meta.input.resize_method}), {len(meta.labels)} classes, created {meta.created:%Y-%m-%d %H:%M} UTC.",
+        (
+            f"Architecture `{meta.training.get('model', {}).get('architecture')}`, input "
+            f"{meta.input.height}x{meta.input.width}x{meta.input.channels} ({meta.input.color_mode}, "
+            f"{meta.input.resize_method}), {len(meta.labels)} classes, "
+            f"created {meta.created:%Y-%m-%d %H:%M} UTC."
+        ),
         "",
-        f"Test split ({m.samples} images): accuracy **{m.accuracy:.4f}**, macro precision "
-        f"{m.macro_precision:.4f}, macro recall {m.macro_recall:.4f}, macro F1 {m.macro_f1:.4f}, "
-        f"macro ROC AUC {m.macro_roc_auc if m.macro_roc_auc is None else round(m.macro_roc_auc, 4)}.",
+        (
+            f"Test split ({m.samples} images): accuracy **{m.accuracy:.4f}**, macro precision "
+            f"{m.macro_precision:.4f}, macro recall {m.macro_recall:.4f}, macro F1 {m.macro_f1:.4f}, "
+            f"macro ROC AUC {m.macro_roc_auc if m.macro_roc_auc is None else round(m.macro_roc_auc, 4)}."
+        ),
         "",
         "| label | precision | recall | F1 | ROC AUC | support |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for label, c in m.per_class.items():
         auc = "n/a" if c.roc_auc is None else f"{c.roc_auc:.4f}"
-        lines.append(f"| {label} | {c.precision:.4f} | {c.recall:.4f} | {c.f1:.4f} | {auc} | {c.support} |")
+        lines.append(
+            f"| {label} | {c.precision:.4f} | {c.recall:.4f} | {c.f1:.4f} | {auc} | {c.support} |"
+        )
     lines += [
         "",
         f"## Thresholds: target {t.policy} >= {t.target} on validation",

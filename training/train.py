@@ -28,7 +28,12 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.json"
 # NOTE: fields that must match for --resume to continue a run rather than mix two.
-RESUME_KEYS = (("data", "data_dir"), ("data", "image_size"), ("data", "seed"), ("model", "architecture"))
+RESUME_KEYS = (
+    ("data", "data_dir"),
+    ("data", "image_size"),
+    ("data", "seed"),
+    ("model", "architecture"),
+)
 
 
 @dataclass
@@ -73,7 +78,9 @@ def prepare_work_dir(work: Path, cfg: RunConfig) -> None:
         return
     if work.exists() and any(work.iterdir()):
         if not saved.exists():
-            raise ResumeError(f"--work-dir {work} is not empty and not a Visor work dir; refusing to clear it")
+            raise ResumeError(
+                f"--work-dir {work} is not empty and not a Visor work dir; refusing to clear it"
+            )
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -91,8 +98,11 @@ def _callbacks(cfg: RunConfig, work: Path, own: Path, phase: str, best: float | 
     fit = cfg.fit
     tracked = [
         keras.callbacks.ModelCheckpoint(
-            str(work / f"best-{phase}.h5"), monitor=fit.monitor, save_best_only=True,
-            save_weights_only=True, initial_value_threshold=best,
+            str(work / f"best-{phase}.h5"),
+            monitor=fit.monitor,
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=best,
         ),
         keras.callbacks.EarlyStopping(monitor=fit.monitor, patience=fit.patience),
         keras.callbacks.ReduceLROnPlateau(
@@ -115,7 +125,9 @@ def _tensorboard(own: Path) -> list[keras.callbacks.Callback]:
     if importlib.util.find_spec("tensorboard") is None:
         log.warning("tensorboard is not installed: TensorBoard logs skipped (CSV log only)")
         return []
-    return [keras.callbacks.TensorBoard(str(own / "tensorboard"), write_graph=False, profile_batch=0)]
+    return [
+        keras.callbacks.TensorBoard(str(own / "tensorboard"), write_graph=False, profile_batch=0)
+    ]
 
 
 def _verbosity(quiet: bool) -> int:
@@ -164,8 +176,12 @@ def _run_phase(fit_model, model, cfg, work, own, phase, first, last, data, strat
         return state[f"{phase}_epochs"]
     best = _best_value(own, "phase1") if phase == "phase2" else None
     history = fit_model.fit(
-        data[0], validation_data=data[1], initial_epoch=first, epochs=last,
-        callbacks=_callbacks(cfg, work, own, phase, best), verbose=_verbosity(cfg.fit.quiet),
+        data[0],
+        validation_data=data[1],
+        initial_epoch=first,
+        epochs=last,
+        callbacks=_callbacks(cfg, work, own, phase, best),
+        verbose=_verbosity(cfg.fit.quiet),
     )
     # NOTE: after a restore, history holds only the epochs run by this process.
     reached = max(e + 1 for e in history.epoch) if history.epoch else last
@@ -192,7 +208,10 @@ def read_history(own: Path) -> list[dict[str, float]]:
     if not path.exists():
         return []
     with path.open() as fh:
-        rows = {int(r["epoch"]): {k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(fh)}
+        rows = {
+            int(r["epoch"]): {k: float(v) for k, v in r.items() if v != ""}
+            for r in csv.DictReader(fh)
+        }
     return [rows[e] for e in sorted(rows)]
 
 
@@ -213,11 +232,15 @@ def fit(cfg: RunConfig, ds: Dataset) -> FitResult:
         _compile(fit_model, cfg.fit.learning_rate)
     method, batch = cfg.data.resize_method, cfg.fit.batch_size
     data = (
-        make_dataset(ds.splits["train"], ds.color_mode, size, method, batch, shuffle_seed=cfg.fit.seed),
+        make_dataset(
+            ds.splits["train"], ds.color_mode, size, method, batch, shuffle_seed=cfg.fit.seed
+        ),
         make_dataset(ds.splits["val"], ds.color_mode, size, method, batch),
     )
     if cfg.fit.epochs > 0:
-        done = _run_phase(fit_model, model, cfg, work, own, "phase1", 0, cfg.fit.epochs, data, strategy)
+        done = _run_phase(
+            fit_model, model, cfg, work, own, "phase1", 0, cfg.fit.epochs, data, strategy
+        )
         if has_backbone(model) and cfg.fit.fine_tune_epochs > 0:
             with strategy.scope():
                 unfreeze(model, cfg.model.fine_tune_layers)

@@ -29,7 +29,9 @@ def resolve_weights(cfg: ModelConfig, size: int) -> str | None:
     if cfg.weights == "none":
         return None
     if cfg.architecture == "cnn":
-        raise WeightsError("--weights applies to transfer backbones only; the cnn starts from scratch")
+        raise WeightsError(
+            "--weights applies to transfer backbones only; the cnn starts from scratch"
+        )
     if cfg.weights == "imagenet":
         cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
         path = cache / imagenet_file(cfg.architecture, size)
@@ -40,5 +42,7 @@ def resolve_weights(cfg: ModelConfig, size: int) -> str | None:
             )
         return str(path)
     if not Path(cfg.weights).is_file():
-        raise WeightsError(f"--weights {cfg.weights}: no such file (expected none, imagenet or a .h5)")
+        raise WeightsError(
+            f"--weights {cfg.weights}: no such file (expected none, imagenet or a .h5)"
+        )
     return cfg.weights

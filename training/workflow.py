@@ -37,9 +37,13 @@ def _frameworks() -> dict[str, str]:
     import tf_keras
 
     return {
-        "python": platform.python_version(), "tensorflow": tf.__version__, "tf_keras": tf_keras.__version__,
-        "tf2onnx": tf2onnx.__version__, "onnxruntime": onnxruntime.__version__,
-        "scikit-learn": sklearn.__version__, "numpy": np.__version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "tf_keras": tf_keras.__version__,
+        "tf2onnx": tf2onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
     }
 
 
@@ -54,7 +58,14 @@ def _summary(ds: Dataset) -> dict:
 
 def run_training(cfg: RunConfig) -> RunResult:
     """Train and publish ``cfg.export.out_dir/NAME/<next version>/``."""
-    from training.export import check_parity, checksums, created_now, io_specs, publish, write_artifacts
+    from training.export import (
+        check_parity,
+        checksums,
+        created_now,
+        io_specs,
+        publish,
+        write_artifacts,
+    )
     from training.pipeline import load_arrays
     from training.report import write_report
     from training.train import fit
@@ -62,7 +73,9 @@ def run_training(cfg: RunConfig) -> RunResult:
     started = time.monotonic()
     resolve_weights(cfg.model, cfg.data.image_size)  # NOTE: fail on missing weights before any work
     ds = load_dataset(cfg.data)
-    log.info("data: %s", _summary(ds)["split_sizes"] | {"labels": len(ds.labels), "mode": ds.color_mode})
+    log.info(
+        "data: %s", _summary(ds)["split_sizes"] | {"labels": len(ds.labels), "mode": ds.color_mode}
+    )
     result = fit(cfg, ds)
     if not result.is_chief:
         log.info("worker finished fitting; the chief evaluates and exports")
@@ -74,21 +87,38 @@ def run_training(cfg: RunConfig) -> RunResult:
     probs_val = model.predict(x_val, verbose=0, batch_size=256)
     probs_test = model.predict(x_test, verbose=0, batch_size=256)
     metrics = compute_metrics(y_test, probs_test, ds.labels)
-    log.info("test accuracy %.4f, macro F1 %.4f on %d images", metrics.accuracy, metrics.macro_f1, metrics.samples)
-    thresholds = calibrate(y_val, probs_val, ds.labels, cfg.calibration.policy, cfg.calibration.target)
+    log.info(
+        "test accuracy %.4f, macro F1 %.4f on %d images",
+        metrics.accuracy,
+        metrics.macro_f1,
+        metrics.samples,
+    )
+    thresholds = calibrate(
+        y_val, probs_val, ds.labels, cfg.calibration.policy, cfg.calibration.target
+    )
     thresholds = with_test_results(thresholds, y_test, probs_test)
     parity: dict[str, float] = {}
 
     def fill(tmp: Path) -> None:
         write_artifacts(model, tmp, cfg.export.opset)
-        parity.update(check_parity(model, tmp, x_test[: cfg.export.parity_batch], cfg.export.parity_tolerance))
+        parity.update(
+            check_parity(model, tmp, x_test[: cfg.export.parity_batch], cfg.export.parity_tolerance)
+        )
 
     def finish(tmp: Path, version: int) -> ModelMetadata:
         input_spec, output_spec = io_specs(tmp, model, ds.color_mode, method)
         meta = ModelMetadata(
-            name=cfg.export.name, version=version, created=created_now(), labels=ds.labels,
-            input=input_spec, output=output_spec, thresholds=thresholds, metrics=metrics,
-            artifacts=checksums(tmp), onnx_opset=cfg.export.opset, parity=parity,
+            name=cfg.export.name,
+            version=version,
+            created=created_now(),
+            labels=ds.labels,
+            input=input_spec,
+            output=output_spec,
+            thresholds=thresholds,
+            metrics=metrics,
+            artifacts=checksums(tmp),
+            onnx_opset=cfg.export.opset,
+            parity=parity,
             frameworks=_frameworks(),
             training=cfg.to_dict() | {"dataset": _summary(ds), "history": result.history},
         )
@@ -104,6 +134,9 @@ def _log_thresholds(thresholds: Thresholds) -> None:
     unmet = [c.label for c in thresholds.per_class if not c.target_met]
     log.info(
         "thresholds: %s >= %s met on validation for %d/%d classes%s",
-        thresholds.policy, thresholds.target, len(thresholds.per_class) - len(unmet),
-        len(thresholds.per_class), f" (not reachable: {unmet})" if unmet else "",
+        thresholds.policy,
+        thresholds.target,
+        len(thresholds.per_class) - len(unmet),
+        len(thresholds.per_class),
+        f" (not reachable: {unmet})" if unmet else "",
     )

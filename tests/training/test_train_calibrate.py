@@ -21,7 +21,9 @@ def _synthetic(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return y, scores  # NOTE: not normalised: a row sum would leak the label into 'hard'.
 
 
-def _precision_recall(y: np.ndarray, scores: np.ndarray, c: int, threshold: float) -> tuple[float, float]:
+def _precision_recall(
+    y: np.ndarray, scores: np.ndarray, c: int, threshold: float
+) -> tuple[float, float]:
     predicted, actual = scores[:, c] >= threshold, y == c
     tp = (predicted & actual).sum()
     return tp / max(predicted.sum(), 1), tp / actual.sum()
@@ -34,7 +36,9 @@ def test_precision_target_is_met_on_validation_where_reachable(target: float) ->
     assert [c.label for c in th.per_class] == LABELS
     for c, ct in enumerate(th.per_class):
         precision, recall = _precision_recall(y, scores, c, ct.threshold)
-        assert precision == pytest.approx(ct.val_precision) and recall == pytest.approx(ct.val_recall)
+        assert precision == pytest.approx(ct.val_precision) and recall == pytest.approx(
+            ct.val_recall
+        )
         if ct.target_met:
             assert precision >= target
             # the lowest such threshold: one step lower would fail the target or not add recall

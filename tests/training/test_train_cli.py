@@ -18,9 +18,24 @@ from service.metadata import load_metadata, sha256_path
     [
         (["train", "--data", "d", "--name", "n", "--epochs", "-1"], "below the minimum 0"),
         (["train", "--data", "d", "--name", "n", "--model", "vgg"], "invalid choice: 'vgg'"),
-        (["train", "--data", "d", "--name", "n", "--target-precision", "0.9", "--target-recall", "0.9"],
-         "not allowed with argument"),
-        (["train", "--data", "d", "--name", "n", "--target-precision", "1.5"], "not between 0 and 1"),
+        (
+            [
+                "train",
+                "--data",
+                "d",
+                "--name",
+                "n",
+                "--target-precision",
+                "0.9",
+                "--target-recall",
+                "0.9",
+            ],
+            "not allowed with argument",
+        ),
+        (
+            ["train", "--data", "d", "--name", "n", "--target-precision", "1.5"],
+            "not between 0 and 1",
+        ),
         (["train", "--name", "n"], "required: --data"),
         (["train", "--data", "d", "--name", "n", "--bogus"], "unrecognized arguments: --bogus"),
         (["fly"], "invalid choice: 'fly'"),
@@ -35,17 +50,44 @@ def test_bad_flags_exit_2_with_an_argparse_message(cli, args: list[str], message
 def test_help_explains_the_options(cli) -> None:
     done = cli("train", "--help")
     assert done.returncode == 0
-    for flag in ("--model", "--image-size", "--epochs", "--fine-tune-epochs", "--batch-size",
-                 "--target-precision", "--target-recall", "--seed", "--resume", "--quiet",
-                 "--weights", "--strategy", "--work-dir"):
+    for flag in (
+        "--model",
+        "--image-size",
+        "--epochs",
+        "--fine-tune-epochs",
+        "--batch-size",
+        "--target-precision",
+        "--target-recall",
+        "--seed",
+        "--resume",
+        "--quiet",
+        "--weights",
+        "--strategy",
+        "--work-dir",
+    ):
         assert flag in done.stdout
 
 
 def test_imagenet_weights_missing_from_cache_is_a_clear_error(cli, tmp_path: Path) -> None:
     data = write_classes(tmp_path / "d", {"a": 5, "b": 5}, size=8)
-    done = cli("train", "--data", str(data), "--name", "n", "--out", str(tmp_path / "m"),
-               "--model", "mobilenetv2", "--weights", "imagenet", "--epochs", "0",
-               "--work-dir", str(tmp_path / "w"), env={"KERAS_HOME": str(tmp_path / "keras")})
+    done = cli(
+        "train",
+        "--data",
+        str(data),
+        "--name",
+        "n",
+        "--out",
+        str(tmp_path / "m"),
+        "--model",
+        "mobilenetv2",
+        "--weights",
+        "imagenet",
+        "--epochs",
+        "0",
+        "--work-dir",
+        str(tmp_path / "w"),
+        env={"KERAS_HOME": str(tmp_path / "keras")},
+    )
     assert done.returncode == 1
     assert "not in the Keras cache" in done.stderr and "never downloads" in done.stderr
 
@@ -63,9 +105,25 @@ def _photo_folder(root: Path) -> Path:
 def test_mixed_photo_folder_trains_as_rgb_and_skips_the_corrupt_file(cli, tmp_path: Path) -> None:
     data = _photo_folder(tmp_path / "photos")
     out = tmp_path / "models"
-    done = cli("train", "--data", str(data), "--name", "pets", "--out", str(out), "--image-size", "16",
-               "--epochs", "1", "--batch-size", "8", "--work-dir", str(tmp_path / "w"),
-               "--target-recall", "0.9")
+    done = cli(
+        "train",
+        "--data",
+        str(data),
+        "--name",
+        "pets",
+        "--out",
+        str(out),
+        "--image-size",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--work-dir",
+        str(tmp_path / "w"),
+        "--target-recall",
+        "0.9",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "corrupt.jpg" in done.stderr and "skipped 1 unreadable file(s)" in done.stderr
     meta = load_metadata(out / "pets" / "1")
@@ -78,25 +136,15 @@ def test_mixed_photo_folder_trains_as_rgb_and_skips_the_corrupt_file(cli, tmp_pa
     assert json.loads(evaluated.stdout)["images"] == 19
 
 
-def test_backbone_two_phase_fit_continues_epoch_numbering(cli, tmp_path: Path) -> None:
-    data = write_classes(tmp_path / "d", {"a": 8, "b": 8}, size=8, mode="RGB")
-    out, work = tmp_path / "models", tmp_path / "work"
-    done = cli("train", "--data", str(data), "--name", "mnv2", "--out", str(out), "--model", "mobilenetv2",
-               "--weights", "none", "--image-size", "8", "--epochs", "1", "--fine-tune-epochs", "1",
-               "--fine-tune-layers", "10", "--batch-size", "8", "--work-dir", str(work), "--quiet")
-    assert done.returncode == 0, done.stderr[-3000:]
-    meta = load_metadata(out / "mnv2" / "1")
-    history = meta.training["history"]
-    assert [int(row["epoch"]) for row in history] == [0, 1]
-    assert history[1]["lr"] == pytest.approx(history[0]["lr"] / 10)
-    assert meta.input.height == 8 and all(v <= 1e-5 for v in meta.parity.values())
-
-
 def test_digits_repo_fixture_is_a_valid_published_version(digits_repo: Path, cli) -> None:
     version = digits_repo / "digits" / "1"
     meta = load_metadata(version)
     assert meta.labels == [str(i) for i in range(10)]
-    assert (meta.input.color_mode, meta.input.channels, meta.input.resize_method) == ("grayscale", 1, "bilinear")
+    assert (meta.input.color_mode, meta.input.channels, meta.input.resize_method) == (
+        "grayscale",
+        1,
+        "bilinear",
+    )
     assert meta.onnx_opset == 17 and set(meta.artifacts) == {"onnx", "savedmodel", "keras_h5"}
     for artifact in meta.artifacts.values():
         assert sha256_path(version / artifact.path) == artifact.sha256

@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from visor_train_helpers import write_classes
 
 from training.config import DataConfig
 from training.data import load_dataset
 from training.errors import DatasetError
 from training.imaging import decode_image
-
-from visor_train_helpers import write_classes
 
 
 def test_dataset_digits_writes_png_class_folders(cli, tmp_path: Path) -> None:
@@ -70,7 +69,9 @@ def test_bad_data_raises_a_clear_error(tmp_path: Path, build, message: str) -> N
 
 
 def test_missing_folder_is_a_clear_cli_error(cli, tmp_path: Path) -> None:
-    done = cli("train", "--data", str(tmp_path / "nope"), "--name", "m", "--out", str(tmp_path / "m"))
+    done = cli(
+        "train", "--data", str(tmp_path / "nope"), "--name", "m", "--out", str(tmp_path / "m")
+    )
     assert done.returncode == 1
     assert "is not a folder" in done.stderr and "Traceback" not in done.stderr
 

@@ -13,10 +13,10 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("tf_keras")
 ort = pytest.importorskip("onnxruntime")
 
-from training.config import ExportConfig, ModelConfig  # noqa: E402
-from training.errors import ExportError  # noqa: E402
-from training.export import check_parity, publish, write_artifacts  # noqa: E402
-from training.models import build_model  # noqa: E402
+from training.config import ExportConfig, ModelConfig
+from training.errors import ExportError
+from training.export import check_parity, publish, write_artifacts
+from training.models import build_model
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,10 @@ def test_publish_takes_the_next_version_and_renames_atomically(tmp_path: Path) -
         raise RuntimeError("stop before writing metadata")
 
     with pytest.raises(RuntimeError):
-        publish(ExportConfig(name="m", out_dir=tmp_path), lambda tmp: (tmp / "x").write_text("x"), finish)
+        publish(
+            ExportConfig(name="m", out_dir=tmp_path),
+            lambda tmp: (tmp / "x").write_text("x"),
+            finish,
+        )
     assert seen == [8]
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1", "7", "notaversion"]

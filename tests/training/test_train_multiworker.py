@@ -31,13 +31,43 @@ def test_two_workers_finish_and_the_chief_exports(tmp_path: Path) -> None:
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
     procs = []
     for index in range(2):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        args = ["--quiet", "train", "--data", str(data), "--name", "mw", "--out", str(tmp_path / f"out{index}"),
-                "--work-dir", str(tmp_path / "work"), "--image-size", "8", "--epochs", "1",
-                "--batch-size", "4", "--strategy", "multiworker"]
-        procs.append(subprocess.Popen([sys.executable, "-m", "training", *args], cwd=ROOT, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env = {
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "TF_CONFIG": json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            ),
+        }
+        args = [
+            "--quiet",
+            "train",
+            "--data",
+            str(data),
+            "--name",
+            "mw",
+            "--out",
+            str(tmp_path / f"out{index}"),
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--image-size",
+            "8",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--strategy",
+            "multiworker",
+        ]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "training", *args],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     results = []
     for proc in procs:
         try:

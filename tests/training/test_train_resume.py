@@ -26,18 +26,45 @@ def _epochs_logged(history: Path) -> list[int]:
 def test_sigkill_mid_epoch_then_resume_loses_nothing(tmp_path: Path, cli) -> None:
     data = write_classes(tmp_path / "data", {"a": 14, "b": 14, "c": 14}, size=8)
     work, out = tmp_path / "work", tmp_path / "models"
-    args = ["--quiet", "train", "--data", str(data), "--name", "r", "--out", str(out),
-            "--work-dir", str(work), "--image-size", "8", "--batch-size", "4",
-            "--epochs", str(EPOCHS), "--patience", "50"]
+    args = [
+        "--quiet",
+        "train",
+        "--data",
+        str(data),
+        "--name",
+        "r",
+        "--out",
+        str(out),
+        "--work-dir",
+        str(work),
+        "--image-size",
+        "8",
+        "--batch-size",
+        "4",
+        "--epochs",
+        str(EPOCHS),
+        "--patience",
+        "50",
+    ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "VISOR_TEST_BATCH_DELAY_S": "0.15"}
-    proc = subprocess.Popen([sys.executable, "-m", "training", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     history = work / "history.csv"
     try:
         deadline = time.monotonic() + 120
-        while len(_epochs_logged(history)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        while (
+            len(_epochs_logged(history)) < 2 and proc.poll() is None and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
-        assert _epochs_logged(history) == [0, 1], proc.stderr.read() if proc.poll() is not None else "timeout"
+        assert _epochs_logged(history) == [0, 1], (
+            proc.stderr.read() if proc.poll() is not None else "timeout"
+        )
         time.sleep(0.6)  # 30 batches x 0.15 s per epoch: now well inside epoch 3 (index 2)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -63,7 +90,21 @@ def test_resume_refuses_a_work_dir_of_another_run(tmp_path: Path, cli) -> None:
     (work / "config.json").write_text(
         '{"data": {"data_dir": "/elsewhere", "image_size": 8, "seed": 1337}, "model": {"architecture": "cnn"}}'
     )
-    done = cli("train", "--data", str(data), "--name", "r", "--out", str(tmp_path / "m"),
-               "--work-dir", str(work), "--image-size", "8", "--epochs", "1", "--resume")
+    done = cli(
+        "train",
+        "--data",
+        str(data),
+        "--name",
+        "r",
+        "--out",
+        str(tmp_path / "m"),
+        "--work-dir",
+        str(work),
+        "--image-size",
+        "8",
+        "--epochs",
+        "1",
+        "--resume",
+    )
     assert done.returncode == 1
     assert "data.data_dir='/elsewhere'" in done.stderr

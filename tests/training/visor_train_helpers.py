@@ -18,7 +18,12 @@ def class_pattern(label: int, size: int, rng: np.random.Generator) -> np.ndarray
 
 
 def write_classes(
-    root: Path, counts: dict[str, int], size: int = 12, mode: str = "L", seed: int = 0, fmt: str = "png",
+    root: Path,
+    counts: dict[str, int],
+    size: int = 12,
+    mode: str = "L",
+    seed: int = 0,
+    fmt: str = "png",
     prefix: str = "",
 ) -> Path:
     """Write ``root/<label>/<n>.<fmt>`` images with :func:`class_pattern`, converted to ``mode``."""
