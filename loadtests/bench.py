@@ -317,11 +317,27 @@ def derive(bench: dict) -> None:
         "best_images_per_s": best,
         "batch1_p50_ms": b1,
         "drift_pct": 100.0 * (again["best_images_per_s"] / raw["best_images_per_s"] - 1.0),
+        # images per CPU-second of the raw loop: a yardstick that holds when other work takes
+        # a varying share of the cores (the server's CPU is measured the same way per point)
+        "best_images_per_cpu_s": max(
+            (
+                q["images_per_s"] / q["cpu_cores"]
+                for r in (raw, again)
+                for q in r["points"]
+                if q.get("cpu_cores")
+            ),
+            default=None,
+        ),
     }
+    per_cpu = bench["limit"]["best_images_per_cpu_s"]
     for result in (bench["visor"], bench.get("naive") or {}):
         for p in result.get("points", []):
             p["ratio_to_raw"] = p["images_per_s"] / best if best else None
             p["added_p50_ms"] = p["p50_ms"] - b1 if b1 is not None else None
+            cores = p.get("server_cpu_cores") or 0.0
+            p["cpu_efficiency_vs_raw"] = (
+                p["images_per_s"] / cores / per_cpu if per_cpu and cores > 0 else None
+            )
     targets: list[dict] = []
 
     def add(name: str, measured: float | None, limit: float, kind: str, unit: str = "") -> None:

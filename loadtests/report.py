@@ -97,14 +97,16 @@ def render(b: dict) -> str:
         (
             "**End to end** — closed-loop asyncio client in its own process on the same cores; "
             "`% raw` = images/s ÷ the best raw figure above; `+p50` = p50 − raw batch-1 p50; "
+            "`eff.` = images per server CPU-second ÷ the raw loop's best images per CPU-second "
+            "(a yardstick that holds when other work takes a share of the cores); "
             "CPU in cores over the measured window; req/s per core = req/s ÷ (server + client cores)."
         ),
         "",
         (
             "| server | protocol | conc. | req/s | % raw | p50 ms | p95 ms | p99 ms | +p50 ms | errors "
-            "| server CPU | client CPU | req/s per core |"
+            "| server CPU | client CPU | req/s per core | eff. % |"
         ),
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for server in ("visor", "naive"):
         for p in (b.get(server) or {}).get("points", []):
@@ -113,7 +115,8 @@ def render(b: dict) -> str:
                 f"{_f(100 * p['ratio_to_raw'] if p.get('ratio_to_raw') is not None else None)} | "
                 f"{p['p50_ms']:.2f} | {p['p95_ms']:.2f} | {p['p99_ms']:.2f} | "
                 f"{_f(p.get('added_p50_ms'), '.2f')} | {p['errors']} | {_f(p['server_cpu_cores'], '.2f')} | "
-                f"{_f(p['client_cpu_cores'], '.2f')} | {_f(p.get('rps_per_core'))} |"
+                f"{_f(p['client_cpu_cores'], '.2f')} | {_f(p.get('rps_per_core'))} | "
+                f"{_f(100 * p['cpu_efficiency_vs_raw'] if p.get('cpu_efficiency_vs_raw') else None)} |"
             )
     lines += [
         "",
