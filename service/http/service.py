@@ -76,6 +76,7 @@ class Visor:
         for app in (v2_app, models_app):
             app.state.engine = self.engine
         v2_app.state.timeout_s = self.settings.request_timeout_s
+        v2_app.state.max_body = self.settings.max_body_bytes
         # NOTE: models first, gRPC after: with several workers sharing the port (SO_REUSEPORT)
         # the kernel hands new connections to every bound socket, so a worker must not bind
         # before it can serve; uvicorn likewise accepts HTTP only after this hook returns.

@@ -11,12 +11,34 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import zlib
 from typing import Any
 
 import numpy as np
 
 from service.codecs import PIXEL_DTYPES, bytes_from_raw, bytes_to_raw, tensor_from_bytes
-from service.errors import InvalidInput
+from service.errors import InvalidInput, PayloadTooLarge
+
+
+def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo ``Content-Encoding: gzip|deflate`` (tritonclient's request compression), bounded."""
+    if not encoding or encoding == "identity":
+        return body
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding.lower())
+    if wbits is None:
+        raise InvalidInput(f"Content-Encoding '{encoding}' is not supported: use gzip or deflate.")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        # NOTE: bounded, so a small compressed body cannot expand past the body limit.
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as err:
+        raise InvalidInput(f"The {encoding} body could not be decompressed: {err}.") from err
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(
+            f"The decompressed body is over this server's limit of {limit} bytes "
+            "(VISOR_MAX_BODY_BYTES)."
+        )
+    return out
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview]:

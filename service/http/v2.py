@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.errors import InvalidInput, VisorError
-from service.http.tensors import decode_input, encode_output, split_body
+from service.http.tensors import decode_input, encode_output, inflate, split_body
 from service.types import Classification, InferOptions, ModelInfo
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
@@ -93,9 +93,10 @@ async def model_metadata(request: Request) -> Response:
 
 
 async def infer(request: Request) -> Response:
-    header, tail = split_body(
-        await request.body(), request.headers.get("inference-header-content-length")
+    body = inflate(
+        await request.body(), request.headers.get("content-encoding"), request.app.state.max_body
     )
+    header, tail = split_body(body, request.headers.get("inference-header-content-length"))
     tensors, offset = {}, 0
     for spec in header["inputs"]:
         tensors[spec.get("name")], offset = decode_input(spec, tail, offset)
@@ -221,4 +222,5 @@ def create_v2_app(timeout_s: float = 30.0) -> Starlette:
         ]
     app = Starlette(routes=routes, exception_handlers={VisorError: _visor_error})
     app.state.timeout_s = timeout_s
+    app.state.max_body = 64 * 1024 * 1024
     return app

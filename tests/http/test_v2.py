@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
@@ -32,16 +34,33 @@ def test_health_and_metadata(client: thttp.InferenceServerClient) -> None:
     assert [o["name"] for o in model["outputs"]] == ["probabilities", "labels"]
 
 
-@pytest.mark.parametrize("binary", [True, False])
-@pytest.mark.parametrize("dtype", ["FP32", "UINT8"])
-def test_infer_pixels(client: thttp.InferenceServerClient, binary: bool, dtype: str) -> None:
+@pytest.mark.parametrize(
+    ("binary", "dtype", "compression"),
+    [
+        (True, "FP32", None),
+        (False, "FP32", None),
+        (True, "UINT8", None),
+        (False, "UINT8", None),
+        (True, "FP32", "gzip"),
+        (False, "UINT8", "deflate"),
+    ],
+)
+def test_infer_pixels(
+    client: thttp.InferenceServerClient, binary: bool, dtype: str, compression: str | None
+) -> None:
     x = PIXELS.astype(np.float32 if dtype == "FP32" else np.uint8)
     tensor = thttp.InferInput("image", list(x.shape), dtype)
     tensor.set_data_from_numpy(x, binary_data=binary)
     outputs = [
         thttp.InferRequestedOutput(n, binary_data=binary) for n in ("probabilities", "labels")
     ]
-    result = client.infer("tiny", [tensor], outputs=outputs, headers=dict(KEY))
+    result = client.infer(
+        "tiny",
+        [tensor],
+        outputs=outputs,
+        headers=dict(KEY),
+        request_compression_algorithm=compression,
+    )
     np.testing.assert_allclose(
         result.as_numpy("probabilities"), reference_probabilities(PIXELS), atol=1e-5
     )
@@ -84,6 +103,16 @@ def test_errors_follow_the_table(client: thttp.InferenceServerClient) -> None:
     with pytest.raises(InferenceServerException) as err:
         client.infer("tiny", [wrong], headers=dict(KEY))
     assert err.value.status() == "400" and "shape" in err.value.message()
+
+
+def test_a_compressed_bomb_is_refused(server: Server) -> None:
+    bomb = gzip.compress(b"0" * (2 * 1024 * 1024))  # 2 MiB of zeros, a few KiB compressed
+    r = HTTP.post(
+        f"{server.http}/v2/models/tiny/infer",
+        content=bomb,
+        headers={**KEY, "Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413 and r.json()["code"] == "too_large"
 
 
 def test_malformed_binary_body_is_400(server: Server) -> None:
