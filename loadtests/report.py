@@ -159,11 +159,18 @@ def render(b: dict) -> str:
     return "\n".join(lines)
 
 
+def _minor_label(value: float, _pos: int) -> str:
+    """Label the 2x and 5x minor ticks of a log axis, so a one-decade range still reads."""
+    lead = f"{value:e}"[0]
+    return f"{value:g}" if lead in "25" else ""
+
+
 def plot(runs: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     models = [m for m in MODELS_ORDER if m in runs] + [m for m in runs if m not in MODELS_ORDER]
     fig, axes = plt.subplots(len(models), 2, figsize=(11, 4 * len(models)), squeeze=False)
@@ -202,6 +209,8 @@ def plot(runs: dict, out: Path) -> None:
             title=f"{name}: latency", xlabel="concurrency", ylabel="ms", xscale="log", yscale="log"
         )
         for ax in row:
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
             ax.set_xticks(
                 b["settings"]["concurrency"], [str(c) for c in b["settings"]["concurrency"]]
             )
