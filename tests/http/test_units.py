@@ -1,0 +1,97 @@
+"""The pure pieces of the HTTP front-end, without a server."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from service.auth import ApiKeys, key_from_headers
+from service.errors import InvalidInput, PayloadTooLarge, Unauthenticated
+from service.http.serve import settings_env
+from service.http.tensors import inflate, split_body
+from service.settings import Settings
+
+
+def test_settings_survive_the_trip_to_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Settings(
+        models=Path("/m"),
+        api_keys=[SecretStr("a"), SecretStr("b,c")],
+        workers=3,
+        providers=["CPUExecutionProvider"],
+        warmup_batch_sizes=[1, 4],
+        grace_period_s=7.5,
+        protocol="http",
+        _env_file=None,
+    )
+    for key in [k for k in os.environ if k.startswith("VISOR_")]:
+        monkeypatch.delenv(key)
+    for key, value in settings_env(original).items():
+        monkeypatch.setenv(key, value)
+    rebuilt = Settings(_env_file=None)
+    assert [k.get_secret_value() for k in rebuilt.api_keys] == ["a", "b,c"]
+    assert rebuilt.model_dump(exclude={"api_keys"}) == original.model_dump(exclude={"api_keys"})
+
+
+def test_comma_separated_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VISOR_API_KEYS", " k1, k2 ,")
+    assert [k.get_secret_value() for k in Settings(_env_file=None).api_keys] == ["k1", "k2"]
+
+
+def test_api_keys() -> None:
+    ApiKeys([]).check(None)  # keys off: anything goes
+    keys = ApiKeys([SecretStr("secret-1"), "secret-2"])
+    keys.check("secret-1")
+    keys.check("secret-2")
+    for wrong in (None, "", "secret-", "secret-10", "SECRET-1"):
+        with pytest.raises(Unauthenticated):
+            keys.check(wrong)
+
+
+@pytest.mark.parametrize(
+    ("headers", "key"),
+    [
+        ([("authorization", "Bearer abc")], "abc"),
+        ([("authorization", "bearer  abc ")], "abc"),
+        ([("x-api-key", "xyz")], "xyz"),
+        ([("authorization", "Basic abc")], None),
+        ([("accept", "*/*")], None),
+    ],
+)
+def test_key_from_headers(headers: list[tuple[str, str]], key: str | None) -> None:
+    assert key_from_headers(headers) == key
+
+
+def test_inflate_is_bounded() -> None:
+    assert inflate(gzip.compress(b"{}"), "gzip", 100) == b"{}"
+    assert inflate(b"{}", None, 100) == b"{}"
+    with pytest.raises(PayloadTooLarge):
+        inflate(gzip.compress(b"x" * 1000), "gzip", 100)
+    with pytest.raises(InvalidInput):
+        inflate(b"not gzip", "gzip", 100)
+    with pytest.raises(InvalidInput):
+        inflate(b"{}", "br", 100)
+
+
+@pytest.mark.parametrize(
+    ("body", "length"),
+    [
+        (b"{", None),
+        (b"[]", None),
+        (b'{"inputs": 1}', None),
+        (b'{"inputs": []}', "99"),
+        (b'{"inputs": []}', "x"),
+    ],
+)
+def test_split_body_refuses_malformed_requests(body: bytes, length: str | None) -> None:
+    with pytest.raises(InvalidInput):
+        split_body(body, length)
+
+
+def test_split_body_returns_the_binary_tail() -> None:
+    header = b'{"inputs": []}'
+    parsed, tail = split_body(header + b"\x01\x02", str(len(header)))
+    assert parsed == {"inputs": []} and bytes(tail) == b"\x01\x02"
