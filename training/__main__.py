@@ -8,15 +8,6 @@ import sys
 from pathlib import Path
 
 import training  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
-from training.config import (
-    AugmentConfig,
-    CalibrationConfig,
-    DataConfig,
-    ExportConfig,
-    FitConfig,
-    ModelConfig,
-    RunConfig,
-)
 
 ARCHITECTURES = ("cnn", "mobilenetv2", "efficientnetb0", "resnet50")
 RESIZE = ("bilinear", "nearest", "bicubic", "area", "lanczos3")
@@ -247,41 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_config(args: argparse.Namespace) -> RunConfig:
-    policy = "recall" if args.target_recall is not None else "precision"
-    target = (
-        args.target_recall if args.target_recall is not None else (args.target_precision or 0.95)
-    )
-    return RunConfig(
-        data=DataConfig(
-            args.data,
-            args.image_size,
-            args.val_fraction,
-            args.test_fraction,
-            args.resize_method,
-            args.strict,
-            args.seed,
-        ),
-        export=ExportConfig(name=args.name, out_dir=args.out, opset=args.opset),
-        augment=AugmentConfig(args.flip, args.rotation, args.zoom, args.translation, args.contrast),
-        model=ModelConfig(args.model, args.weights, args.fine_tune_layers, args.dropout),
-        fit=FitConfig(
-            work_dir=args.work_dir or Path("build/training") / args.name,
-            epochs=args.epochs,
-            fine_tune_epochs=args.fine_tune_epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            patience=args.patience,
-            monitor=args.monitor,
-            resume=args.resume,
-            quiet=args.quiet,
-            strategy=args.strategy,
-            seed=args.seed,
-        ),
-        calibration=CalibrationConfig(policy, target),
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -292,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.commands import USER_ERRORS, run_command
 
     try:
-        return run_command(args, run_config)
+        return run_command(args)
     except USER_ERRORS as exc:
         # NOTE: bad data/weights/resume are the user's to fix: one clear line, exit status 1.
         print(f"python -m training {args.command}: error: {exc}", file=sys.stderr)

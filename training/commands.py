@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from training.config import RunConfig
+from training.config import (
+    AugmentConfig,
+    CalibrationConfig,
+    DataConfig,
+    ExportConfig,
+    FitConfig,
+    ModelConfig,
+    RunConfig,
+)
 from training.data import scan_labelled, write_digits
 from training.errors import EvaluateError, TrainingError
 
@@ -20,16 +27,50 @@ log = logging.getLogger("training")
 USER_ERRORS: tuple[type[Exception], ...] = (TrainingError, FileNotFoundError)
 
 
-def run_command(
-    args: argparse.Namespace, make_config: Callable[[argparse.Namespace], RunConfig]
-) -> int:
+def run_command(args: argparse.Namespace) -> int:
+    """Run the parsed subcommand; returns the exit status."""
     if args.command == "dataset":
         count = write_digits(args.out)
         print(f"wrote {count} images to {args.out}/<digit>/*.png")
         return 0
     if args.command == "train":
-        return _train(make_config(args))
+        return _train(run_config(args))
     return _evaluate(args.model_dir, args.data, args.strict)
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    policy = "recall" if args.target_recall is not None else "precision"
+    target = (
+        args.target_recall if args.target_recall is not None else (args.target_precision or 0.95)
+    )
+    return RunConfig(
+        data=DataConfig(
+            args.data,
+            args.image_size,
+            args.val_fraction,
+            args.test_fraction,
+            args.resize_method,
+            args.strict,
+            args.seed,
+        ),
+        export=ExportConfig(name=args.name, out_dir=args.out, opset=args.opset),
+        augment=AugmentConfig(args.flip, args.rotation, args.zoom, args.translation, args.contrast),
+        model=ModelConfig(args.model, args.weights, args.fine_tune_layers, args.dropout),
+        fit=FitConfig(
+            work_dir=args.work_dir or Path("build/training") / args.name,
+            epochs=args.epochs,
+            fine_tune_epochs=args.fine_tune_epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            patience=args.patience,
+            monitor=args.monitor,
+            resume=args.resume,
+            quiet=args.quiet,
+            strategy=args.strategy,
+            seed=args.seed,
+        ),
+        calibration=CalibrationConfig(policy, target),
+    )
 
 
 def _train(cfg: RunConfig) -> int:

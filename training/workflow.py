@@ -58,6 +58,10 @@ def _summary(ds: Dataset) -> dict:
 
 def run_training(cfg: RunConfig) -> RunResult:
     """Train and publish ``cfg.export.out_dir/NAME/<next version>/``."""
+    started = time.monotonic()
+    resolve_weights(cfg.model, cfg.data.image_size)  # NOTE: fail on missing weights before any work
+    ds = load_dataset(cfg.data)
+    # NOTE: TensorFlow loads only now, so bad data and missing weights fail in a second.
     from training.export import (
         check_parity,
         checksums,
@@ -70,9 +74,6 @@ def run_training(cfg: RunConfig) -> RunResult:
     from training.report import write_report
     from training.train import fit
 
-    started = time.monotonic()
-    resolve_weights(cfg.model, cfg.data.image_size)  # NOTE: fail on missing weights before any work
-    ds = load_dataset(cfg.data)
     log.info(
         "data: %s", _summary(ds)["split_sizes"] | {"labels": len(ds.labels), "mode": ds.color_mode}
     )
