@@ -84,7 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         from service.http.serve import serve
-    except ImportError as exc:  # NOTE: a serving image without the HTTP front-end
+    except ModuleNotFoundError as exc:
+        if exc.name != "bentoml":  # NOTE: only a missing BentoML means "no HTTP front-end here"
+            raise
         logging.getLogger("service").warning(
             "HTTP front-end unavailable (%s): serving gRPC only", exc
         )

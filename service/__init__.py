@@ -1,0 +1,1 @@
+"""Visor serving: the engine, its backends and the HTTP (BentoML) and gRPC front-ends."""
