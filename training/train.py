@@ -224,6 +224,7 @@ def fit(cfg: RunConfig, ds: Dataset) -> FitResult:
     # chief can clear the work dir of a fresh run without racing them.
     own = work if chief else work.with_name(f"{work.name}.worker-{task_id}")
     prepare_work_dir(own, cfg)
+    _barrier(strategy)  # the chief has cleared stale backups before any worker looks for them
     keras.utils.set_random_seed(cfg.fit.seed)
     size, channels = cfg.data.image_size, 1 if ds.color_mode == "grayscale" else 3
     with strategy.scope():
