@@ -264,7 +264,9 @@ def bench_visor(
     args: argparse.Namespace, repo: Path, model: str, payloads: Path, run_dir: Path
 ) -> dict:
     print("bench: Visor", flush=True)
-    server = procs.start_visor(repo, model, run_dir / "visor.log", device=args.device)
+    server = procs.start_visor(
+        repo, model, run_dir / "visor.log", device=args.device, env=dict(args.server_env)
+    )
     with server:
         print(f"  cold start {server.cold_start_s:.2f} s", flush=True)
         targets = [
@@ -433,6 +435,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--profile-concurrency", type=int, default=32)
     p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="VISOR_X=VALUE",
+        help="a setting for the server under test (repeatable), e.g. VISOR_WORKERS=2; "
+        "the raw limit is not affected",
+    )
+    p.add_argument(
         "--device",
         choices=["cpu", "cuda"],
         default="cpu",
@@ -452,6 +462,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.protocols = [s.strip() for s in args.protocols.split(",") if s.strip()]
+    pairs = [item.partition("=") for item in args.server_env]
+    if any(not k.startswith("VISOR_") or not sep for k, sep, _ in pairs):
+        p.error("--server-env takes VISOR_NAME=VALUE")
+    args.server_env = [(k, v) for k, _, v in pairs]
     return args
 
 

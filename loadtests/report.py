@@ -73,7 +73,13 @@ def render(b: dict) -> str:
     lines = [
         f"### {b['model']} v{b['version']} ({b['input']}, {b['device']}) — run {b['stamp']}",
         "",
-        f"Command: `{b['command']}` ({b['wall_s']:.0f} s)",
+        f"Command: `{b['command']}` ({b['wall_s']:.0f} s)"
+        + (
+            "; server settings beyond the defaults: "
+            + ", ".join(f"`{k}={v}`" for k, v in b["settings"]["server_env"])
+            if b["settings"].get("server_env")
+            else ""
+        ),
         "",
         (
             f"Machine: {m['cpu']}, {m['usable_cores']} usable cores, {m['memory_gb']} GB, {m['os']}, "
