@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 ColorMode = Literal["grayscale", "rgb"]
 RESAMPLING = {
@@ -51,8 +51,9 @@ def to_mode(image: Image.Image, color_mode: ColorMode) -> Image.Image:
 def decode_image(
     source: Path | bytes, color_mode: ColorMode, size: tuple[int, int], resize_method: str
 ) -> np.ndarray:
-    """Decode, convert and resize one image to uint8 ``[height, width, channels]``."""
-    image = to_mode(open_image(source), color_mode)
+    """Decode (first frame), apply EXIF orientation, convert, resize: uint8 ``[H, W, C]``."""
+    # NOTE: EXIF orientation applied, as service/codecs.py does: photos are seen upright.
+    image = to_mode(ImageOps.exif_transpose(open_image(source)), color_mode)
     height, width = size
     if image.size != (width, height):
         image = image.resize((width, height), resample=RESAMPLING[resize_method])

@@ -145,3 +145,15 @@ def test_explicit_train_val_test_folders_are_used_as_given(tmp_path: Path) -> No
     assert ds.labels == ["a", "b"]
     assert [len(ds.splits[s].paths) for s in ("train", "val", "test")] == [12, 4, 4]
     assert all("validation" in str(p) for p in ds.splits["val"].paths)
+
+
+def test_exif_orientation_is_applied_like_the_server(tmp_path: Path) -> None:
+    pixels = np.zeros((4, 12, 3), np.uint8)
+    pixels[:, :6] = 255  # left half white, 4 rows x 12 columns
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(pixels).save(path, exif=exif, quality=100)
+    decoded = decode_image(path, "rgb", (12, 4), "nearest")  # (height, width) of the upright image
+    assert decoded.shape == (12, 4, 3)
+    assert decoded[:6].mean() > 200 and decoded[6:].mean() < 50  # white half now on top
