@@ -68,6 +68,32 @@ def _again(b: dict) -> str:
     )
 
 
+def _pct(value: float | None) -> str:
+    return _f(None if value is None else 100 * value)
+
+
+def _point_row(server: str, p: dict) -> str:
+    cells = [
+        server,
+        p["target"],
+        str(p["concurrency"]),
+        _f(p["rps"]),
+        _pct(p.get("ratio_to_raw")),
+        _pct(p.get("ratio_to_paired_raw")),
+        _f(p["p50_ms"], ".2f"),
+        _f(p["p95_ms"], ".2f"),
+        _f(p["p99_ms"], ".2f"),
+        _f(p.get("added_p50_ms"), ".2f"),
+        _f(p.get("added_p50_paired_ms"), ".2f"),
+        str(p["errors"]),
+        _f(p["server_cpu_cores"], ".2f"),
+        _f(p["client_cpu_cores"], ".2f"),
+        _f(p.get("rps_per_core")),
+        _pct(p.get("cpu_efficiency_vs_raw")),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
 def render(b: dict) -> str:
     m, raw = b["machine"], b["raw"]
     lines = [
@@ -102,28 +128,28 @@ def render(b: dict) -> str:
         "",
         (
             "**End to end** — closed-loop asyncio client in its own process on the same cores; "
-            "`% raw` = images/s ÷ the best raw figure above; `+p50` = p50 − raw batch-1 p50; "
+            "`% raw` = images/s ÷ the best raw figure above; `% paired raw` = images/s ÷ the raw "
+            "limit probed just before and just after that point (mean of the two), the ratio "
+            "that holds when other work takes a varying share of the cores; `+p50` = p50 − raw "
+            "batch-1 p50 (of the run, or paired); "
             "`eff.` = images per server CPU-second ÷ the raw loop's best images per CPU-second "
             "(a yardstick that holds when other work takes a share of the cores); "
             "CPU in cores over the measured window; req/s per core = req/s ÷ (server + client cores)."
         ),
         "",
         (
-            "| server | protocol | conc. | req/s | % raw | p50 ms | p95 ms | p99 ms | +p50 ms | errors "
+            "| server | protocol | conc. | req/s | % raw | % paired raw | p50 ms | p95 ms | p99 ms "
+            "| +p50 ms | +p50 paired | errors "
             "| server CPU | client CPU | req/s per core | eff. % |"
         ),
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        (
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+            "| ---: | ---: | ---: |"
+        ),
     ]
     for server in ("visor", "naive"):
         for p in (b.get(server) or {}).get("points", []):
-            lines.append(
-                f"| {server} | {p['target']} | {p['concurrency']} | {p['rps']:.1f} | "
-                f"{_f(100 * p['ratio_to_raw'] if p.get('ratio_to_raw') is not None else None)} | "
-                f"{p['p50_ms']:.2f} | {p['p95_ms']:.2f} | {p['p99_ms']:.2f} | "
-                f"{_f(p.get('added_p50_ms'), '.2f')} | {p['errors']} | {_f(p['server_cpu_cores'], '.2f')} | "
-                f"{_f(p['client_cpu_cores'], '.2f')} | {_f(p.get('rps_per_core'))} | "
-                f"{_f(100 * p['cpu_efficiency_vs_raw'] if p.get('cpu_efficiency_vs_raw') else None)} |"
-            )
+            lines.append(_point_row(server, p))
     lines += [
         "",
         "| server | cold start s | RSS at rest MB | PSS at rest MB | peak RSS MB | peak PSS MB |",

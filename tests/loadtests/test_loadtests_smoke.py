@@ -100,6 +100,8 @@ def test_bench_tiny_setting_writes_json_and_docs(digits_repo: Path, tmp_path: Pa
         "1,4",
         "--raw-seconds",
         "0.3",
+        "--probe-seconds",
+        "0.2",
         "--rest-s",
         "0",
         "--out",
@@ -116,6 +118,7 @@ def test_bench_tiny_setting_writes_json_and_docs(digits_repo: Path, tmp_path: Pa
         points = bench[server]["points"]
         assert {p["target"] for p in points} == targets
         assert all(p["requests"] > 0 and p["errors"] == 0 for p in points), points
+        assert all(p["raw_paired"]["best_images_per_s"] > 0 for p in points)
         assert bench[server]["cold_start_s"] > 0
         assert bench[server]["memory_at_rest"]["rss_mb"] > 0
     assert all(t["met"] is not None for t in bench["targets"])
