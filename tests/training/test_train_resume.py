@@ -82,6 +82,11 @@ def test_sigkill_mid_epoch_then_resume_loses_nothing(tmp_path: Path, cli) -> Non
     assert (out / "r" / "1" / "metadata.json").is_file()
     assert (work / "best-phase1.h5").stat().st_mtime_ns >= checkpoint_before
 
+    again = cli(*args, "--resume")  # a finished run: re-export without fitting again
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _epochs_logged(history) == list(range(EPOCHS))
+    assert (out / "r" / "2" / "metadata.json").is_file()
+
 
 def test_resume_refuses_a_work_dir_of_another_run(tmp_path: Path, cli) -> None:
     data = write_classes(tmp_path / "data", {"a": 6, "b": 6}, size=8)
