@@ -509,6 +509,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--profile-concurrency", type=int, default=32)
     p.add_argument(
+        "--label",
+        default="",
+        help="name a variant run (e.g. workers2): kept beside the model's default run in docs/",
+    )
+    p.add_argument(
         "--server-env",
         action="append",
         default=[],

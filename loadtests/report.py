@@ -28,7 +28,8 @@ def update_docs(docs: Path, bench: dict) -> None:
     docs.mkdir(parents=True, exist_ok=True)
     store_path = docs / "benchmarks.json"
     store = json.loads(store_path.read_text()) if store_path.exists() else {"runs": {}}
-    store["runs"][bench["model"]] = bench
+    key = run_key(bench)
+    store["runs"][key] = bench
     store_path.write_text(json.dumps(store, indent=2))
     plot(store["runs"], docs / "benchmarks.png")
     md_path = docs / "benchmarks.md"
@@ -41,7 +42,7 @@ def update_docs(docs: Path, bench: dict) -> None:
             )
         )
     )
-    begin, end = f"<!-- bench:{bench['model']}:begin -->", f"<!-- bench:{bench['model']}:end -->"
+    begin, end = f"<!-- bench:{key}:begin -->", f"<!-- bench:{key}:end -->"
     block = f"{begin}\n{render(bench)}\n{end}"
     if begin in text and end in text:
         text = re.sub(
@@ -50,6 +51,12 @@ def update_docs(docs: Path, bench: dict) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     md_path.write_text(text)
+
+
+def run_key(bench: dict) -> str:
+    """``model`` or ``model-label``: the run's entry in benchmarks.json and its block in the page."""
+    label = bench.get("settings", {}).get("label")
+    return f"{bench['model']}-{label}" if label else bench["model"]
 
 
 def _f(value: float | None, fmt: str = ".1f") -> str:
@@ -97,7 +104,10 @@ def _point_row(server: str, p: dict) -> str:
 def render(b: dict) -> str:
     m, raw = b["machine"], b["raw"]
     lines = [
-        f"### {b['model']} v{b['version']} ({b['input']}, {b['device']}) — run {b['stamp']}",
+        (
+            f"### {run_key(b)}: {b['model']} v{b['version']} ({b['input']}, {b['device']}) — run "
+            f"{b['stamp']}"
+        ),
         "",
         f"Command: `{b['command']}` ({b['wall_s']:.0f} s)"
         + (
