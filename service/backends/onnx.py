@@ -23,10 +23,23 @@ _GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 _dlls_preloaded = False
 
 
+def _nvidia_device_visible() -> bool:
+    return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia").exists()
+
+
 def wanted_providers(settings: Settings) -> list[str]:
     """The configured providers this onnxruntime build offers, in order of preference."""
     available = set(ort.get_available_providers())
     chosen = [p for p in settings.providers if p in available]
+    # NOTE: onnxruntime-gpu lists the CUDA/TensorRT providers even on a machine without a GPU,
+    # and trying them prints pages of library errors before falling back. Without an NVIDIA
+    # device they cannot work, so skip them (said once in the log) unless the user insists
+    # with VISOR_REQUIRE_PROVIDER, in which case the failure must stay loud.
+    if not settings.require_provider and not _nvidia_device_visible():
+        gpu = [p for p in chosen if p in _GPU_PROVIDERS]
+        if gpu:
+            log.info("no NVIDIA device visible: skipping %s", ", ".join(gpu))
+            chosen = [p for p in chosen if p not in _GPU_PROVIDERS]
     return chosen or ["CPUExecutionProvider"]
 
 

@@ -51,3 +51,21 @@ def test_require_provider_refuses_a_fallback(version_dir) -> None:
         assert "VISOR_REQUIRE_PROVIDER" in str(err)
     else:
         assert backend.device == wanted
+
+
+def test_gpu_providers_skipped_without_an_nvidia_device(monkeypatch, caplog) -> None:
+    import onnxruntime as ort
+
+    from service.backends import onnx as onnx_backend
+
+    monkeypatch.setattr(onnx_backend, "_nvidia_device_visible", lambda: False)
+    with caplog.at_level(logging.INFO, logger="service.backends.onnx"):
+        assert wanted_providers(Settings(providers=GPU_FIRST, _env_file=None)) == [
+            "CPUExecutionProvider"
+        ]
+    built_in = [p for p in GPU_FIRST if p in ort.get_available_providers()]
+    if "CUDAExecutionProvider" in built_in:
+        assert any("no NVIDIA device visible" in r.getMessage() for r in caplog.records)
+    # NOTE: insisting on a provider keeps it, so the failure stays loud (no silent CPU)
+    insist = Settings(providers=GPU_FIRST, require_provider=True, _env_file=None)
+    assert wanted_providers(insist) == built_in
