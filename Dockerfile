@@ -39,6 +39,11 @@ COPY training/ training/
 
 # --- the serving image (models mounted at /models) -----------------------------------------------
 FROM base AS runtime
+# NOTE: the GPU build passes --build-arg REQUIRE_PROVIDER=true so a model that cannot reach the
+# first wanted provider (CUDA) fails to load instead of silently serving on the CPU.
+ARG REQUIRE_PROVIDER=false
+ARG PROVIDERS='["TensorrtExecutionProvider","CUDAExecutionProvider","CPUExecutionProvider"]'
+ENV VISOR_REQUIRE_PROVIDER=${REQUIRE_PROVIDER} VISOR_PROVIDERS=${PROVIDERS}
 RUN (getent group visor || groupadd --gid 10001 visor) \
     && useradd --uid 10001 --gid visor --create-home --shell /usr/sbin/nologin visor \
     && mkdir -p /models && chown visor:visor /models
