@@ -10,11 +10,11 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-import grpc
 from service.engine import Engine
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc

@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
 import grpc
+
 from service.engine import Engine
 from service.errors import ModelUnavailable, VisorError
 from service.grpc import convert
