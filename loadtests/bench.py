@@ -239,6 +239,17 @@ def load_point(
 Probe = Callable[[], dict]
 
 
+def check_alive(server: procs.Server, point: dict) -> None:
+    """Stop the run when the server under test died: its figures would be meaningless."""
+    code = server.popen.poll()
+    if code is not None or (point["requests"] == 0 and point["errors"] > 0):
+        raise RuntimeError(
+            f"{server.name} stopped answering during {point['target']} c={point['concurrency']} "
+            f"(exit code {code}; {point['error_sample'][:200]}); see {server.log_path}:\n"
+            + procs.tail(server.log_path, 10)
+        )
+
+
 def make_probe(args: argparse.Namespace, version_dir: Path, payloads: Path, best: int) -> Probe:
     """A short raw-ORT measurement (batch 1 and the best batch) to run between load points."""
     sizes = ",".join(str(b) for b in sorted({1, best}))
@@ -285,6 +296,7 @@ def measure_server(
         for target, port in targets:
             for c in args.concurrency:
                 point = load_point(args, target, port, model, payloads, c, sampler)
+                check_alive(server, point)
                 if probe and before:
                     after = probe()
                     point["raw_paired"] = paired(before, after)
