@@ -245,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # NOTE: TensorFlow logs through absl at INFO (e.g. a "Sharding callback duration" line per
+    # epoch); those are TensorFlow's internals, not progress a user needs.
+    logging.getLogger("absl").setLevel(logging.WARNING)
     from training.commands import USER_ERRORS, run_command
 
     try:
