@@ -22,7 +22,7 @@ from service.metadata import METADATA_FILE, ModelMetadata, load_metadata, sha256
 from service.metrics import Metrics, VersionMetrics
 from service.settings import Settings
 from service.types import ModelInfo, ModelStatus
-from service.versions import LoadedVersion, VersionPolicy, warmup_sizes
+from service.versions import LoadedVersion, VersionPolicy, batch_limit, warmup_sizes
 
 log = logging.getLogger(__name__)
 
@@ -200,12 +200,13 @@ class Repository:
                 f"sha256 of {artifact.path} is {digest}, metadata says {artifact.sha256}"
             )
         backend = load_backend(kind, path, meta, settings)
-        for size in warmup_sizes(settings):
+        limit = batch_limit(settings, backend.device)
+        for size in warmup_sizes(settings, limit):
             backend.run(_zeros(meta, size))
         vm = VersionMetrics(self._metrics, name, version)
         vm.set_labels(list(meta.labels))
         policy = BatchPolicy(
-            settings.max_batch_size,
+            limit,
             settings.max_queue_delay_ms / 1000.0,
             settings.max_queue_size,
             settings.inference_threads,

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
 
     # --- batching -----------------------------------------------------------------------
     max_batch_size: int = Field(32, ge=1, description="Largest batch the batcher forms.")
+    cpu_max_batch_size: int = Field(
+        8,
+        ge=1,
+        description="Cap on max_batch_size for a model running on the CPU: past a few images a "
+        "CPU gains no throughput, only latency and ONNX Runtime arena memory.",
+    )
     max_queue_delay_ms: float = Field(2.0, ge=0, description="Longest wait to fill a batch.")
     max_queue_size: int = Field(1024, ge=1, description="Queued images before 503/RESOURCE_EXHAUSTED.")
     inference_threads: int = Field(2, ge=1, description="Threads running decode and inference.")

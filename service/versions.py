@@ -40,15 +40,26 @@ class VersionPolicy:
         return ordered if self.latest is None else ordered[: self.latest]
 
 
-def warmup_sizes(settings: Settings) -> list[int]:
-    """The batch sizes to run before a version reports ready: 1, 2, 4 … and max_batch_size."""
+def batch_limit(settings: Settings, device: str) -> int:
+    """The largest batch for a backend running on ``device``: capped on the CPU."""
+    # NOTE: measured on 2 cores (docs/benchmarks.md): MobileNetV2 peaks at batch 4-8 on ONNX
+    # Runtime's CPU provider; batches of 32 only add latency, and an arena sized for two of them
+    # in flight took the server to 1 GB. GPUs keep max_batch_size.
+    if device in ("CPUExecutionProvider", "CPU"):
+        return min(settings.max_batch_size, settings.cpu_max_batch_size)
+    return settings.max_batch_size
+
+
+def warmup_sizes(settings: Settings, limit: int | None = None) -> list[int]:
+    """The batch sizes to run before a version reports ready: 1, 2, 4 … and the batch limit."""
     if settings.warmup_batch_sizes:
         return sorted(set(settings.warmup_batch_sizes))
+    limit = limit or settings.max_batch_size
     sizes, n = [], 1
-    while n < settings.max_batch_size:
+    while n < limit:
         sizes.append(n)
         n *= 2
-    return [*sizes, settings.max_batch_size]
+    return [*sizes, limit]
 
 
 @dataclass
@@ -77,5 +88,5 @@ class LoadedVersion:
             metadata=self.meta,
             backend=self.kind,
             device=self.backend.device,
-            max_batch_size=self.settings.max_batch_size,
+            max_batch_size=batch_limit(self.settings, self.backend.device),
         )

@@ -45,7 +45,11 @@ def serve(settings: Settings) -> None:
         # NOTE: BentoML reads this in each worker; one log line per request is a measurable
         # share of a small request's cost.
         options = os.environ.get("BENTOML_CONFIG_OPTIONS", "")
-        os.environ["BENTOML_CONFIG_OPTIONS"] = f"{options} api_server.logging.access.enabled=false"
+        # NOTE: per service: Visor.inject_config() overwrites api_server.* with the service's
+        # own config, so "api_server.logging.access.enabled" never reached the worker.
+        os.environ["BENTOML_CONFIG_OPTIONS"] = (
+            f"{options} services.visor.logging.access.enabled=false"
+        )
     # NOTE: BentoML's /metrics aggregates every worker through prometheus multiprocess files;
     # the supervisor sets PROMETHEUS_MULTIPROC_DIR for the workers before they import anything.
     from _bentoml_impl.server import serve_http
