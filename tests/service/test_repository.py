@@ -14,7 +14,7 @@ from service.engine import Engine
 from service.errors import ModelUnavailable
 from service.metadata import sha256_path
 from service.types import InferOptions, ModelStatus
-from service.versions import VersionPolicy, warmup_sizes
+from service.versions import VersionPolicy, batch_limit, warmup_sizes
 
 pytestmark = pytest.mark.anyio
 
@@ -35,6 +35,15 @@ def test_warmup_sizes(make_settings) -> None:
         8,
         12,
     ]
+
+
+def test_cpu_batch_cap_limits_batches_and_warmup(make_settings) -> None:
+    settings = make_settings(warmup_batch_sizes=None, max_batch_size=32, cpu_max_batch_size=8)
+    assert batch_limit(settings, "CPUExecutionProvider") == 8
+    assert batch_limit(settings, "CUDAExecutionProvider") == 32
+    assert warmup_sizes(settings, batch_limit(settings, "CPUExecutionProvider")) == [1, 2, 4, 8]
+    small = make_settings(max_batch_size=4, cpu_max_batch_size=8)
+    assert batch_limit(small, "CPUExecutionProvider") == 4
 
 
 async def test_bad_checksum_and_bad_metadata_are_reported(
