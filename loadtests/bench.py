@@ -195,29 +195,17 @@ def load_point(
     concurrency: int,
     sampler: procs.ResourceSampler,
 ) -> dict:
-    argv = [
-        sys.executable,
-        "-m",
-        "loadtests.client",
-        "--target",
+    argv = procs.client_argv(
         target,
-        "--port",
-        str(port),
-        "--model",
+        port,
         model,
-        "--payloads",
-        str(payloads),
-        "--concurrency",
-        str(concurrency),
-        "--duration",
-        str(args.duration),
-        "--warmup",
-        str(args.warmup),
-        "--procs",
-        str(args.client_procs),
-        "--channels",
-        str(args.grpc_channels),
-    ]
+        payloads,
+        concurrency,
+        args.duration,
+        warmup=args.warmup,
+        procs=args.client_procs,
+        channels=args.grpc_channels,
+    )
     point = run_json(argv, timeout=60 + 3 * (args.duration + args.warmup))
     t0, t1 = point.pop("window_epoch")
     point["server_cpu_cores"] = sampler.cpu_cores(t0, t1)

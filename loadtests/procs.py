@@ -147,6 +147,24 @@ class Server:
         self.stop()
 
 
+def client_argv(
+    target: str,
+    port: int,
+    model: str,
+    payloads: Path,
+    concurrency: int,
+    duration: float,
+    **options: object,
+) -> list[str]:
+    """``python -m loadtests.client`` for one load point; ``options`` become ``--name value``."""
+    argv = [sys.executable, "-m", "loadtests.client", "--target", target, "--port", str(port)]
+    argv += ["--model", model, "--payloads", str(payloads)]
+    argv += ["--concurrency", str(concurrency), "--duration", str(duration)]
+    for name, value in options.items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    return argv
+
+
 def tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
