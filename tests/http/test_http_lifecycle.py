@@ -117,12 +117,19 @@ def test_sigterm_under_load_loses_no_request(tmp_path: Path) -> None:
     """Two workers under mixed load; SIGTERM while big requests of both protocols are running:
     every request sent before the signal succeeds and the server exits 0."""
     server = start_server(
-        tmp_path, slow_repo(tmp_path), workers=2, max_batch_size=256, grace_period_s=60.0
+        tmp_path,
+        slow_repo(tmp_path),
+        workers=2,
+        max_batch_size=256,
+        cpu_max_batch_size=256,
+        max_queue_size=100_000,
+        max_images_per_request=100_000,
+        grace_period_s=60.0,
     )
     _wait_for_grpc_listeners(server, 2)  # both workers bound the gRPC port (SO_REUSEPORT)
     spans: list[tuple[str, float, float, str]] = []  # protocol, start, end, outcome
     stop = asyncio.Event()
-    big = np.full((128, 8, 8, 1), 255, np.float32)
+    probe = np.full((64, 8, 8, 1), 255, np.float32)
 
     async def timed(protocol: str, call: Awaitable[object]) -> None:
         start = time.monotonic()
@@ -141,6 +148,12 @@ def test_sigterm_under_load_loses_no_request(tmp_path: Path) -> None:
         ):
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             files = [("image", ("t.png", PNG, "image/png"))]
+            # NOTE: size the big requests by this machine's speed (about 2 s each), so they are
+            # surely in flight at the signal on a fast machine as on a slow one.
+            t0 = time.monotonic()
+            await stub.ModelInfer(_request("slow", probe), timeout=60)
+            per_image = max((time.monotonic() - t0) / len(probe), 1e-5)
+            big = np.full((int(min(8192, max(128, 2.0 / per_image))), 8, 8, 1), 255, np.float32)
 
             async def loop(protocol: str) -> None:
                 while not stop.is_set():
