@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import socket
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -190,6 +191,22 @@ def encode(pixels: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> byt
     buf = io.BytesIO()
     image.save(buf, format=fmt)
     return buf.getvalue()
+
+
+def hold_batches(version: object) -> tuple[threading.Event, threading.Event]:
+    """Make a loaded version's batches wait inside the backend: returns (gate, entered).
+
+    ``entered`` is set when a batch reached the backend; it runs once ``gate`` is set."""
+    gate, entered = threading.Event(), threading.Event()
+    real_run = version.backend.run
+
+    def held_run(x: np.ndarray) -> np.ndarray:
+        entered.set()
+        gate.wait(30)
+        return real_run(x)
+
+    version.batcher._run = held_run
+    return gate, entered
 
 
 def free_port() -> int:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import threading
 
 import grpc
-import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from svc_helpers import GrpcFixture, LoopThread, free_port, image_pixels
+from svc_helpers import GrpcFixture, LoopThread, free_port, hold_batches, image_pixels
 
 from service.engine import Engine
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
@@ -82,15 +81,7 @@ def test_reflection_lists_the_services(grpc_server) -> None:
 def test_graceful_stop_finishes_in_flight_and_refuses_new(make_settings, registry) -> None:
     fx = GrpcFixture(make_settings(), registry)
     lv = fx.engine.repository.latest["tiny"]
-    gate, entered = threading.Event(), threading.Event()
-    real_run = lv.backend.run
-
-    def held_run(x: np.ndarray) -> np.ndarray:
-        entered.set()
-        gate.wait(30)
-        return real_run(x)
-
-    lv.batcher._run = held_run  # hold the next batch inside the backend
+    gate, entered = hold_batches(lv)  # hold the next batch inside the backend
     channel = grpc.insecure_channel(fx.url)
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
     in_flight = stub.ModelInfer.future(_infer_request(), timeout=30)

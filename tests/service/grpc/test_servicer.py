@@ -7,7 +7,7 @@ import struct
 import grpc
 import numpy as np
 import pytest
-from svc_helpers import GrpcFixture, encode, image_pixels
+from svc_helpers import GrpcFixture, encode, hold_batches, image_pixels
 
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -139,15 +139,7 @@ def test_concurrent_grpc_requests_share_batches(make_settings, registry) -> None
     # NOTE: one batch at a time, so everything arriving while it runs must wait and group.
     fx = GrpcFixture(make_settings(inference_threads=1), registry)
     lv = fx.engine.repository.latest["tiny"]
-    gate, entered = threading.Event(), threading.Event()
-    real_run = lv.backend.run
-
-    def held_run(x: np.ndarray) -> np.ndarray:
-        entered.set()
-        gate.wait(30)
-        return real_run(x)
-
-    lv.batcher._run = held_run
+    gate, entered = hold_batches(lv)  # hold the next batch inside the backend
     labels = {"model": "tiny", "version": "1"}
     channel = grpc.insecure_channel(fx.url)
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
