@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from pydantic import SecretStr
 
 from service.auth import ApiKeys, key_from_headers
 from service.errors import InvalidInput, PayloadTooLarge, Unauthenticated
-from service.http.serve import settings_env
+from service.http.serve import bentoml_options, settings_env
 from service.http.tensors import inflate, split_body
 from service.settings import Settings
 
@@ -95,3 +97,30 @@ def test_split_body_returns_the_binary_tail() -> None:
     header = b'{"inputs": []}'
     parsed, tail = split_body(header + b"\x01\x02", str(len(header)))
     assert parsed == {"inputs": []} and bytes(tail) == b"\x01\x02"
+
+
+INJECTED = """
+from bentoml._internal.configuration.containers import BentoMLContainer
+from service.http.service import Visor
+Visor.inject_config()
+excluded = BentoMLContainer.tracing_excluded_urls.get()
+access = BentoMLContainer.api_server_config.logging.access.enabled.get()
+print(excluded.url_disabled("http://127.0.0.1:3000/classify"), access)
+"""
+
+
+@pytest.mark.parametrize(("switch", "expected"), [(False, "True False"), (True, "False True")])
+def test_bentoml_switches_reach_the_worker_config(switch: bool, expected: str) -> None:
+    """Tracing and the access log are off by default, on when asked, as BentoML's worker sees it."""
+    settings = Settings(http_tracing=switch, http_access_log=switch, _env_file=None)
+    env = {**os.environ, "BENTOML_CONFIG_OPTIONS": bentoml_options(settings)}
+    done = subprocess.run(
+        [sys.executable, "-c", INJECTED],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == expected
