@@ -179,6 +179,8 @@ def raw_limit(
         batch_sizes or args.batch_sizes,
         "--seconds",
         str(args.raw_seconds),
+        "--rounds",
+        str(args.raw_rounds),
         "--device",
         args.device,
     ]
@@ -479,6 +481,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds before each point")
     p.add_argument("--batch-sizes", default="1,2,4,8,16,32,64", help="raw ORT batch sizes")
     p.add_argument("--raw-seconds", type=float, default=3.0, help="seconds per raw batch size")
+    p.add_argument(
+        "--raw-rounds",
+        type=int,
+        default=3,
+        help="interleaved raw passes (a batch size's median of them counts; probes too)",
+    )
     p.add_argument(
         "--paired",
         action=argparse.BooleanOptionalAction,

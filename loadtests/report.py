@@ -75,6 +75,16 @@ def _again(b: dict) -> str:
     )
 
 
+def _rounds(raw: dict) -> str:
+    n = raw.get("rounds", 1)
+    if n <= 1:
+        return "one pass per batch size"
+    return (
+        f"{n} interleaved passes, each batch size's median; the best single pass of any batch "
+        f"size was {raw['best_single_slice_images_per_s']:.1f} images/s"
+    )
+
+
 def _pct(value: float | None) -> str:
     return _f(None if value is None else 100 * value)
 
@@ -124,15 +134,18 @@ def render(b: dict) -> str:
         ),
         "",
         (
-            f"**The limit** — raw ONNX Runtime ({raw['provider']}, the server's session options), "
-            f"measured first: best {raw['best_images_per_s']:.1f} images/s at batch "
+            f"**The limit** — raw ONNX Runtime ({raw['provider']}, the server's session options; "
+            + _rounds(raw)
+            + f"), measured first: best {raw['best_images_per_s']:.1f} images/s at batch "
             f"{raw['best_batch']}, batch-1 p50 {_f(raw['batch1_p50_ms'], '.2f')} ms" + _again(b)
         ),
         "",
-        "| batch | images/s | p50 ms | p99 ms |",
-        "| ---: | ---: | ---: | ---: |",
+        "| batch | images/s | p50 ms | p99 ms | images/s of each round |",
+        "| ---: | ---: | ---: | ---: | --- |",
         *(
-            f"| {p['batch']} | {p['images_per_s']:.1f} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} |"
+            f"| {p['batch']} | {p['images_per_s']:.1f} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | "
+            + ", ".join(f"{r:.0f}" for r in p.get("images_per_s_slices", []))
+            + " |"
             for p in raw["points"]
         ),
         "",
