@@ -37,9 +37,9 @@ class Settings(BaseSettings):
         "all", description="ORT graph optimisation level."
     )
     ort_allow_spinning: bool = Field(
-        True,
-        description="Let ORT's intra-op threads spin between operators (ORT's own default): lower "
-        "latency and no throughput lost in Visor's benchmarks; off saves CPU on a shared host.",
+        False,
+        description="Let ORT's threads spin between operators: lower latency for a lone request, "
+        "but on a busy or shared CPU spinning threads steal time from concurrent batches.",
     )
     require_provider: bool = Field(
         False, description="Refuse to load a model whose active provider is not the first wanted one."

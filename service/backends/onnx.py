@@ -62,10 +62,10 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     opts.inter_op_num_threads = settings.inter_op_threads
     opts.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization]
     opts.log_severity_level = 3
-    # NOTE: spinning (ORT's default) was once turned off here, on the theory that spinning
-    # threads starve the event loop on a small box. A/B on 2 cores said otherwise: at c=1 it
-    # cut gRPC p50 from ~7.0 to ~5.7 ms (MobileNetV2) and 1.85 to 1.3 ms (digits), and at c=32
-    # throughput stayed within the run-to-run noise; idle CPU stays ~0 (docs/benchmarks.md).
+    # NOTE: spinning (ORT's default) is off. With all servers up at once and alternated in
+    # 4-second windows (docs/benchmarks.md), spinning cut MobileNetV2's gRPC c=1 p50 from 10.5
+    # to 8.4 ms but cost 20% of the c=32 throughput (146 -> 117 images/s): two batches in
+    # flight plus the event loop leave no core for a thread that spins.
     spin = "1" if settings.ort_allow_spinning else "0"
     opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
     opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
