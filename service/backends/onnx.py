@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +57,18 @@ def _preload_cuda_dlls(providers: list[str]) -> None:
         log.warning("onnxruntime.preload_dlls() failed: %s", exc)
 
 
+def intra_op_threads(settings: Settings) -> int:
+    """The setting, or (0) ORT's default for one worker and the usable cores split among several."""
+    if settings.intra_op_threads or settings.workers == 1:
+        return settings.intra_op_threads
+    # NOTE: every worker process has its own session; with ORT's default each would start a
+    # thread per core, and N workers would put N threads on every core.
+    return max(1, len(os.sched_getaffinity(0)) // settings.workers)
+
+
 def session_options(settings: Settings) -> ort.SessionOptions:
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = settings.intra_op_threads
+    opts.intra_op_num_threads = intra_op_threads(settings)
     opts.inter_op_num_threads = settings.inter_op_threads
     opts.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization]
     opts.log_severity_level = 3

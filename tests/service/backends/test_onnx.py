@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from svc_helpers import reference_probabilities, write_version
 
-from service.backends.onnx import OnnxBackend, wanted_providers
+from service.backends.onnx import OnnxBackend, session_options, wanted_providers
 from service.metadata import load_metadata
 from service.settings import Settings
 
@@ -69,3 +69,13 @@ def test_gpu_providers_skipped_without_an_nvidia_device(monkeypatch, caplog) -> 
     # NOTE: insisting on a provider keeps it, so the failure stays loud (no silent CPU)
     insist = Settings(providers=GPU_FIRST, require_provider=True, _env_file=None)
     assert wanted_providers(insist) == built_in
+
+
+def test_workers_split_the_cores_between_their_sessions(monkeypatch) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    threads = lambda **kw: session_options(Settings(**kw, _env_file=None)).intra_op_num_threads
+    assert threads() == 0  # one worker: ONNX Runtime's own default (a thread per core)
+    assert threads(workers=2) == 4
+    assert threads(workers=3) == 2
+    assert threads(workers=16) == 1
+    assert threads(workers=2, intra_op_threads=3) == 3  # an explicit setting always wins
