@@ -58,6 +58,7 @@ class AdaptiveBatcher:
         self._metrics = metrics
         self._queue: deque[_Request] = deque()
         self._queued = 0  # images in the queue
+        self._depth_shown = -1  # the queue_depth gauge's value
         self._in_flight = 0  # batches running
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
@@ -187,7 +188,10 @@ class AdaptiveBatcher:
         self._pump(loop)
 
     def _set_depth(self) -> None:
-        if self._metrics:
+        # NOTE: a gauge write is an mmap write under a lock (prometheus multiprocess mode);
+        # the pump runs twice per request, the depth changes far less often.
+        if self._metrics and self._queued != self._depth_shown:
+            self._depth_shown = self._queued
             self._metrics.queue_depth.set(self._queued)
 
     def _maybe_idle(self) -> None:

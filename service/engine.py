@@ -211,7 +211,7 @@ class Engine:
                 if options.ground_truth is not None
                 else None
             )
-            output = await lv.batcher.predict(pixels, deadline)
+            output = await lv.batcher.submit(pixels, deadline)
             result = self._result(lv, output, k, thresholds, source, truth)
         except VisorError as exc:
             lv.metrics.count_request(protocol, exc.grpc_code.name)
