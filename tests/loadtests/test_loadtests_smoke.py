@@ -6,6 +6,7 @@ Every server is started on free loopback ports by the scripts themselves and sto
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -114,6 +115,8 @@ def test_bench_tiny_setting_writes_json_and_docs(digits_repo: Path, tmp_path: Pa
     bench = json.loads(result.read_text())
     assert bench["raw"]["best_images_per_s"] > 0
     assert {p["batch"] for p in bench["raw"]["points"]} == {1, 4}
+    rounds = bench["raw"]["rounds"]
+    assert rounds == 3 and all(len(p["images_per_s_slices"]) == 3 for p in bench["raw"]["points"])
     for server, targets in (("visor", {"grpc", "http"}), ("naive", {"naive"})):
         points = bench[server]["points"]
         assert {p["target"] for p in points} == targets
@@ -129,6 +132,53 @@ def test_bench_tiny_setting_writes_json_and_docs(digits_repo: Path, tmp_path: Pa
         json.loads((docs / "benchmarks.json").read_text())["runs"]["digits"]["stamp"]
         == bench["stamp"]
     )
+
+
+def test_ab_alternates_variants_and_reports_medians(digits_repo: Path, tmp_path: Path) -> None:
+    done = run(
+        "loadtests.ab",
+        "--model",
+        "digits",
+        "--models",
+        str(digits_repo),
+        "--variant",
+        "base:",
+        "--variant",
+        "one-thread:VISOR_INTRA_OP_THREADS=1,VISOR_INFERENCE_THREADS=1",
+        "--point",
+        "grpc:2",
+        "--point",
+        "http:1",
+        "--reps",
+        "2",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.2",
+        "--out",
+        str(tmp_path),
+        timeout=150,
+    )
+    (result,) = tmp_path.glob("*-ab-digits/ab.json")
+    report = json.loads(result.read_text())
+    assert report["variants"]["one-thread"] == {
+        "VISOR_INTRA_OP_THREADS": "1",
+        "VISOR_INFERENCE_THREADS": "1",
+    }
+    cells = {(r["variant"], r["target"], r["concurrency"]): r for r in report["results"]}
+    assert set(cells) == {
+        (v, t, c) for v in ("base", "one-thread") for t, c in (("grpc", 2), ("http", 1))
+    }
+    assert all(len(r["rps_windows"]) == 2 and r["rps"] > 0 for r in cells.values())
+    assert "errors" not in done.stdout
+
+
+@pytest.mark.parametrize("bad", ["noname", ":X=1", "a:X", "a:1X=2"])
+def test_ab_refuses_malformed_variants(bad: str) -> None:
+    from loadtests.ab import parse_variant
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_variant(bad)
 
 
 def test_mix_parsing() -> None:

@@ -1,0 +1,166 @@
+"""A/B a server setting: every variant up at once, measured in alternating short windows.
+
+    python -m loadtests.ab --model mobilenetv2 \\
+        --variant base: --variant spin:VISOR_ORT_ALLOW_SPINNING=true \\
+        --point grpc:1 --point grpc:32 --reps 4
+
+On a machine whose cores are shared, the load from other work moves more from one minute to the
+next than most settings do, so two servers measured one after the other compare two moments, not
+two settings. Here each variant is its own ``python -m service serve`` (same model, same
+payloads), all started before the first window; then, for every repetition and point, each
+variant gets one window in turn (the order reversed on odd repetitions). Each variant's figure
+is the median over repetitions, printed with every window's value so the spread is visible, and
+written as JSON to ``OUT/<stamp>-ab-<model>.json``.
+
+An idle server costs nothing measurable (0.004 cores for MobileNetV2), so the servers not under
+load do not disturb the one that is. A tool for deciding defaults, not a benchmark: the figures
+it prints are not ratios to the machine's limit (``loadtests.bench`` measures those).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+from loadtests import procs
+from loadtests.bench import ensure_model, single_model_repo
+from loadtests.client import TARGETS, LoadSpec, run_processes
+from loadtests.payloads import make_payloads, read_input_shape
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """``name:KEY=VALUE,KEY=VALUE`` (``name:`` alone: the defaults)."""
+    name, sep, rest = text.partition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"variant {text!r}: write NAME:KEY=VALUE,... or NAME:")
+    env: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.isidentifier():
+            raise argparse.ArgumentTypeError(f"variant {name!r}: {item!r} is not KEY=VALUE")
+        env[key] = value
+    return name, env
+
+
+def parse_point(text: str) -> tuple[str, int]:
+    """``target:concurrency``, e.g. ``grpc:32``."""
+    target, _, conc = text.partition(":")
+    if target not in TARGETS or target == "naive" or not conc.isdigit() or int(conc) < 1:
+        raise argparse.ArgumentTypeError(
+            f"point {text!r}: write TARGET:CONCURRENCY with TARGET one of "
+            f"{', '.join(t for t in TARGETS if t != 'naive')}"
+        )
+    return target, int(conc)
+
+
+def summarise(windows: list[dict]) -> dict:
+    def med(key: str) -> float:
+        return statistics.median(w[key] for w in windows)
+
+    return {
+        "rps": med("rps"),
+        "p50_ms": med("p50_ms"),
+        "server_cpu_cores": med("server_cpu_cores"),
+        "rps_windows": [round(w["rps"], 1) for w in windows],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="digits", help="digits | mobilenetv2 (trained when missing)")
+    p.add_argument("--models", type=Path, help="model repository (default: models/, then build/)")
+    p.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        required=True,
+        help="NAME:KEY=VALUE,... server environment of one variant (repeat; two or more)",
+    )
+    p.add_argument(
+        "--point", type=parse_point, action="append", required=True, help="TARGET:CONCURRENCY"
+    )
+    p.add_argument("--reps", type=int, default=4, help="windows per variant and point")
+    p.add_argument("--duration", type=float, default=4.0, help="measured seconds per window")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per window")
+    p.add_argument("--grpc-channels", type=int, default=1, help="gRPC connections per client")
+    p.add_argument("--out", type=Path, default=procs.ROOT / "loadtests" / "results")
+    args = p.parse_args(argv)
+    names = [name for name, _ in args.variant]
+    if len(names) < 2 or len(set(names)) != len(names):
+        p.error("give two or more --variant, each with its own name")
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = args.out / f"{stamp}-ab-{args.model}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _, source = ensure_model(args.models, args.model, run_dir)
+    repo, _ = single_model_repo(source, run_dir / "models")
+    payloads = make_payloads(read_input_shape(repo, args.model), run_dir / "payloads", count=32)
+
+    windows: dict[tuple[str, str, int], list[dict]] = {}
+    with ExitStack() as stack:
+        servers, samplers = {}, {}
+        for name, env in args.variant:
+            server = procs.start_visor(repo, args.model, run_dir / f"{name}.log", env=env)
+            servers[name] = stack.enter_context(server)
+            samplers[name] = stack.enter_context(procs.ResourceSampler(server))
+            print(f"ab: {name} ready in {server.cold_start_s:.1f} s {env or '(defaults)'}")
+        for rep in range(args.reps):
+            order = names if rep % 2 == 0 else names[::-1]
+            for target, conc in args.point:
+                for name in order:
+                    server = servers[name]
+                    port = server.grpc_port if target.startswith("grpc") else server.http_port
+                    spec = LoadSpec(
+                        target,
+                        procs.LOOPBACK,
+                        port,
+                        args.model,
+                        payloads,
+                        conc,
+                        args.duration,
+                        args.warmup,
+                        10**9,
+                        1,
+                        channels=args.grpc_channels,
+                    )
+                    result = run_processes(spec, 1)
+                    summary = result.summary()
+                    if summary["errors"]:
+                        print(f"  {name}: {summary['errors']} errors: {summary['error_sample']}")
+                    summary["server_cpu_cores"] = samplers[name].cpu_cores(*result.window_epoch)
+                    windows.setdefault((name, target, conc), []).append(summary)
+                    print(
+                        f"  rep {rep} {target}:{conc} {name:>12s} {summary['rps']:8.1f} req/s"
+                        f"  p50 {summary['p50_ms']:7.2f} ms  server {summary['server_cpu_cores']:.2f}"
+                        " cores",
+                        flush=True,
+                    )
+    report = {
+        "command": "python -m loadtests.ab " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "model": args.model,
+        "variants": {name: env for name, env in args.variant},
+        "results": [
+            {"variant": n, "target": t, "concurrency": c, **summarise(w)}
+            for (n, t, c), w in windows.items()
+        ],
+    }
+    (run_dir / "ab.json").write_text(json.dumps(report, indent=2))
+    print(f"ab: medians over {args.reps} windows each ({run_dir / 'ab.json'})")
+    for target, conc in args.point:
+        for r in report["results"]:
+            if (r["target"], r["concurrency"]) == (target, conc):
+                print(
+                    f"  {target}:{conc:<4d} {r['variant']:>12s} {r['rps']:8.1f} req/s"
+                    f"  p50 {r['p50_ms']:7.2f} ms  server {r['server_cpu_cores']:.2f} cores"
+                    f"  windows {r['rps_windows']}"
+                )
+    return report
+
+
+if __name__ == "__main__":
+    main()
