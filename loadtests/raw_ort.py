@@ -26,7 +26,7 @@ import numpy as np
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
-def build_session(version_dir: Path, device: str):
+def build_session(version_dir: Path, device: str, spinning: bool | None = None):
     import onnxruntime as ort
 
     from service.backends.onnx import session_options
@@ -39,7 +39,7 @@ def build_session(version_dir: Path, device: str):
         ort.preload_dlls()
     session = ort.InferenceSession(
         str(version_dir / meta.artifacts["onnx"].path),
-        sess_options=session_options(Settings()),
+        sess_options=session_options(Settings(), spinning),
         providers=[wanted],
     )
     active = session.get_providers()[0]
@@ -86,6 +86,13 @@ def summarise(batch: int, slices: list[dict]) -> dict:
     }
 
 
+def _lone(device: str) -> bool:
+    from service.settings import Settings
+
+    settings = Settings()
+    return device == "cpu" and settings.ort_spin_lone_requests and not settings.ort_allow_spinning
+
+
 def run(
     version_dir: Path,
     pixels: np.ndarray,
@@ -100,11 +107,16 @@ def run(
     # The sweep is split into ``rounds`` interleaved passes; each batch size reports the median
     # of its slices, and the best batch size is chosen on those medians.
     session, meta = build_session(version_dir, device)
+    # NOTE: a Visor worker on the CPU runs lone single-image batches on a spinning session
+    # (service.backends.onnx); batch 1 here gets the same, or "added latency" would credit the
+    # server with spinning's gain.
+    lone = build_session(version_dir, device, spinning=True)[0] if _lone(device) else session
     rounds = max(1, rounds)
     slices: dict[int, list[dict]] = {b: [] for b in batches}
     for _ in range(rounds):
         for b in batches:
-            slices[b].append(measure(session, meta, pixels, b, seconds / rounds, min_runs))
+            sess = lone if b == 1 else session
+            slices[b].append(measure(sess, meta, pixels, b, seconds / rounds, min_runs))
     points = [summarise(b, slices[b]) for b in batches]
     best = max(points, key=lambda p: p["images_per_s"])
     return {

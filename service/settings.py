@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         description="Let ORT's threads spin between operators: lower latency for a lone request, "
         "but on a busy or shared CPU spinning threads steal time from concurrent batches.",
     )
+    ort_spin_lone_requests: bool = Field(
+        True,
+        description="On the CPU, run a single-image batch that has the cores to itself on a "
+        "second, spinning ORT session: spinning's latency for lone requests, none of its cost "
+        "under load.",
+    )
     require_provider: bool = Field(
         False, description="Refuse to load a model whose active provider is not the first wanted one."
     )

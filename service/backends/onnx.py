@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,8 @@ def intra_op_threads(settings: Settings) -> int:
     return max(1, len(os.sched_getaffinity(0)) // settings.workers)
 
 
-def session_options(settings: Settings) -> ort.SessionOptions:
+def session_options(settings: Settings, spinning: bool | None = None) -> ort.SessionOptions:
+    """The server's session options; ``spinning`` overrides VISOR_ORT_ALLOW_SPINNING."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = intra_op_threads(settings)
     opts.inter_op_num_threads = settings.inter_op_threads
@@ -76,9 +78,12 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     # 4-second windows (docs/benchmarks.md), spinning cut MobileNetV2's gRPC c=1 p50 from 10.5
     # to 8.4 ms but cost 20% of the c=32 throughput (146 -> 117 images/s): two batches in
     # flight plus the event loop leave no core for a thread that spins.
-    spin = "1" if settings.ort_allow_spinning else "0"
+    spin = "1" if (settings.ort_allow_spinning if spinning is None else spinning) else "0"
     opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
     opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    if spin == "1":
+        # spin between the operators of a run, never past its end
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     return opts
 
 
@@ -103,9 +108,48 @@ class OnnxBackend:
                 raise RuntimeError(msg + " (VISOR_REQUIRE_PROVIDER is set)")
             log.warning(msg)
         log.info("%s v%s: ONNX Runtime active provider %s", meta.name, meta.version, self.device)
+        # NOTE: spinning threads cut a lone request's latency by 1-2 ms on 2 cores but cost 20%
+        # of the throughput once batches overlap (docs/benchmarks.md). So on the CPU a second,
+        # spinning session answers single-image batches that run while nothing else does, and
+        # every other batch goes to the main session. It is only ever fed batch 1, so its arena
+        # stays small (~+40 MB for MobileNetV2).
+        self._lone: ort.InferenceSession | None = None
+        self._running = 0
+        self._lock = threading.Lock()
+        if (
+            settings.ort_spin_lone_requests
+            and not settings.ort_allow_spinning
+            and self.device == "CPUExecutionProvider"
+        ):
+            self._lone = ort.InferenceSession(
+                str(path),
+                sess_options=session_options(settings, spinning=True),
+                providers=["CPUExecutionProvider"],
+            )
+            one = np.zeros(
+                (1, meta.input.height, meta.input.width, meta.input.channels), np.float32
+            )
+            for session in (self._lone, self.session):  # warm both at batch 1
+                session.run(self._outputs, {self._input: one})
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(self._outputs, {self._input: batch})[0]
+        if self._lone is None or len(batch) != 1:
+            return self.session.run(self._outputs, {self._input: batch})[0]
+        with self._lock:
+            alone = self._running == 0
+            self._running += 1
+        try:
+            session = self._lone if alone else self.session
+            return session.run(self._outputs, {self._input: batch})[0]
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    @property
+    def lone_session(self) -> bool:
+        """Whether single-image batches may run on the spinning session."""
+        return self._lone is not None
 
     def close(self) -> None:
         del self.session
+        self._lone = None

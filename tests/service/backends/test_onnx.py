@@ -79,3 +79,35 @@ def test_workers_split_the_cores_between_their_sessions(monkeypatch) -> None:
     assert threads(workers=3) == 2
     assert threads(workers=16) == 1
     assert threads(workers=2, intra_op_threads=3) == 3  # an explicit setting always wins
+
+
+def test_a_lone_single_image_runs_on_the_spinning_session(version_dir) -> None:
+    meta = load_metadata(version_dir)
+    settings = Settings(providers=["CPUExecutionProvider"], _env_file=None)
+    backend = OnnxBackend(version_dir / "model.onnx", meta, settings)
+    assert backend.lone_session
+    one = np.random.default_rng(1).uniform(0, 255, (1, 8, 8, 1)).astype(np.float32)
+    three = np.random.default_rng(2).uniform(0, 255, (3, 8, 8, 1)).astype(np.float32)
+    used: list[str] = []
+
+    class Recorder:  # the real session, with a note of which one answered
+        def __init__(self, name: str, session) -> None:
+            self.name, self.session = name, session
+
+        def run(self, outputs, feed):
+            used.append(self.name)
+            return self.session.run(outputs, feed)
+
+    backend.session = Recorder("main", backend.session)
+    backend._lone = Recorder("lone", backend._lone)
+    np.testing.assert_allclose(backend.run(one), reference_probabilities(one), atol=1e-5)
+    np.testing.assert_allclose(backend.run(three), reference_probabilities(three), atol=1e-5)
+    assert used == ["lone", "main"]
+    backend._running = 1  # another batch holds the cores: no spinning beside it
+    backend.run(one)
+    assert used[-1] == "main"
+    for off in (
+        Settings(providers=["CPUExecutionProvider"], ort_spin_lone_requests=False, _env_file=None),
+        Settings(providers=["CPUExecutionProvider"], ort_allow_spinning=True, _env_file=None),
+    ):
+        assert not OnnxBackend(version_dir / "model.onnx", meta, off).lone_session
