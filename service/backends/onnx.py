@@ -58,19 +58,39 @@ def _preload_cuda_dlls(providers: list[str]) -> None:
         log.warning("onnxruntime.preload_dlls() failed: %s", exc)
 
 
-def intra_op_threads(settings: Settings) -> int:
-    """The setting, or (0) ORT's default for one worker and the usable cores split among several."""
-    if settings.intra_op_threads or settings.workers == 1:
+def intra_op_threads(settings: Settings, batches: int = 1) -> int:
+    """The setting, or (0) the worker's share of the usable cores for one of ``batches``.
+
+    0 means ONNX Runtime's default, a thread per core: what one session alone should have.
+    """
+    if settings.intra_op_threads:
         return settings.intra_op_threads
-    # NOTE: every worker process has its own session; with ORT's default each would start a
-    # thread per core, and N workers would put N threads on every core.
-    return max(1, len(os.sched_getaffinity(0)) // settings.workers)
+    share = settings.workers * batches
+    if share == 1:
+        return 0
+    # NOTE: every worker has its own sessions and every batch in flight its own threads; with
+    # ORT's default each would start a thread per core, N of them putting N threads on a core.
+    return max(1, len(os.sched_getaffinity(0)) // share)
 
 
-def session_options(settings: Settings, spinning: bool | None = None) -> ort.SessionOptions:
-    """The server's session options; ``spinning`` overrides VISOR_ORT_ALLOW_SPINNING."""
+def lone_session_wanted(settings: Settings, providers: list[str]) -> bool:
+    """Whether single-image batches that run alone get their own, spinning CPU session."""
+    return (
+        settings.ort_spin_lone_requests
+        and not settings.ort_allow_spinning
+        and providers[0] == "CPUExecutionProvider"
+    )
+
+
+def session_options(
+    settings: Settings, spinning: bool | None = None, batches: int = 1
+) -> ort.SessionOptions:
+    """The server's session options for a session running up to ``batches`` batches at once.
+
+    ``spinning`` overrides VISOR_ORT_ALLOW_SPINNING.
+    """
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = intra_op_threads(settings)
+    opts.intra_op_num_threads = intra_op_threads(settings, batches)
     opts.inter_op_num_threads = settings.inter_op_threads
     opts.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization]
     opts.log_severity_level = 3
@@ -93,9 +113,13 @@ class OnnxBackend:
     def __init__(self, path: Path, meta: ModelMetadata, settings: Settings) -> None:
         providers = wanted_providers(settings)
         _preload_cuda_dlls(providers)
-        self.session = ort.InferenceSession(
-            str(path), sess_options=session_options(settings), providers=providers
-        )
+        lone = lone_session_wanted(settings, providers)
+        # NOTE: with a session of its own for lone requests, the main session only runs batches
+        # that may overlap (inference_threads at once), so each gets its share of the cores:
+        # two single-threaded batches side by side beat two 2-thread batches fighting over 2
+        # cores (MobileNetV2 at c=32: +16% over gRPC and HTTP, docs/benchmarks.md).
+        main = session_options(settings, batches=settings.inference_threads if lone else 1)
+        self.session = ort.InferenceSession(str(path), sess_options=main, providers=providers)
         self.device = self.session.get_providers()[0]
         self._input = meta.input.name
         self._outputs = [meta.output.name]
@@ -116,11 +140,7 @@ class OnnxBackend:
         self._lone: ort.InferenceSession | None = None
         self._running = 0
         self._lock = threading.Lock()
-        if (
-            settings.ort_spin_lone_requests
-            and not settings.ort_allow_spinning
-            and self.device == "CPUExecutionProvider"
-        ):
+        if lone and self.device == "CPUExecutionProvider":
             self._lone = ort.InferenceSession(
                 str(path),
                 sess_options=session_options(settings, spinning=True),
@@ -133,13 +153,13 @@ class OnnxBackend:
                 session.run(self._outputs, {self._input: one})
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        if self._lone is None or len(batch) != 1:
+        if self._lone is None:
             return self.session.run(self._outputs, {self._input: batch})[0]
-        with self._lock:
+        with self._lock:  # NOTE: every run counts, so "alone" means no batch of any size runs
             alone = self._running == 0
             self._running += 1
         try:
-            session = self._lone if alone else self.session
+            session = self._lone if alone and len(batch) == 1 else self.session
             return session.run(self._outputs, {self._input: batch})[0]
         finally:
             with self._lock:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -89,25 +91,49 @@ def test_a_lone_single_image_runs_on_the_spinning_session(version_dir) -> None:
     one = np.random.default_rng(1).uniform(0, 255, (1, 8, 8, 1)).astype(np.float32)
     three = np.random.default_rng(2).uniform(0, 255, (3, 8, 8, 1)).astype(np.float32)
     used: list[str] = []
+    hold, holding = threading.Event(), threading.Event()
 
-    class Recorder:  # the real session, with a note of which one answered
+    class Recorder:  # the real session, noting which one answered; can hold a run open
         def __init__(self, name: str, session) -> None:
-            self.name, self.session = name, session
+            self.name, self.session, self.hold_next = name, session, False
 
         def run(self, outputs, feed):
             used.append(self.name)
+            if self.hold_next:
+                self.hold_next = False
+                holding.set()
+                assert hold.wait(10)
             return self.session.run(outputs, feed)
 
-    backend.session = Recorder("main", backend.session)
+    backend.session = main = Recorder("main", backend.session)
     backend._lone = Recorder("lone", backend._lone)
     np.testing.assert_allclose(backend.run(one), reference_probabilities(one), atol=1e-5)
     np.testing.assert_allclose(backend.run(three), reference_probabilities(three), atol=1e-5)
     assert used == ["lone", "main"]
-    backend._running = 1  # another batch holds the cores: no spinning beside it
+    # a batch of three holds the cores: a single image now goes to the main session, no spinning
+    main.hold_next = True
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(backend.run, three)
+        assert holding.wait(10)
+        np.testing.assert_allclose(backend.run(one), reference_probabilities(one), atol=1e-5)
+        hold.set()
+        np.testing.assert_allclose(busy.result(10), reference_probabilities(three), atol=1e-5)
+    assert used == ["lone", "main", "main", "main"]
     backend.run(one)
-    assert used[-1] == "main"
-    for off in (
-        Settings(providers=["CPUExecutionProvider"], ort_spin_lone_requests=False, _env_file=None),
-        Settings(providers=["CPUExecutionProvider"], ort_allow_spinning=True, _env_file=None),
-    ):
-        assert not OnnxBackend(version_dir / "model.onnx", meta, off).lone_session
+    assert used[-1] == "lone"  # alone again
+
+
+@pytest.mark.parametrize("off", [{"ort_spin_lone_requests": False}, {"ort_allow_spinning": True}])
+def test_lone_session_off(version_dir, off: dict) -> None:
+    settings = Settings(providers=["CPUExecutionProvider"], **off, _env_file=None)
+    backend = OnnxBackend(version_dir / "model.onnx", load_metadata(version_dir), settings)
+    assert not backend.lone_session
+    assert backend.session.get_session_options().intra_op_num_threads == 0  # all cores
+
+
+def test_with_a_lone_session_overlapping_batches_split_the_cores(version_dir, monkeypatch) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    settings = Settings(providers=["CPUExecutionProvider"], inference_threads=2, _env_file=None)
+    backend = OnnxBackend(version_dir / "model.onnx", load_metadata(version_dir), settings)
+    assert backend.session.get_session_options().intra_op_num_threads == 4
+    assert backend._lone.get_session_options().intra_op_num_threads == 0
