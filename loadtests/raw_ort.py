@@ -99,13 +99,6 @@ def summarise(batch: int, slices: list[dict]) -> dict:
     }
 
 
-def _lone(device: str) -> bool:
-    from service.settings import Settings
-
-    settings = Settings()
-    return device == "cpu" and settings.ort_spin_lone_requests and not settings.ort_allow_spinning
-
-
 def run(
     version_dir: Path,
     pixels: np.ndarray,
@@ -119,8 +112,10 @@ def run(
     # in those seconds, and "the best batch size" of one sweep is mostly the luckiest slice.
     # The sweep is split into ``rounds`` interleaved passes; each batch size reports the median
     # of its slices, and the best batch size is chosen on those medians.
+    from service.backends.onnx import lone_session_wanted
     from service.settings import Settings
 
+    settings = Settings()
     # NOTE: the limit is the best this machine gets from the model, so a batch size counts the
     # better of two layouts: ORT's own (one caller, a thread per core) and the server's. On the
     # CPU the server runs a lone single image on a spinning session with every core, and other
@@ -129,9 +124,9 @@ def run(
     session, meta = build_session(version_dir, device)
     layouts = [(session, 1)]
     lone = session
-    if _lone(device):
+    if lone_session_wanted(settings, [PROVIDERS[device]]):
         lone = build_session(version_dir, device, spinning=True)[0]
-        callers = Settings().inference_threads
+        callers = settings.inference_threads
         main = build_session(version_dir, device, batches=callers)[0]
         layouts.append((main, callers))
     rounds = max(1, rounds)

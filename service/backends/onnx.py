@@ -136,11 +136,12 @@ class OnnxBackend:
         # of the throughput once batches overlap (docs/benchmarks.md). So on the CPU a second,
         # spinning session answers single-image batches that run while nothing else does, and
         # every other batch goes to the main session. It is only ever fed batch 1, so its arena
-        # stays small (~+40 MB for MobileNetV2).
+        # stays small (+25 MB at rest for MobileNetV2). Wanted only when CPU is the provider
+        # asked for, so it never sits beside a GPU session that fell back.
         self._lone: ort.InferenceSession | None = None
         self._running = 0
         self._lock = threading.Lock()
-        if lone and self.device == "CPUExecutionProvider":
+        if lone:
             self._lone = ort.InferenceSession(
                 str(path),
                 sess_options=session_options(settings, spinning=True),
