@@ -444,8 +444,15 @@ def derive(bench: dict) -> None:
                 "x",
             )
     else:
-        grpc_best = max((p["rps"] for p in v["points"] if p["target"] == "grpc"), default=None)
-        add("grpc requests/s (best concurrency, client on the same cores)", grpc_best, 2000, ">=")
+        for proto, what in (("grpc", "unary ModelInfer"), ("grpc-stream", "ModelStreamInfer")):
+            rates = [p["rps"] for p in v["points"] if p["target"] == proto]
+            if rates:
+                add(
+                    f"{proto} requests/s ({what}, best concurrency, client on the same cores)",
+                    max(rates),
+                    2000,
+                    ">=",
+                )
     add("Visor cold start (process start -> model ready)", v["cold_start_s"], 10.0, "<=", " s")
     add(
         "Visor memory at rest (PSS of the process tree)",
@@ -475,7 +482,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--concurrency", default="1,8,32,64", help="comma-separated requests in flight")
     p.add_argument(
-        "--protocols", default="grpc,http", help="comma-separated: grpc, grpc-bytes, http, rest-v2"
+        "--protocols",
+        default=None,
+        help="comma-separated: grpc, grpc-bytes, grpc-stream, http, rest-v2 (default: grpc,http; "
+        "for digits grpc,grpc-stream,http)",
     )
     p.add_argument("--duration", type=float, default=6.0, help="measured seconds per point")
     p.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds before each point")
@@ -548,6 +558,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    if args.protocols is None:
+        args.protocols = "grpc,grpc-stream,http" if args.model == "digits" else "grpc,http"
     args.protocols = [s.strip() for s in args.protocols.split(",") if s.strip()]
     pairs = [item.partition("=") for item in args.server_env]
     if any(not k.startswith("VISOR_") or not sep for k, sep, _ in pairs):

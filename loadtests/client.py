@@ -11,7 +11,8 @@ stops by itself after ``--duration`` seconds or ``--max-requests`` requests, whi
 Prints one JSON object: requests/s, images/s, latency percentiles, errors and the client's CPU time.
 
 Targets: ``grpc`` (ModelInfer, UINT8 raw tensor), ``grpc-bytes`` (ModelInfer, BYTES tensor of
-encoded images), ``http`` (multipart POST /classify), ``rest-v2`` (POST /v2/models/M/infer, UINT8 tensor in the
+encoded images), ``grpc-stream`` (the same requests as ``grpc`` over one ModelStreamInfer stream
+per connection, each carrying an id its answer is matched by), ``http`` (multipart POST /classify), ``rest-v2`` (POST /v2/models/M/infer, UINT8 tensor in the
 binary-tensor extension),
 ``naive`` (multipart POST /classify on loadtests/naive_server.py).
 """
@@ -33,9 +34,10 @@ import numpy as np
 
 from loadtests.payloads import Payloads
 
-TARGETS = ("grpc", "grpc-bytes", "http", "rest-v2", "naive")
+TARGETS = ("grpc", "grpc-bytes", "grpc-stream", "http", "rest-v2", "naive")
 BOUNDARY = "visorloadtestboundary7c1f"
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
 Send = Callable[[int], Awaitable[None]]
 
 
@@ -177,6 +179,79 @@ async def _grpc_sender(spec: LoadSpec, payloads: Payloads, stack: list) -> Send:
     return send
 
 
+def _id_field(value: str) -> bytes:
+    """``ModelInferRequest.id`` (field 3) as protobuf wire bytes. Appended to a serialised message
+    it sets the id (the last value of a field wins), so one message serves every worker."""
+    raw = value.encode()
+    assert len(raw) < 128, "one-byte varint length"
+    return bytes([3 << 3 | 2, len(raw)]) + raw
+
+
+async def _grpc_stream_sender(spec: LoadSpec, payloads: Payloads, stack: list) -> Send:
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+
+    messages = grpc_messages(spec, payloads, encoded=False)
+    ids = [_id_field(str(w)) for w in range(spec.concurrency)]
+    opts = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    waiting: dict[str, asyncio.Future] = {}
+    queues: list[asyncio.Queue] = []
+    readers: list[asyncio.Future] = []
+
+    async def outgoing(queue: asyncio.Queue):
+        while (message := await queue.get()) is not None:
+            yield message
+
+    async def incoming(call) -> None:
+        # NOTE: answers come back as they finish, so they are matched to their request by id.
+        try:
+            async for raw in call:
+                answer = pb.ModelStreamInferResponse.FromString(raw)
+                future = waiting.pop(answer.infer_response.id, None)
+                if future is None or future.done():
+                    continue
+                if answer.error_message:
+                    future.set_exception(RuntimeError(answer.error_message))
+                else:
+                    future.set_result(None)
+            ended: Exception = RuntimeError("the server ended the stream")
+        except grpc.aio.AioRpcError as err:
+            ended = err
+        for future in waiting.values():  # NOTE: a broken stream fails its calls, never hangs them
+            if not future.done():
+                future.set_exception(ended)
+
+    for k in range(max(1, spec.channels)):
+        channel = grpc.aio.insecure_channel(
+            f"{spec.host}:{spec.port}", options=[*opts, ("visor.loadtest.channel", k)]
+        )
+        queue: asyncio.Queue = asyncio.Queue()
+        call = channel.stream_stream(MODEL_STREAM_INFER)(outgoing(queue))
+        reader = asyncio.ensure_future(incoming(call))
+        readers.append(reader)
+
+        async def close(queue=queue, reader=reader, call=call, channel=channel) -> None:
+            queue.put_nowait(None)
+            reader.cancel()
+            call.cancel()
+            await channel.close()
+
+        stack.append(close)
+        queues.append(queue)
+    loop = asyncio.get_running_loop()
+
+    async def send(i: int) -> None:
+        worker = i % spec.concurrency  # NOTE: worker w sends i = w, w + c, ...: one call at a time
+        k = worker % len(queues)
+        if readers[k].done():
+            raise RuntimeError(f"stream {k} has ended")
+        future = waiting[str(worker)] = loop.create_future()
+        queues[k].put_nowait(messages[i % len(messages)] + ids[worker])
+        await future
+
+    return send
+
+
 async def _http_sender(spec: LoadSpec, payloads: Payloads, stack: list) -> Send:
     import aiohttp
 
@@ -215,7 +290,10 @@ async def _http_sender(spec: LoadSpec, payloads: Payloads, stack: list) -> Send:
 async def run_load(spec: LoadSpec) -> LoadResult:
     payloads = Payloads.load(spec.payloads)
     stack: list = []
-    make = _grpc_sender if spec.target.startswith("grpc") else _http_sender
+    if spec.target == "grpc-stream":
+        make = _grpc_stream_sender
+    else:
+        make = _grpc_sender if spec.target.startswith("grpc") else _http_sender
     send = await make(spec, payloads, stack)
     result = LoadResult(spec.target, spec.concurrency, spec.batch)
     start = time.perf_counter()

@@ -84,6 +84,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="top backbone layers unfrozen in phase 2 (default 20)",
     )
     g.add_argument(
+        "--cnn-width",
+        type=_count(1),
+        default=16,
+        help="filters in the small cnn's first stage; later stages use 2x and 4x (default 16: "
+        "~7 M multiply-adds per 32x32 image, 32 takes ~28 M; ignored by backbones)",
+    )
+    g.add_argument(
         "--dropout", type=float, default=0.2, help="dropout before the classifier (default 0.2)"
     )
     g.add_argument(

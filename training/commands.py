@@ -55,7 +55,9 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         ),
         export=ExportConfig(name=args.name, out_dir=args.out, opset=args.opset),
         augment=AugmentConfig(args.flip, args.rotation, args.zoom, args.translation, args.contrast),
-        model=ModelConfig(args.model, args.weights, args.fine_tune_layers, args.dropout),
+        model=ModelConfig(
+            args.model, args.weights, args.fine_tune_layers, args.dropout, args.cnn_width
+        ),
         fit=FitConfig(
             work_dir=args.work_dir or Path("build/training") / args.name,
             epochs=args.epochs,

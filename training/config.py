@@ -44,6 +44,7 @@ class ModelConfig:
     weights: str = "none"  # none | imagenet | path to a backbone .h5
     fine_tune_layers: int = 20
     dropout: float = 0.2
+    cnn_width: int = 16  # filters of the small cnn's first stage (then x2, x4); backbones ignore it
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
-def _small_cnn(x, num_classes: int, dropout: float):
+def _small_cnn(x, num_classes: int, dropout: float, width: int):
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(x)
-    for filters in (32, 64):
+    for filters in (width, 2 * width):
         for _ in range(2):
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
             # NOTE: momentum 0.9 (not 0.99): small data sets give few steps, and slow moving
@@ -41,7 +41,7 @@ def _small_cnn(x, num_classes: int, dropout: float):
             x = keras.layers.BatchNormalization(momentum=0.9)(x)
             x = keras.layers.ReLU()(x)
         x = keras.layers.MaxPooling2D(padding="same")(x)
-    x = keras.layers.Conv2D(128, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(4 * width, 3, padding="same", activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dropout(dropout)(x)
     return keras.layers.Dense(num_classes, name="logits")(x)
@@ -75,7 +75,7 @@ def build_model(cfg: ModelConfig, num_classes: int, size: int, channels: int) ->
     """Raw pixels ``[N,size,size,channels]`` -> probabilities. Transfer bases start frozen."""
     inputs = keras.Input((size, size, channels), name=INPUT_NAME, dtype="float32")
     if cfg.architecture == "cnn":
-        logits = _small_cnn(inputs, num_classes, cfg.dropout)
+        logits = _small_cnn(inputs, num_classes, cfg.dropout, cfg.cnn_width)
     else:
         spec = BACKBONES[cfg.architecture]
         weights = resolve_weights(cfg, size)

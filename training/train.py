@@ -33,6 +33,7 @@ RESUME_KEYS = (
     ("data", "image_size"),
     ("data", "seed"),
     ("model", "architecture"),
+    ("model", "cnn_width"),
 )
 
 
@@ -69,9 +70,9 @@ def prepare_work_dir(work: Path, cfg: RunConfig) -> None:
     if cfg.fit.resume and saved.exists():
         old, new = json.loads(saved.read_text()), cfg.to_dict()
         for section, key in RESUME_KEYS:
-            if old[section][key] != new[section][key]:
+            if old[section].get(key) != new[section][key]:
                 raise ResumeError(
-                    f"--resume: {work} was made with {section}.{key}={old[section][key]!r}, "
+                    f"--resume: {work} was made with {section}.{key}={old[section].get(key)!r}, "
                     f"not {new[section][key]!r}; use another --work-dir or drop --resume"
                 )
         log.info("resuming the run in %s", work)

@@ -168,12 +168,18 @@ def _opt_number(value: Any, what: str) -> float | None:
 
 
 def encode_response(
-    req: pb.ModelInferRequest, call: InferCall, result: Classification
+    req: pb.ModelInferRequest,
+    call: InferCall,
+    result: Classification,
+    resp: pb.ModelInferResponse | None = None,
 ) -> pb.ModelInferResponse:
-    """Classification → ModelInferResponse with the requested outputs, raw or as contents."""
-    resp = pb.ModelInferResponse(
-        model_name=result.model, model_version=str(result.version), id=req.id
-    )
+    """Classification → ModelInferResponse with the requested outputs, raw or as contents.
+
+    ``resp``: an empty message to fill in place (a stream answer's ``infer_response``, which
+    saves copying the finished response into it)."""
+    if resp is None:
+        resp = pb.ModelInferResponse()
+    resp.model_name, resp.model_version, resp.id = result.model, str(result.version), req.id
     resp.parameters["threshold_source"].string_param = result.threshold_source
     if result.metrics is not None:
         from dataclasses import asdict

@@ -152,9 +152,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _stream_one(
         self, request: pb.ModelInferRequest, answers: asyncio.Queue, deadline: float
     ) -> None:
+        answer = pb.ModelStreamInferResponse()
         try:
-            resp = await self._infer(request, deadline)
-            answers.put_nowait(pb.ModelStreamInferResponse(infer_response=resp))
+            await self._infer(request, deadline, answer.infer_response)
+            answers.put_nowait(answer)
         except Exception as err:
             if not isinstance(err, VisorError):
                 log.exception("ModelStreamInfer request failed")
@@ -173,19 +174,24 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 )
             )
 
-    async def _infer(self, request: pb.ModelInferRequest, deadline: float) -> pb.ModelInferResponse:
+    async def _infer(
+        self,
+        request: pb.ModelInferRequest,
+        deadline: float,
+        into: pb.ModelInferResponse | None = None,
+    ) -> pb.ModelInferResponse:
         if self.stopping:
             raise ModelUnavailable("the server is shutting down; retry on another replica")
         self._active += 1
         try:
-            return await self._infer_call(request, deadline)
+            return await self._infer_call(request, deadline, into)
         finally:
             self._active -= 1
             if self._idle is not None and not self._active:
                 self._idle.set()
 
     async def _infer_call(
-        self, request: pb.ModelInferRequest, deadline: float
+        self, request: pb.ModelInferRequest, deadline: float, into: pb.ModelInferResponse | None
     ) -> pb.ModelInferResponse:
         name, version = request.model_name, request.model_version or None
         try:
@@ -201,4 +207,4 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             result = await self._engine.classify_array(
                 name, version, call.pixels, call.options, protocol="grpc", deadline=deadline
             )
-        return convert.encode_response(request, call, result)
+        return convert.encode_response(request, call, result, into)

@@ -117,7 +117,8 @@ def test_bench_tiny_setting_writes_json_and_docs(digits_repo: Path, tmp_path: Pa
     assert {p["batch"] for p in bench["raw"]["points"]} == {1, 4}
     rounds = bench["raw"]["rounds"]
     assert rounds == 3 and all(len(p["images_per_s_slices"]) == 3 for p in bench["raw"]["points"])
-    for server, targets in (("visor", {"grpc", "http"}), ("naive", {"naive"})):
+    # NOTE: for digits the default protocols add ModelStreamInfer (answers matched by id).
+    for server, targets in (("visor", {"grpc", "grpc-stream", "http"}), ("naive", {"naive"})):
         points = bench[server]["points"]
         assert {p["target"] for p in points} == targets
         assert all(p["requests"] > 0 and p["errors"] == 0 for p in points), points
@@ -127,6 +128,7 @@ def test_bench_tiny_setting_writes_json_and_docs(digits_repo: Path, tmp_path: Pa
     assert all(t["met"] is not None for t in bench["targets"])
     text = (docs / "benchmarks.md").read_text()
     assert "<!-- bench:digits:begin -->" in text and "| visor | grpc | 2 |" in text
+    assert "| visor | grpc-stream | 2 |" in text
     assert (docs / "benchmarks.png").stat().st_size > 0
     assert (
         json.loads((docs / "benchmarks.json").read_text())["runs"]["digits"]["stamp"]

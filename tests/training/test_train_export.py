@@ -104,3 +104,9 @@ def test_publish_takes_the_next_version_and_renames_atomically(tmp_path: Path) -
         )
     assert seen == [8]
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1", "7", "notaversion"]
+
+
+def test_cnn_width_sets_the_filters_of_each_stage() -> None:
+    model = build_model(ModelConfig("cnn", cnn_width=4), num_classes=3, size=8, channels=1)
+    filters = [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert filters == [4, 4, 8, 8, 16]

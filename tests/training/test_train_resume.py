@@ -113,3 +113,32 @@ def test_resume_refuses_a_work_dir_of_another_run(tmp_path: Path, cli) -> None:
     )
     assert done.returncode == 1
     assert "data.data_dir='/elsewhere'" in done.stderr
+
+
+def test_resume_refuses_a_work_dir_of_another_cnn_width(tmp_path: Path, cli) -> None:
+    data = write_classes(tmp_path / "data", {"a": 6, "b": 6}, size=8)
+    work = tmp_path / "work"
+    work.mkdir()
+    # NOTE: a config written before --cnn-width existed (its cnn was 32 wide) is refused too.
+    (work / "config.json").write_text(
+        f'{{"data": {{"data_dir": "{data}", "image_size": 8, "seed": 1337}}, '
+        '"model": {"architecture": "cnn"}}'
+    )
+    done = cli(
+        "train",
+        "--data",
+        str(data),
+        "--name",
+        "r",
+        "--out",
+        str(tmp_path / "m"),
+        "--work-dir",
+        str(work),
+        "--image-size",
+        "8",
+        "--epochs",
+        "1",
+        "--resume",
+    )
+    assert done.returncode == 1
+    assert "model.cnn_width=None, not 16" in done.stderr
