@@ -330,8 +330,12 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     marker = asyncio.ensure_future(window_marks())
     workers = [asyncio.ensure_future(worker(w)) for w in range(spec.concurrency)]
     try:
-        # NOTE: bounded: whatever is still in flight a moment after the window is cancelled.
-        await asyncio.wait(workers, timeout=max(0.0, stop_at - time.perf_counter()) + 0.5)
+        # NOTE: bounded: whatever is still in flight a moment after the window is cancelled. The
+        # marker is waited for too: workers that all finish just after stop_at must not cancel
+        # it before it reads the CPU clock (that lost the client's CPU of the window).
+        await asyncio.wait(
+            [*workers, marker], timeout=max(0.0, stop_at - time.perf_counter()) + 0.5
+        )
     finally:
         for task in [*workers, marker]:
             task.cancel()
