@@ -407,8 +407,11 @@ def derive(bench: dict) -> None:
 
     v, n = bench["visor"], bench.get("naive") or {}
     if bench["model"] != "digits":
-        for proto, floor, added in (("grpc", 0.85, 2.0), ("http", 0.70, 5.0)):
+        protos = (("grpc", 0.85, 2.0), ("grpc-stream", 0.85, 2.0), ("http", 0.70, 5.0))
+        for proto, floor, added in protos:
             p32, p1 = point(v, proto, 32), point(v, proto, 1)
+            if p32 is None and p1 is None and proto == "grpc-stream":
+                continue  # NOTE: an extra mode, reported only when it ran
             add(
                 f"{proto} throughput at c=32 / best raw ORT of the run",
                 p32 and p32["ratio_to_raw"],
