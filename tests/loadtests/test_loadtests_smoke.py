@@ -213,3 +213,28 @@ def test_profile_summary_sorts_samples_by_category(tmp_path: Path) -> None:
         "image decode/resize (Pillow)": 25.0,
     }
     assert ("OnnxBackend.run (service/backends/onnx.py)", 75.0) in summary["visor_inclusive_pct"]
+
+
+def test_grpc_stream_client_matches_answers_and_counts_refusals(
+    digits_repo: Path, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from loadtests.client import LoadSpec, run_load
+    from loadtests.procs import start_visor
+
+    payloads = tmp_path / "payloads"
+    run("loadtests.payloads", "--models", str(digits_repo), "--model", "digits", "--out",
+        str(payloads), "--count", "5", timeout=60)  # fmt: skip
+    with start_visor(digits_repo, "digits", tmp_path / "visor.log", protocol="grpc") as server:
+
+        def load(model: str):
+            spec = LoadSpec("grpc-stream", "127.0.0.1", server.grpc_port, model, payloads, 3, 1.0)
+            return asyncio.run(run_load(spec))
+
+        good, refused = load("digits"), load("no-such-model")
+    # NOTE: three workers share one stream; an answer whose id matched no request would leave
+    # its request waiting, so nothing would count.
+    assert good.requests > 0 and good.errors == 0 and good.client_cpu_s > 0
+    assert refused.requests == 0 and refused.errors > 0
+    assert "NOT_FOUND" in refused.error_sample and "no-such-model" in refused.error_sample
