@@ -10,6 +10,6 @@ if compgen -G "$models/*/[0-9]*/metadata.json" >/dev/null; then
   exit 0
 fi
 data=${VISOR_DEFAULT_DATA:-build/data/digits}
-echo "default-model.sh: no model in $models; training the default 'digits' model (a few minutes on 2 cores)"
+echo "default-model.sh: no model in $models; training the default 'digits' model (about a minute on 2 cores)"
 "$py" -m training dataset digits --out "$data"
 "$py" -m training train --data "$data" --name digits --out "$models"
