@@ -70,6 +70,8 @@ def prepare_work_dir(work: Path, cfg: RunConfig) -> None:
     if cfg.fit.resume and saved.exists():
         old, new = json.loads(saved.read_text()), cfg.to_dict()
         for section, key in RESUME_KEYS:
+            if key == "cnn_width" and new["model"]["architecture"] != "cnn":
+                continue  # NOTE: backbones ignore the width
             if old[section].get(key) != new[section][key]:
                 raise ResumeError(
                     f"--resume: {work} was made with {section}.{key}={old[section].get(key)!r}, "
