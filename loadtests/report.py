@@ -232,7 +232,14 @@ def plot(runs: dict, out: Path) -> None:
     for row, name in zip(axes, models):
         b = runs[name]
         best = (b.get("limit") or b["raw"])["best_images_per_s"]
-        styles = {"grpc": "o-", "grpc-bytes": "v-", "grpc-stream": "^-", "http": "s-", "rest-v2": "d-", "naive": "x--"}
+        styles = {
+            "grpc": "o-",
+            "grpc-bytes": "v-",
+            "grpc-stream": "^-",
+            "http": "s-",
+            "rest-v2": "d-",
+            "naive": "x--",
+        }
         for server in ("visor", "naive"):
             pts = (b.get(server) or {}).get("points", [])
             for target in dict.fromkeys(p["target"] for p in pts):

@@ -40,7 +40,9 @@ class InputSpec(_Strict):
     @model_validator(mode="after")
     def _channels_match_mode(self) -> InputSpec:
         if (self.color_mode == "grayscale") != (self.channels == 1):
-            raise ValueError(f"color_mode {self.color_mode!r} does not match {self.channels} channels")
+            raise ValueError(
+                f"color_mode {self.color_mode!r} does not match {self.channels} channels"
+            )
         return self
 
 
@@ -68,7 +70,9 @@ class ClassThreshold(_Strict):
     threshold: float = Field(ge=0.0, le=1.0)
     val_precision: float = Field(description="Precision reached on the validation split.")
     val_recall: float
-    target_met: bool = Field(description="False when no threshold reached the target; then the best one.")
+    target_met: bool = Field(
+        description="False when no threshold reached the target; then the best one."
+    )
     test_precision: float | None = None
     test_recall: float | None = None
 
@@ -77,7 +81,9 @@ class Thresholds(_Strict):
     policy: Literal["precision", "recall", "fixed"]
     target: float | None = Field(default=None, ge=0.0, le=1.0)
     per_class: list[ClassThreshold]
-    curves: dict[str, CalibrationCurve] = Field(description="label -> validation curve, for re-targeting.")
+    curves: dict[str, CalibrationCurve] = Field(
+        description="label -> validation curve, for re-targeting."
+    )
 
 
 class ClassMetrics(_Strict):
@@ -100,7 +106,9 @@ class TestMetrics(_Strict):
 
 
 class Artifact(_Strict):
-    path: str = Field(description="Relative to the version folder (a file or, for savedmodel, a folder).")
+    path: str = Field(
+        description="Relative to the version folder (a file or, for savedmodel, a folder)."
+    )
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
@@ -116,7 +124,9 @@ class ModelMetadata(_Strict):
     metrics: TestMetrics
     artifacts: dict[ArtifactKind, Artifact]
     onnx_opset: int
-    parity: dict[ArtifactKind, float] = Field(description="max |p_artifact - p_keras| on the check batch.")
+    parity: dict[ArtifactKind, float] = Field(
+        description="max |p_artifact - p_keras| on the check batch."
+    )
     frameworks: dict[str, str]
     training: dict = Field(default_factory=dict, description="The training config, as given.")
 

@@ -48,7 +48,8 @@ class Settings(BaseSettings):
         "under load.",
     )
     require_provider: bool = Field(
-        False, description="Refuse to load a model whose active provider is not the first wanted one."
+        False,
+        description="Refuse to load a model whose active provider is not the first wanted one.",
     )
 
     # --- batching -----------------------------------------------------------------------
@@ -60,7 +61,9 @@ class Settings(BaseSettings):
         "CPU gains no throughput, only latency and ONNX Runtime arena memory.",
     )
     max_queue_delay_ms: float = Field(2.0, ge=0, description="Longest wait to fill a batch.")
-    max_queue_size: int = Field(1024, ge=1, description="Queued images before 503/RESOURCE_EXHAUSTED.")
+    max_queue_size: int = Field(
+        1024, ge=1, description="Queued images before 503/RESOURCE_EXHAUSTED."
+    )
     inference_threads: int = Field(2, ge=1, description="Threads running decode and inference.")
 
     # --- front-ends -----------------------------------------------------------------------
@@ -70,7 +73,10 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", description="Address both servers bind.")
     http_port: int = Field(3000, ge=0, le=65535, description="HTTP (BentoML) port.")
     grpc_port: int = Field(
-        50051, ge=0, le=65535, description="gRPC (Open Inference Protocol v2) port; 0 = any free port."
+        50051,
+        ge=0,
+        le=65535,
+        description="gRPC (Open Inference Protocol v2) port; 0 = any free port.",
     )
     workers: int = Field(1, ge=1, description="Worker processes, each with its own engine.")
     grpc_max_message_bytes: int = Field(
