@@ -36,7 +36,7 @@ from loadtests.payloads import make_payloads, read_input_shape, write_photo_data
 
 ROOT = procs.ROOT
 BUILD = {
-    "digits": [],
+    "digits": ["--image-size", "16"],  # NOTE: as scripts/default-model.sh makes it
     "mobilenetv2": [
         "--model",
         "mobilenetv2",
