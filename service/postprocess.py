@@ -19,11 +19,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
-def top_k_indices(probabilities: np.ndarray, k: int) -> np.ndarray:
-    """``[N, k]`` class indices, best first (stable: ties keep label order)."""
-    return np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-
-
 def _unit(value: float, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidInput(f"{what} must be a number in [0, 1], got {value!r}")
