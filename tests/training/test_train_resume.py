@@ -88,14 +88,14 @@ def test_sigkill_mid_epoch_then_resume_loses_nothing(tmp_path: Path, cli) -> Non
     assert (out / "r" / "2" / "metadata.json").is_file()
 
 
-def test_resume_refuses_a_work_dir_of_another_run(tmp_path: Path, cli) -> None:
+def _resume_over(tmp_path: Path, cli, saved_config: str):
+    """``train --resume`` on a work dir whose config.json is ``saved_config`` (``{data}``: the
+    data folder of this run)."""
     data = write_classes(tmp_path / "data", {"a": 6, "b": 6}, size=8)
     work = tmp_path / "work"
     work.mkdir()
-    (work / "config.json").write_text(
-        '{"data": {"data_dir": "/elsewhere", "image_size": 8, "seed": 1337}, "model": {"architecture": "cnn"}}'
-    )
-    done = cli(
+    (work / "config.json").write_text(saved_config.replace("{data}", str(data)))
+    return cli(
         "train",
         "--data",
         str(data),
@@ -110,35 +110,27 @@ def test_resume_refuses_a_work_dir_of_another_run(tmp_path: Path, cli) -> None:
         "--epochs",
         "1",
         "--resume",
+    )
+
+
+def test_resume_refuses_a_work_dir_of_another_run(tmp_path: Path, cli) -> None:
+    done = _resume_over(
+        tmp_path,
+        cli,
+        '{"data": {"data_dir": "/elsewhere", "image_size": 8, "seed": 1337}, '
+        '"model": {"architecture": "cnn"}}',
     )
     assert done.returncode == 1
     assert "data.data_dir='/elsewhere'" in done.stderr
 
 
 def test_resume_refuses_a_work_dir_of_another_cnn_width(tmp_path: Path, cli) -> None:
-    data = write_classes(tmp_path / "data", {"a": 6, "b": 6}, size=8)
-    work = tmp_path / "work"
-    work.mkdir()
     # NOTE: a config written before --cnn-width existed (its cnn was 32 wide) is refused too.
-    (work / "config.json").write_text(
-        f'{{"data": {{"data_dir": "{data}", "image_size": 8, "seed": 1337}}, '
-        '"model": {"architecture": "cnn"}}'
-    )
-    done = cli(
-        "train",
-        "--data",
-        str(data),
-        "--name",
-        "r",
-        "--out",
-        str(tmp_path / "m"),
-        "--work-dir",
-        str(work),
-        "--image-size",
-        "8",
-        "--epochs",
-        "1",
-        "--resume",
+    done = _resume_over(
+        tmp_path,
+        cli,
+        '{"data": {"data_dir": "{data}", "image_size": 8, "seed": 1337}, '
+        '"model": {"architecture": "cnn"}}',
     )
     assert done.returncode == 1
     assert "model.cnn_width=None, not 16" in done.stderr
