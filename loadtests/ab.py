@@ -113,12 +113,10 @@ def main(argv: list[str] | None = None) -> dict:
             order = names if rep % 2 == 0 else names[::-1]
             for target, conc in args.point:
                 for name in order:
-                    server = servers[name]
-                    port = server.grpc_port if target.startswith("grpc") else server.http_port
                     spec = LoadSpec(
                         target,
                         procs.LOOPBACK,
-                        port,
+                        servers[name].port_for(target),
                         args.model,
                         payloads,
                         conc,

@@ -316,10 +316,7 @@ def bench_visor(
     )
     with server:
         print(f"  cold start {server.cold_start_s:.2f} s", flush=True)
-        targets = [
-            (p, server.grpc_port if p.startswith("grpc") else server.http_port)
-            for p in args.protocols
-        ]
+        targets = [(p, server.port_for(p)) for p in args.protocols]
         result = measure_server(args, server, targets, model, payloads, probe)
         if args.profile:
             from loadtests import profile

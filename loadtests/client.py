@@ -290,11 +290,8 @@ async def _http_sender(spec: LoadSpec, payloads: Payloads, stack: list) -> Send:
 async def run_load(spec: LoadSpec) -> LoadResult:
     payloads = Payloads.load(spec.payloads)
     stack: list = []
-    if spec.target == "grpc-stream":
-        make = _grpc_stream_sender
-    else:
-        make = _grpc_sender if spec.target.startswith("grpc") else _http_sender
-    send = await make(spec, payloads, stack)
+    make = {"grpc": _grpc_sender, "grpc-bytes": _grpc_sender, "grpc-stream": _grpc_stream_sender}
+    send = await make.get(spec.target, _http_sender)(spec, payloads, stack)
     result = LoadResult(spec.target, spec.concurrency, spec.batch)
     start = time.perf_counter()
     window_start, stop_at = start + spec.warmup, start + spec.warmup + spec.duration

@@ -69,6 +69,10 @@ class Server:
     cold_start_s: float | None = None
     extra: dict = field(default_factory=dict)
 
+    def port_for(self, target: str) -> int | None:
+        """The port a load-client target (``loadtests.client.TARGETS``) talks to."""
+        return self.grpc_port if target.startswith("grpc") else self.http_port
+
     def processes(self) -> list[psutil.Process]:
         try:
             root = psutil.Process(self.popen.pid)
