@@ -233,9 +233,7 @@ class Engine:
         truth: np.ndarray | None,
     ) -> Classification:
         probs = lv.post.probabilities(output)
-        lv.metrics.count_predicted(probs >= thresholds)
-        lv.metrics.images.inc(len(probs))
-        return Classification(
+        result = Classification(
             model=lv.name,
             version=lv.version,
             labels=lv.post.labels,
@@ -248,6 +246,9 @@ class Engine:
             if truth is not None
             else None,
         )
+        lv.metrics.count_predicted(result.hits)
+        lv.metrics.images.inc(len(probs))
+        return result
 
 
 def _version_number(name: str, version: int | str) -> int:

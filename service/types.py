@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -64,6 +63,30 @@ class ModelInfo:
         return list(self.metadata.labels) if self.metadata else []
 
 
+_T = TypeVar("_T")
+
+
+class _once(Generic[_T]):  # noqa: N801 - used as a decorator, like functools.cached_property
+    """``functools.cached_property`` without its lock.
+
+    Python 3.11's cached_property takes one RLock shared by every instance on each first
+    access; a Classification lives for one request on the event loop, where that lock was a
+    measurable share of building the labels output. The value is stored in the instance's
+    ``__dict__``, which shadows this (non-data) descriptor from then on.
+    """
+
+    def __init__(self, func: Callable[[Any], _T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __get__(self, obj: Any, owner: type | None = None) -> _T:
+        if obj is None:
+            return self  # type: ignore[return-value]
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
+
+
 @dataclass(frozen=True, slots=True)
 class ClassMetricsResult:
     precision: float
@@ -112,17 +135,17 @@ class Classification:
 
     # NOTE: top-k lists and thresholded labels are built lazily: a gRPC client asking only
     # for the probabilities tensor never pays for Python lists it does not read.
-    @cached_property
+    @_once
     def ranking(self) -> np.ndarray:
         """int64 ``[N, C]``: every class index, best first (ties keep label order)."""
         return np.argsort(-self.probabilities, axis=1, kind="stable")
 
-    @cached_property
+    @_once
     def top_k_indices(self) -> np.ndarray:
         """int64 ``[N, k]`` class indices, best first (ties keep label order)."""
         return self.ranking[:, : self.k]
 
-    @cached_property
+    @_once
     def top_k(self) -> list[list[TopClass]]:
         rows = np.take_along_axis(self.probabilities, self.top_k_indices, axis=1)
         return [
@@ -130,15 +153,29 @@ class Classification:
             for idx, row in zip(self.top_k_indices.tolist(), rows.tolist(), strict=True)
         ]
 
-    @cached_property
+    @_once
+    def hits(self) -> np.ndarray:
+        """bool ``[N, C]``: the classes at or over their threshold."""
+        return self.probabilities >= self.thresholds
+
+    @_once
     def predicted(self) -> list[list[str]]:
-        """Thresholded labels per image, highest probability first."""
-        # NOTE: the ranking shared with top_k (one argsort for all rows), then plain lists:
-        # per-row numpy calls cost twice as much for the one-image requests that dominate.
-        order = self.ranking.tolist()
-        hits = (self.probabilities >= self.thresholds).tolist()
+        """Thresholded labels per image, highest probability first (ties keep label order)."""
+        # NOTE: one nonzero over the batch and plain lists; only a row with several hits is
+        # sorted. A full argsort per request cost more than the rest of the labels output for
+        # the one-image requests that dominate (docs/benchmarks.md, finding 16).
+        rows, cols = np.nonzero(self.hits)
+        chosen: list[list[int]] = [[] for _ in range(len(self))]
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            chosen[r].append(c)
         labels = self.labels
-        return [[labels[i] for i in row if hit[i]] for row, hit in zip(order, hits, strict=True)]
+        out = []
+        for r, cs in enumerate(chosen):
+            if len(cs) > 1:
+                scores = self.probabilities[r].tolist()
+                cs.sort(key=lambda c: -scores[c])  # stable: ties stay in label order
+            out.append([labels[c] for c in cs])
+        return out
 
     def __len__(self) -> int:
         return int(self.probabilities.shape[0])
