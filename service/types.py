@@ -66,7 +66,7 @@ class ModelInfo:
 _T = TypeVar("_T")
 
 
-class _once(Generic[_T]):  # noqa: N801 - used as a decorator, like functools.cached_property
+class _once(Generic[_T]):  # lower case: used as a decorator, like functools.cached_property
     """``functools.cached_property`` without its lock.
 
     Python 3.11's cached_property takes one RLock shared by every instance on each first
