@@ -12,6 +12,15 @@ variant gets one window in turn (the order reversed on odd repetitions). Each va
 is the median over repetitions, printed with every window's value so the spread is visible, and
 written as JSON to ``OUT/<stamp>-ab-<model>.json``.
 
+Each window also reports the event loop's CPU time per request (the main threads of the
+server's processes, read from ``/proc``). On shared cores it moves less than requests/s, so it
+is the figure to read when two versions of the request path are compared: give the old one its
+own checkout with ``--tree``::
+
+    git worktree add /tmp/visor-old HEAD~1
+    python -m loadtests.ab --model digits --variant old: --variant new: \\
+        --tree old=/tmp/visor-old --point grpc:64 --reps 8
+
 An idle server costs nothing measurable (0.004 cores for MobileNetV2), so the servers not under
 load do not disturb the one that is. A tool for deciding defaults, not a benchmark: the figures
 it prints are not ratios to the machine's limit (``loadtests.bench`` measures those).
@@ -47,6 +56,20 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return name, env
 
 
+def parse_tree(text: str) -> tuple[str, Path]:
+    """``name=PATH``: a checkout holding a ``service`` package."""
+    name, sep, path = text.partition("=")
+    root = Path(path).expanduser().resolve()
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"tree {text!r}: write NAME=PATH")
+    if not (root / "service" / "__main__.py").is_file():
+        raise argparse.ArgumentTypeError(
+            f"tree {text!r}: {root} has no service/__main__.py (give a Visor checkout, e.g. "
+            "one made by `git worktree add /tmp/visor-old HEAD~1`)"
+        )
+    return name, root
+
+
 def parse_point(text: str) -> tuple[str, int]:
     """``target:concurrency``, e.g. ``grpc:32``."""
     target, _, conc = text.partition(":")
@@ -66,6 +89,7 @@ def summarise(windows: list[dict]) -> dict:
         "rps": med("rps"),
         "p50_ms": med("p50_ms"),
         "server_cpu_cores": med("server_cpu_cores"),
+        "loop_ms_per_request": med("loop_ms_per_request"),
         "rps_windows": [round(w["rps"], 1) for w in windows],
     }
 
@@ -84,6 +108,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--point", type=parse_point, action="append", required=True, help="TARGET:CONCURRENCY"
     )
+    p.add_argument(
+        "--tree",
+        type=parse_tree,
+        action="append",
+        default=[],
+        help="NAME=PATH: run variant NAME's server from another checkout, e.g. a `git worktree`\n"
+        "of the commit to compare against (default: this one)",
+    )
     p.add_argument("--reps", type=int, default=4, help="windows per variant and point")
     p.add_argument("--duration", type=float, default=4.0, help="measured seconds per window")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per window")
@@ -93,6 +125,9 @@ def main(argv: list[str] | None = None) -> dict:
     names = [name for name, _ in args.variant]
     if len(names) < 2 or len(set(names)) != len(names):
         p.error("give two or more --variant, each with its own name")
+    trees = dict(args.tree)
+    if unknown := sorted(set(trees) - set(names)):
+        p.error(f"--tree names no variant: {', '.join(unknown)}")
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = args.out / f"{stamp}-ab-{args.model}"
@@ -105,10 +140,14 @@ def main(argv: list[str] | None = None) -> dict:
     with ExitStack() as stack:
         servers, samplers = {}, {}
         for name, env in args.variant:
-            server = procs.start_visor(repo, args.model, run_dir / f"{name}.log", env=env)
+            tree = trees.get(name, procs.ROOT)
+            server = procs.start_visor(
+                repo, args.model, run_dir / f"{name}.log", env=env, tree=tree
+            )
             servers[name] = stack.enter_context(server)
             samplers[name] = stack.enter_context(procs.ResourceSampler(server))
-            print(f"ab: {name} ready in {server.cold_start_s:.1f} s {env or '(defaults)'}")
+            where = f" from {tree}" if name in trees else ""
+            print(f"ab: {name} ready in {server.cold_start_s:.1f} s {env or '(defaults)'}{where}")
         for rep in range(args.reps):
             order = names if rep % 2 == 0 else names[::-1]
             for target, conc in args.point:
@@ -130,18 +169,24 @@ def main(argv: list[str] | None = None) -> dict:
                     summary = result.summary()
                     if summary["errors"]:
                         print(f"  {name}: {summary['errors']} errors: {summary['error_sample']}")
-                    summary["server_cpu_cores"] = samplers[name].cpu_cores(*result.window_epoch)
+                    window = result.window_epoch
+                    summary["server_cpu_cores"] = samplers[name].cpu_cores(*window)
+                    loop = samplers[name].loop_cores(*window)
+                    summary["loop_ms_per_request"] = (
+                        1000 * loop / summary["rps"] if summary["rps"] else float("nan")
+                    )
                     windows.setdefault((name, target, conc), []).append(summary)
                     print(
                         f"  rep {rep} {target}:{conc} {name:>12s} {summary['rps']:8.1f} req/s"
                         f"  p50 {summary['p50_ms']:7.2f} ms  server {summary['server_cpu_cores']:.2f}"
-                        " cores",
+                        f" cores  loop {summary['loop_ms_per_request']:.3f} ms/req",
                         flush=True,
                     )
     report = {
         "command": "python -m loadtests.ab " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": args.model,
         "variants": {name: env for name, env in args.variant},
+        "trees": {name: str(path) for name, path in trees.items()},
         "results": [
             {"variant": n, "target": t, "concurrency": c, **summarise(w)}
             for (n, t, c), w in windows.items()
@@ -155,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
                 print(
                     f"  {target}:{conc:<4d} {r['variant']:>12s} {r['rps']:8.1f} req/s"
                     f"  p50 {r['p50_ms']:7.2f} ms  server {r['server_cpu_cores']:.2f} cores"
-                    f"  windows {r['rps_windows']}"
+                    f"  loop {r['loop_ms_per_request']:.3f} ms/req  windows {r['rps_windows']}"
                 )
     return report
 

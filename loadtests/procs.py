@@ -116,6 +116,21 @@ class Server:
             total += t.user + t.system
         return total
 
+    def loop_cpu_s(self) -> float:
+        """CPU seconds of the tree's main threads: in each Visor worker, its event loop.
+
+        The loop's CPU per request moves less with the machine's other load than requests/s
+        do, which makes it the steadier figure for comparing two versions of the request path.
+        """
+        total = 0.0
+        for proc in self.processes():
+            try:
+                threads = proc.threads()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            total += sum(t.user_time + t.system_time for t in threads if t.id == proc.pid)
+        return total
+
     def wait_ready(self, check: Callable[[], bool], timeout: float) -> float:
         deadline = self.started + timeout
         while time.monotonic() < deadline:
@@ -176,13 +191,13 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def _spawn(name: str, argv: list[str], env: dict, log_path: Path) -> Server:
+def _spawn(name: str, argv: list[str], env: dict, log_path: Path, cwd: Path = ROOT) -> Server:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         started = time.monotonic()
         popen = subprocess.Popen(
             argv,
-            cwd=ROOT,
+            cwd=cwd,
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -215,8 +230,13 @@ def start_visor(
     device: str = "cpu",
     env: dict | None = None,
     ready_timeout: float = 120.0,
+    tree: Path = ROOT,
 ) -> Server:
-    """``python -m service serve`` on free loopback ports; returns once ``model`` is ready."""
+    """``python -m service serve`` on free loopback ports; returns once ``model`` is ready.
+
+    ``tree``: the checkout whose ``service`` package runs (``python -m`` puts the working
+    directory first on ``sys.path``), e.g. a ``git worktree`` of another commit.
+    """
     http_port, grpc_port = free_port(), free_port()
     argv = [
         sys.executable,
@@ -224,13 +244,13 @@ def start_visor(
         "service",
         "serve",
         "--models",
-        str(models),
+        str(Path(models).resolve()),
         "--http-port",
         str(http_port),
         "--grpc-port",
         str(grpc_port),
     ]
-    server = _spawn("visor", argv, visor_env(protocol, device, env), log_path)
+    server = _spawn("visor", argv, visor_env(protocol, device, env), log_path, cwd=tree)
     server.http_port, server.grpc_port = http_port, grpc_port
     if protocol in ("both", "grpc"):
         check = lambda: grpc_model_ready(grpc_port, model)
@@ -266,29 +286,46 @@ class ResourceSampler:
     """Samples a server's tree CPU time and memory every ``period`` s in a thread.
 
     ``cpu_cores(t0, t1)`` is the server's CPU use between two ``time.time()`` stamps (a client's
-    measurement window); ``peak(t0, t1)`` its peak memory in that span.
+    measurement window), ``loop_cores(t0, t1)`` that of its main threads (the event loops);
+    ``peak(t0, t1)`` its peak memory in that span.
     """
 
     def __init__(self, server: Server, period: float = 0.2) -> None:
         self.server, self.period = server, period
-        self.samples: list[tuple[float, float, float, float]] = []  # epoch, cpu_s, rss, pss
+        # epoch, cpu_s, rss, pss, loop cpu_s
+        self.samples: list[tuple[float, float, float, float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _sample(self) -> None:
         mem = self.server.memory_mb()
-        self.samples.append((time.time(), self.server.cpu_s(), mem["rss_mb"], mem["pss_mb"]))
+        self.samples.append(
+            (
+                time.time(),
+                self.server.cpu_s(),
+                mem["rss_mb"],
+                mem["pss_mb"],
+                self.server.loop_cpu_s(),
+            )
+        )
 
     def _loop(self) -> None:
         while not self._stop.wait(self.period):
             self._sample()
 
     def cpu_cores(self, t0: float, t1: float) -> float:
+        return self._rate(1, t0, t1)
+
+    def loop_cores(self, t0: float, t1: float) -> float:
+        return self._rate(4, t0, t1)
+
+    def _rate(self, column: int, t0: float, t1: float) -> float:
         import numpy as np
 
         if len(self.samples) < 2 or t1 <= t0:
             return float("nan")
-        t, cpu = np.array([s[0] for s in self.samples]), np.array([s[1] for s in self.samples])
+        t = np.array([s[0] for s in self.samples])
+        cpu = np.array([s[column] for s in self.samples])
         return float((np.interp(t1, t, cpu) - np.interp(t0, t, cpu)) / (t1 - t0))
 
     def peak(self, t0: float = 0.0, t1: float = float("inf")) -> dict:

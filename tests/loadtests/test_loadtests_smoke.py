@@ -147,6 +147,8 @@ def test_ab_alternates_variants_and_reports_medians(digits_repo: Path, tmp_path:
         "base:",
         "--variant",
         "one-thread:VISOR_INTRA_OP_THREADS=1,VISOR_INFERENCE_THREADS=1",
+        "--tree",
+        f"one-thread={ROOT}",
         "--point",
         "grpc:2",
         "--point",
@@ -172,7 +174,20 @@ def test_ab_alternates_variants_and_reports_medians(digits_repo: Path, tmp_path:
         (v, t, c) for v in ("base", "one-thread") for t, c in (("grpc", 2), ("http", 1))
     }
     assert all(len(r["rps_windows"]) == 2 and r["rps"] > 0 for r in cells.values())
+    # the event loop's CPU per request: measured, and far below a whole window per request
+    assert all(0 < r["loop_ms_per_request"] < 1000 / r["rps"] * 2 for r in cells.values())
+    assert report["trees"] == {"one-thread": str(ROOT)}
     assert "errors" not in done.stdout
+    assert f"from {ROOT}" in done.stdout
+
+
+def test_ab_refuses_a_tree_that_is_not_a_checkout(tmp_path: Path) -> None:
+    from loadtests.ab import parse_tree
+
+    assert parse_tree(f"old={ROOT}") == ("old", ROOT.resolve())
+    for bad in (f"old={tmp_path}", str(ROOT), f"={ROOT}"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_tree(bad)
 
 
 @pytest.mark.parametrize("bad", ["noname", ":X=1", "a:X", "a:1X=2"])
