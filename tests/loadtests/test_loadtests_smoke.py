@@ -253,3 +253,39 @@ def test_grpc_stream_client_matches_answers_and_counts_refusals(
     assert good.requests > 0 and good.errors == 0 and good.client_cpu_s > 0
     assert refused.requests == 0 and refused.errors > 0
     assert "NOT_FOUND" in refused.error_sample and "no-such-model" in refused.error_sample
+
+
+def test_floor_server_answers_like_visor_without_a_model(digits_repo: Path, tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    import tritonclient.grpc as triton
+
+    from loadtests.client import LoadSpec, run_load
+    from loadtests.procs import LOOPBACK, free_port, grpc_model_ready
+
+    payloads = tmp_path / "payloads"
+    run("loadtests.payloads", "--models", str(digits_repo), "--model", "digits", "--out",
+        str(payloads), "--count", "5", timeout=60)  # fmt: skip
+    port = free_port()
+    argv = [sys.executable, "-m", "loadtests.floor_server", "--port", str(port), "--via-pool"]
+    with subprocess.Popen(argv, cwd=ROOT) as proc:
+        try:
+            deadline = time.monotonic() + 30
+            while not grpc_model_ready(port, "digits"):
+                assert proc.poll() is None and time.monotonic() < deadline, "floor_server died"
+                time.sleep(0.2)
+            result = asyncio.run(
+                run_load(LoadSpec("grpc", LOOPBACK, port, "digits", payloads, 3, 1.0))
+            )
+            client = triton.InferenceServerClient(f"{LOOPBACK}:{port}")
+            pixels = np.load(payloads / "pixels.npy")[:1]
+            inp = triton.InferInput("image", list(pixels.shape), "UINT8")
+            inp.set_data_from_numpy(pixels)
+            answer = client.infer("digits", [inp])
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert result.requests > 0 and result.errors == 0
+    assert answer.as_numpy("probabilities").shape == (1, 10)
+    assert answer.as_numpy("labels").shape == (1,)
