@@ -89,6 +89,36 @@ def _pct(value: float | None) -> str:
     return _f(None if value is None else 100 * value)
 
 
+def _repeats(result: dict) -> list[str]:
+    """One line per repeated target point: every window's figure, the sweep's first."""
+    reps = result.get("repeats") or []
+    if not reps:
+        return []
+    out = [
+        "",
+        (
+            f"**Repeated target points** ({max(p['repeat'] for p in reps)} more windows each "
+            "after the sweep, protocols alternating, raw probes around every window; the first "
+            "figure is the sweep's own point):"
+        ),
+        "",
+    ]
+    for target, c in dict.fromkeys((p["target"], p["concurrency"]) for p in reps):
+        same = [
+            p
+            for p in [*result.get("points", []), *reps]
+            if p["target"] == target and p["concurrency"] == c
+        ]
+        rps = ", ".join(f"{p['rps']:.0f}" for p in same)
+        text = f"- {target} c={c}: req/s {rps}"
+        if all(p.get("ratio_to_paired_raw") is not None for p in same):
+            ratios = ", ".join(f"{p['ratio_to_paired_raw']:.2f}" for p in same)
+            added = ", ".join(f"{p['added_p50_paired_ms']:.2f}" for p in same)
+            text += f"; ratio to paired raw {ratios}; +p50 paired ms {added}"
+        out.append(text)
+    return out
+
+
 def _point_row(server: str, p: dict) -> str:
     cells = [
         server,
@@ -190,6 +220,7 @@ def render(b: dict) -> str:
     for t in b["targets"]:
         verdict = {True: "met", False: "**missed**", None: "not measured"}[t["met"]]
         lines.append(f"| {t['target']} | {_f(t['measured'], '.3g')} | {t['limit']} | {verdict} |")
+    lines += _repeats(b.get("visor") or {})
     prof = (b.get("visor") or {}).get("profile")
     if prof:
         lines += [
