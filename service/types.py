@@ -70,9 +70,9 @@ class _once(Generic[_T]):  # lower case: used as a decorator, like functools.cac
     """``functools.cached_property`` without its lock.
 
     Python 3.11's cached_property takes one RLock shared by every instance on each first
-    access; a Classification lives for one request on the event loop, where that lock was a
-    measurable share of building the labels output. The value is stored in the instance's
-    ``__dict__``, which shadows this (non-data) descriptor from then on.
+    access. A Classification lives for one request on the event loop and each of its lazy
+    fields is read once, so every read paid for the lock. The value is stored in the
+    instance's ``__dict__``, which shadows this (non-data) descriptor from then on.
     """
 
     def __init__(self, func: Callable[[Any], _T]) -> None:
@@ -162,8 +162,8 @@ class Classification:
     def predicted(self) -> list[list[str]]:
         """Thresholded labels per image, highest probability first (ties keep label order)."""
         # NOTE: one nonzero over the batch and plain lists; only a row with several hits is
-        # sorted. A full argsort per request cost more than the rest of the labels output for
-        # the one-image requests that dominate (docs/benchmarks.md, finding 16).
+        # sorted, so the usual one-image, one-label request skips the argsort over every class
+        # (docs/benchmarks.md, finding 16).
         rows, cols = np.nonzero(self.hits)
         chosen: list[list[int]] = [[] for _ in range(len(self))]
         for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
