@@ -432,6 +432,19 @@ def derive(bench: dict) -> None:
             {"target": name, "measured": measured, "limit": f"{kind} {limit}{unit}", "met": met}
         )
 
+    def add_median(
+        name: str, windows: list[float], limit: float, kind: str, unit: str = ""
+    ) -> None:
+        """A target judged on the median of the sweep's window and its repeats (two or more)."""
+        if len(windows) > 1:
+            add(
+                f"{name}, median of {len(windows)} windows",
+                statistics.median(windows),
+                limit,
+                kind,
+                unit,
+            )
+
     v, n = bench["visor"], bench.get("naive") or {}
     if bench["model"] != "digits":
         protos = (("grpc", 0.85, 2.0), ("grpc-stream", 0.85, 2.0), ("http", 0.70, 5.0))
@@ -465,25 +478,19 @@ def derive(bench: dict) -> None:
                 "<=",
                 " ms",
             )
-            windows = repeated(v, proto, 32, "ratio_to_paired_raw")
-            if len(windows) > 1:
-                add(
-                    f"{proto} throughput at c=32 / raw ORT probed around it, median of "
-                    f"{len(windows)} windows",
-                    statistics.median(windows),
-                    floor,
-                    ">=",
-                )
-            windows = repeated(v, proto, 1, "added_p50_paired_ms")
-            if len(windows) > 1:
-                add(
-                    f"{proto} added p50 latency at c=1 (vs the probes), median of "
-                    f"{len(windows)} windows",
-                    statistics.median(windows),
-                    added,
-                    "<=",
-                    " ms",
-                )
+            add_median(
+                f"{proto} throughput at c=32 / raw ORT probed around it",
+                repeated(v, proto, 32, "ratio_to_paired_raw"),
+                floor,
+                ">=",
+            )
+            add_median(
+                f"{proto} added p50 latency at c=1 (vs the probes)",
+                repeated(v, proto, 1, "added_p50_paired_ms"),
+                added,
+                "<=",
+                " ms",
+            )
             nv = point(n, "naive", 32)
             add(
                 f"{proto} throughput at c=32 / naive baseline at c=32",
@@ -502,20 +509,14 @@ def derive(bench: dict) -> None:
                     2000,
                     ">=",
                 )
-            medians = {
-                c: statistics.median(w)
+            windows = {
+                c: w
                 for c in {p["concurrency"] for p in v.get("repeats", [])}
                 if len(w := repeated(v, proto, c, "rps")) > 1
             }
-            if medians:
-                c = max(medians, key=medians.__getitem__)
-                add(
-                    f"{proto} requests/s at c={c}, median of {len(repeated(v, proto, c, 'rps'))} "
-                    "windows",
-                    medians[c],
-                    2000,
-                    ">=",
-                )
+            if windows:
+                c = max(windows, key=lambda c: statistics.median(windows[c]))
+                add_median(f"{proto} requests/s at c={c}", windows[c], 2000, ">=")
     add("Visor cold start (process start -> model ready)", v["cold_start_s"], 10.0, "<=", " s")
     add(
         "Visor memory at rest (PSS of the process tree)",

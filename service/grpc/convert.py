@@ -18,7 +18,7 @@ from service.types import Classification, InferOptions
 
 OUTPUTS = ("probabilities", "labels")
 GROUND_TRUTH_INPUT = "labels"
-DEFAULT_OUTPUTS = [(name, 0) for name in OUTPUTS]
+DEFAULT_OUTPUTS = tuple((name, 0) for name in OUTPUTS)
 DEFAULT_OPTIONS = InferOptions()
 
 
@@ -29,7 +29,7 @@ class InferCall:
     images: list[bytes] | None  # encoded images, or
     pixels: np.ndarray | None  # a UINT8/FP32 [N, H, W, C] view of the request bytes
     options: InferOptions
-    outputs: list[tuple[str, int]]  # (name, classification k or 0)
+    outputs: tuple[tuple[str, int], ...]  # (name, classification k or 0); hashable: a cache key
     raw: bool  # answer with raw_output_contents
 
 
@@ -103,7 +103,7 @@ def _check_count(count: int, shape: Any, datatype: str) -> None:
         raise InvalidInput(f"{datatype} tensor of shape {list(shape)} holds {count} elements")
 
 
-def _outputs(req: pb.ModelInferRequest) -> list[tuple[str, int]]:
+def _outputs(req: pb.ModelInferRequest) -> tuple[tuple[str, int], ...]:
     out = []
     for o in req.outputs:
         if o.name not in OUTPUTS:
@@ -116,11 +116,11 @@ def _outputs(req: pb.ModelInferRequest) -> list[tuple[str, int]]:
                 f"output parameter classification must be a positive integer, got {k!r}"
             )
         out.append((o.name, k))
-    return out
+    return tuple(out)
 
 
 def _options(
-    params: dict[str, Any], outputs: list[tuple[str, int]], truth: list[str] | None
+    params: dict[str, Any], outputs: tuple[tuple[str, int], ...], truth: list[str] | None
 ) -> InferOptions:
     top_k = params.get("top_k")
     if isinstance(top_k, str):
@@ -186,7 +186,7 @@ def encode_response(
             result.model,
             result.version,
             result.threshold_source,
-            tuple(call.outputs),
+            call.outputs,
             n,
             result.probabilities.shape[1],
             result.k,
