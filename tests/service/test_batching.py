@@ -139,3 +139,40 @@ async def test_drain_waits_for_queued_work(pool) -> None:
     backend.gate.set()
     await drained
     assert all(p.done() and not p.exception() for p in pending)
+
+
+async def test_a_full_batch_waits_in_the_pool_while_every_slot_runs() -> None:
+    # NOTE: so the thread that finishes a batch starts the next at once, without waiting for
+    # the event loop to launch it.
+    backend = FakeBackend()
+    backend.gate.clear()
+    with ThreadPoolExecutor(1) as single:
+        b = batcher(backend, single, max_batch=2, concurrency=1)
+        first = asyncio.ensure_future(b.predict(one(0)))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(b.predict(one(i))) for i in range(1, 5)]
+        await asyncio.sleep(0.05)
+        assert b.queued_images == 2  # requests 1 and 2 wait in the pool as one batch
+        backend.gate.set()
+        results = await asyncio.gather(first, *rest)
+    assert [float(r[0, 0]) for r in results] == [0.0, 2.0, 4.0, 6.0, 8.0]
+    assert backend.batches == [1, 2, 2]
+
+
+async def test_requests_that_cannot_share_a_batch_fail_and_the_batcher_goes_on(pool) -> None:
+    backend = FakeBackend()
+    backend.gate.clear()
+    b = batcher(backend, pool)
+    first = asyncio.ensure_future(b.predict(one(0)))
+    await asyncio.sleep(0.05)
+    odd = [
+        asyncio.ensure_future(b.predict(np.zeros((1, 2, 2, 1), np.float32))),
+        asyncio.ensure_future(b.predict(np.zeros((1, 3, 3, 1), np.float32))),
+    ]
+    await asyncio.sleep(0.01)
+    backend.gate.set()
+    await first
+    for waiter in odd:
+        with pytest.raises(InternalError, match="batch of 2 requests"):
+            await waiter
+    assert (await b.predict(one(5)))[0, 0] == 10
