@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,6 +31,11 @@ class Engine:
 
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
+        # NOTE: process-wide, and every server process has one engine per worker. Batches hand
+        # over between the event loop and the inference threads through the GIL; at Python's
+        # 5 ms a thread returning from ONNX Runtime could wait that long for the loop.
+        # MobileNetV2, gRPC c=32: +9% at 1 ms (docs/benchmarks.md, finding 18).
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         self.metrics = Metrics.shared(registry)
         self._infer_pool = ThreadPoolExecutor(settings.inference_threads, "visor-infer")
         self._decode_pool = ThreadPoolExecutor(settings.inference_threads, "visor-decode")

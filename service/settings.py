@@ -65,6 +65,14 @@ class Settings(BaseSettings):
         1024, ge=1, description="Queued images before 503/RESOURCE_EXHAUSTED."
     )
     inference_threads: int = Field(2, ge=1, description="Threads running decode and inference.")
+    gil_switch_interval_ms: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="How long a server thread may keep Python's GIL while another waits for it "
+        "(Python's default: 5 ms). Shorter: an inference thread back from ONNX Runtime waits "
+        "less for the event loop.",
+    )
 
     # --- front-ends -----------------------------------------------------------------------
     protocol: Literal["grpc", "http", "both"] = Field(

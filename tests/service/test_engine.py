@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from svc_helpers import LABELS, encode, image_pixels, reference_probabilities
@@ -165,3 +167,12 @@ async def test_requests_before_start_are_unavailable(make_settings, registry) ->
         await eng.classify_array(
             "tiny", None, np.zeros((1, 8, 8, 1), np.uint8), InferOptions(), protocol="grpc"
         )
+
+
+def test_engine_sets_the_gil_switch_interval(make_settings, registry) -> None:
+    before = sys.getswitchinterval()
+    try:
+        Engine(make_settings(gil_switch_interval_ms=2.5), registry=registry)
+        assert sys.getswitchinterval() == pytest.approx(0.0025)
+    finally:
+        sys.setswitchinterval(before)
