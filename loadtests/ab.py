@@ -13,7 +13,9 @@ is the median over repetitions, printed with every window's value so the spread 
 written as JSON to ``OUT/<stamp>-ab-<model>.json``.
 
 Each window also reports the event loop's CPU time per request (the main threads of the
-server's processes, read from ``/proc``). On shared cores it moves less than requests/s, so it
+server's processes, read from ``/proc``) and the whole machine's idle and stolen cores: a
+saturated server should leave no core idle, and steal is the neighbours' share when the
+hypervisor reports it. On shared cores it moves less than requests/s, so it
 is the figure to read when two versions of the request path are compared: give the old one its
 own checkout with ``--tree``::
 
@@ -90,6 +92,8 @@ def summarise(windows: list[dict]) -> dict:
         "p50_ms": med("p50_ms"),
         "server_cpu_cores": med("server_cpu_cores"),
         "loop_ms_per_request": med("loop_ms_per_request"),
+        "machine_idle_cores": med("machine_idle_cores"),
+        "machine_steal_cores": med("machine_steal_cores"),
         "rps_windows": [round(w["rps"], 1) for w in windows],
     }
 
@@ -171,6 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
                         print(f"  {name}: {summary['errors']} errors: {summary['error_sample']}")
                     window = result.window_epoch
                     summary["server_cpu_cores"] = samplers[name].cpu_cores(*window)
+                    summary["machine_idle_cores"] = samplers[name].idle_cores(*window)
+                    summary["machine_steal_cores"] = samplers[name].steal_cores(*window)
                     loop = samplers[name].loop_cores(*window)
                     summary["loop_ms_per_request"] = (
                         1000 * loop / summary["rps"] if summary["rps"] else float("nan")
@@ -179,7 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
                     print(
                         f"  rep {rep} {target}:{conc} {name:>12s} {summary['rps']:8.1f} req/s"
                         f"  p50 {summary['p50_ms']:7.2f} ms  server {summary['server_cpu_cores']:.2f}"
-                        f" cores  loop {summary['loop_ms_per_request']:.3f} ms/req",
+                        f" cores  loop {summary['loop_ms_per_request']:.3f} ms/req"
+                        f"  idle {summary['machine_idle_cores']:.2f}"
+                        f" steal {summary['machine_steal_cores']:.2f}",
                         flush=True,
                     )
     report = {
@@ -200,7 +208,8 @@ def main(argv: list[str] | None = None) -> dict:
                 print(
                     f"  {target}:{conc:<4d} {r['variant']:>12s} {r['rps']:8.1f} req/s"
                     f"  p50 {r['p50_ms']:7.2f} ms  server {r['server_cpu_cores']:.2f} cores"
-                    f"  loop {r['loop_ms_per_request']:.3f} ms/req  windows {r['rps_windows']}"
+                    f"  loop {r['loop_ms_per_request']:.3f} ms/req  idle {r['machine_idle_cores']:.2f}"
+                    f"  windows {r['rps_windows']}"
                 )
     return report
 

@@ -212,6 +212,8 @@ def load_point(
     point = run_json(argv, timeout=60 + 3 * (args.duration + args.warmup))
     t0, t1 = point.pop("window_epoch")
     point["server_cpu_cores"] = sampler.cpu_cores(t0, t1)
+    point["machine_idle_cores"] = sampler.idle_cores(t0, t1)
+    point["machine_steal_cores"] = sampler.steal_cores(t0, t1)
     point["server_peak"] = sampler.peak(t0, t1)
     used = point["server_cpu_cores"] + point["client_cpu_cores"]
     point["rps_per_core"] = point["rps"] / used if used > 0 else None
@@ -221,7 +223,8 @@ def load_point(
     print(
         f"  {target:10s} c={concurrency:<3d} {point['rps']:8.1f} req/s  p50 {point['p50_ms']:7.2f} ms"
         f"  p99 {point['p99_ms']:7.2f} ms  errors {point['errors']}  server {point['server_cpu_cores']:.2f}"
-        f" + client {point['client_cpu_cores']:.2f} cores",
+        f" + client {point['client_cpu_cores']:.2f} cores; machine idle"
+        f" {point['machine_idle_cores']:.2f}, steal {point['machine_steal_cores']:.2f}",
         flush=True,
     )
     return point

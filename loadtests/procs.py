@@ -287,18 +287,21 @@ class ResourceSampler:
 
     ``cpu_cores(t0, t1)`` is the server's CPU use between two ``time.time()`` stamps (a client's
     measurement window), ``loop_cores(t0, t1)`` that of its main threads (the event loops);
-    ``peak(t0, t1)`` its peak memory in that span.
+    ``peak(t0, t1)`` its peak memory in that span. ``idle_cores`` and ``steal_cores`` are the
+    whole machine's: cores nobody used (a saturated closed loop should leave none), and time
+    the hypervisor gave to other guests (neighbours, when the hypervisor reports it).
     """
 
     def __init__(self, server: Server, period: float = 0.2) -> None:
         self.server, self.period = server, period
-        # epoch, cpu_s, rss, pss, loop cpu_s
-        self.samples: list[tuple[float, float, float, float, float]] = []
+        # epoch, cpu_s, rss, pss, loop cpu_s, machine idle_s, machine steal_s
+        self.samples: list[tuple[float, ...]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _sample(self) -> None:
         mem = self.server.memory_mb()
+        machine = psutil.cpu_times()
         self.samples.append(
             (
                 time.time(),
@@ -306,6 +309,8 @@ class ResourceSampler:
                 mem["rss_mb"],
                 mem["pss_mb"],
                 self.server.loop_cpu_s(),
+                machine.idle + getattr(machine, "iowait", 0.0),
+                getattr(machine, "steal", 0.0),
             )
         )
 
@@ -318,6 +323,12 @@ class ResourceSampler:
 
     def loop_cores(self, t0: float, t1: float) -> float:
         return self._rate(4, t0, t1)
+
+    def idle_cores(self, t0: float, t1: float) -> float:
+        return self._rate(5, t0, t1)
+
+    def steal_cores(self, t0: float, t1: float) -> float:
+        return self._rate(6, t0, t1)
 
     def _rate(self, column: int, t0: float, t1: float) -> float:
         import numpy as np

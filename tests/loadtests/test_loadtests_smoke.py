@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,10 @@ def test_bench_tiny_setting_writes_json_and_docs(digits_repo: Path, tmp_path: Pa
         assert {p["target"] for p in points} == targets
         assert all(p["requests"] > 0 and p["errors"] == 0 for p in points), points
         assert all(p["raw_paired"]["best_images_per_s"] > 0 for p in points)
+        # the whole machine's unused and stolen cores over each window: read, and within its cores
+        cores = (os.cpu_count() or 1) + 0.5
+        assert all(0 <= p["machine_idle_cores"] <= cores for p in points), points
+        assert all(0 <= p["machine_steal_cores"] <= cores for p in points), points
         assert bench[server]["cold_start_s"] > 0
         assert bench[server]["memory_at_rest"]["rss_mb"] > 0
     assert all(t["met"] is not None for t in bench["targets"])
@@ -193,6 +198,7 @@ def test_ab_alternates_variants_and_reports_medians(digits_repo: Path, tmp_path:
     assert all(len(r["rps_windows"]) == 2 and r["rps"] > 0 for r in cells.values())
     # the event loop's CPU per request: measured, and far below a whole window per request
     assert all(0 < r["loop_ms_per_request"] < 1000 / r["rps"] * 2 for r in cells.values())
+    assert all(r["machine_idle_cores"] >= 0 for r in cells.values())
     assert report["trees"] == {"one-thread": str(ROOT)}
     assert "errors" not in done.stdout
     assert f"from {ROOT}" in done.stdout
