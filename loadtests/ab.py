@@ -13,15 +13,16 @@ is the median over repetitions, printed with every window's value so the spread 
 written as JSON to ``OUT/<stamp>-ab-<model>.json``.
 
 Each window also reports the event loop's CPU time per request (the main threads of the
-server's processes, read from ``/proc``) and the whole machine's idle and stolen cores: a
-saturated server should leave no core idle, and steal is the neighbours' share when the
-hypervisor reports it. On shared cores it moves less than requests/s, so it
+server's processes, read from ``/proc``). On shared cores it moves less than requests/s, so it
 is the figure to read when two versions of the request path are compared: give the old one its
 own checkout with ``--tree``::
 
     git worktree add /tmp/visor-old HEAD~1
     python -m loadtests.ab --model digits --variant old: --variant new: \\
         --tree old=/tmp/visor-old --point grpc:64 --reps 8
+
+Each window also reports the whole machine's idle and stolen cores: a saturated server should
+leave no core idle, and steal is the neighbours' share when the hypervisor reports it.
 
 An idle server costs nothing measurable (0.004 cores for MobileNetV2), so the servers not under
 load do not disturb the one that is. A tool for deciding defaults, not a benchmark: the figures
