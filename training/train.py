@@ -68,13 +68,22 @@ def prepare_work_dir(work: Path, cfg: RunConfig) -> None:
     """Fresh runs clear the work dir; --resume checks that it belongs to the same run."""
     saved = work / CONFIG_FILE
     if cfg.fit.resume and saved.exists():
-        old, new = json.loads(saved.read_text()), cfg.to_dict()
+        try:
+            old = json.loads(saved.read_text())
+            if not isinstance(old, dict):
+                raise TypeError("not a JSON object")
+        except (OSError, ValueError, TypeError) as exc:
+            raise ResumeError(
+                f"--resume: cannot read {saved} ({exc}); use another --work-dir or drop --resume"
+            ) from exc
+        new = cfg.to_dict()
         for section, key in RESUME_KEYS:
             if key == "cnn_width" and new["model"]["architecture"] != "cnn":
                 continue  # NOTE: backbones ignore the width
-            if old[section].get(key) != new[section][key]:
+            was = (old.get(section) or {}).get(key)
+            if was != new[section][key]:
                 raise ResumeError(
-                    f"--resume: {work} was made with {section}.{key}={old[section].get(key)!r}, "
+                    f"--resume: {work} was made with {section}.{key}={was!r}, "
                     f"not {new[section][key]!r}; use another --work-dir or drop --resume"
                 )
         log.info("resuming the run in %s", work)

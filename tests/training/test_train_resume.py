@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from visor_train_helpers import write_classes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,3 +135,10 @@ def test_resume_refuses_a_work_dir_of_another_cnn_width(tmp_path: Path, cli) -> 
     )
     assert done.returncode == 1
     assert "model.cnn_width=None, not 16" in done.stderr
+
+
+@pytest.mark.parametrize("saved", ['{"data": {"data_dir": "/tr', "[]"], ids=["truncated", "list"])
+def test_resume_refuses_an_unreadable_config(tmp_path: Path, cli, saved: str) -> None:
+    done = _resume_over(tmp_path, cli, saved)
+    assert done.returncode == 1
+    assert "cannot read" in done.stderr and "Traceback" not in done.stderr
