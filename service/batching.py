@@ -3,7 +3,8 @@
 Requests (each an ``[n, H, W, C]`` array) wait in a bounded FIFO queue. A batch is sent at once
 when no batch of this version is running; while one runs (and a slot is free) the batcher waits
 until ``max_batch_size`` images are queued or the oldest has waited ``max_queue_delay``. Batches
-run in a thread pool; results are sliced back to each caller in order.
+are stacked on the loop and run in a thread pool; while every slot runs, one full batch more may
+wait in the pool for the first free thread. Results are sliced back to each caller in order.
 
 # NOTE: all state lives on the event loop thread and changes only in loop callbacks, so the hot
 # path takes no locks and needs no dispatcher task: ``submit`` and batch completion "pump" it.
