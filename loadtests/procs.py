@@ -80,10 +80,10 @@ class Server:
         except psutil.NoSuchProcess:
             return []
 
-    def memory_mb(self) -> dict:
+    def memory_mb(self, procs: list[psutil.Process] | None = None) -> dict:
         """RSS and PSS (shared pages split between processes) of the whole process tree, in MB."""
         rss = pss = 0
-        for proc in self.processes():
+        for proc in self.processes() if procs is None else procs:
             try:
                 info = proc.memory_full_info()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -106,30 +106,21 @@ class Server:
             )
         return out
 
-    def cpu_s(self) -> float:
-        total = 0.0
-        for proc in self.processes():
-            try:
-                t = proc.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += t.user + t.system
-        return total
-
-    def loop_cpu_s(self) -> float:
-        """CPU seconds of the tree's main threads: in each Visor worker, its event loop.
+    def cpu_s(self, procs: list[psutil.Process] | None = None) -> tuple[float, float]:
+        """CPU seconds of the whole tree, and of its main threads (in a Visor worker, its loop).
 
         The loop's CPU per request moves less with the machine's other load than requests/s
         do, which makes it the steadier figure for comparing two versions of the request path.
         """
-        total = 0.0
-        for proc in self.processes():
+        total = loop = 0.0
+        for proc in self.processes() if procs is None else procs:
             try:
-                threads = proc.threads()
+                t, threads = proc.cpu_times(), proc.threads()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            total += sum(t.user_time + t.system_time for t in threads if t.id == proc.pid)
-        return total
+            total += t.user + t.system
+            loop += sum(t.user_time + t.system_time for t in threads if t.id == proc.pid)
+        return total, loop
 
     def wait_ready(self, check: Callable[[], bool], timeout: float) -> float:
         deadline = self.started + timeout
@@ -300,15 +291,18 @@ class ResourceSampler:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _sample(self) -> None:
-        mem = self.server.memory_mb()
+        # NOTE: one walk of the process tree per sample: the sampler shares the cores it measures
+        procs = self.server.processes()
+        mem = self.server.memory_mb(procs)
+        cpu, loop = self.server.cpu_s(procs)
         machine = psutil.cpu_times()
         self.samples.append(
             (
                 time.time(),
-                self.server.cpu_s(),
+                cpu,
                 mem["rss_mb"],
                 mem["pss_mb"],
-                self.server.loop_cpu_s(),
+                loop,
                 machine.idle + getattr(machine, "iowait", 0.0),
                 getattr(machine, "steal", 0.0),
             )

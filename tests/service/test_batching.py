@@ -56,14 +56,20 @@ def one(value: float, n: int = 1) -> np.ndarray:
     return np.full((n, 2, 2, 1), value, np.float32)
 
 
+async def held_first(backend: FakeBackend, b: AdaptiveBatcher) -> asyncio.Future:
+    """Close the backend's gate and send one request: it runs alone, held until the gate opens."""
+    backend.gate.clear()
+    first = asyncio.ensure_future(b.predict(one(0)))
+    await asyncio.sleep(0.05)
+    return first
+
+
 async def test_batches_form_under_concurrency_and_results_keep_order(pool) -> None:
     backend = FakeBackend()
     registry = CollectorRegistry()
     vm = VersionMetrics(Metrics(registry), "t", 1)
     b = batcher(backend, pool, metrics=vm)
-    backend.gate.clear()
-    first = asyncio.ensure_future(b.predict(one(0)))  # runs alone, held on the gate
-    await asyncio.sleep(0.05)
+    first = await held_first(backend, b)
     rest = [asyncio.ensure_future(b.predict(one(i, n=1 + i % 2))) for i in range(1, 13)]
     await asyncio.sleep(0.05)
     backend.gate.set()
@@ -80,10 +86,8 @@ async def test_batches_form_under_concurrency_and_results_keep_order(pool) -> No
 
 async def test_full_queue_rejects_at_once(pool) -> None:
     backend = FakeBackend()
-    backend.gate.clear()
     b = batcher(backend, pool, queue=4)
-    running = asyncio.ensure_future(b.predict(one(0)))
-    await asyncio.sleep(0.05)
+    running = await held_first(backend, b)
     queued = [asyncio.ensure_future(b.predict(one(1, n=2))) for _ in range(2)]
     await asyncio.sleep(0)
     with pytest.raises(QueueFull):
@@ -96,10 +100,8 @@ async def test_expired_requests_never_run(pool) -> None:
     import time
 
     backend = FakeBackend()
-    backend.gate.clear()
     b = batcher(backend, pool)
-    running = asyncio.ensure_future(b.predict(one(0)))
-    await asyncio.sleep(0.05)
+    running = await held_first(backend, b)
     expired = asyncio.ensure_future(b.predict(one(7), deadline=time.monotonic() + 0.01))
     alive = asyncio.ensure_future(b.predict(one(8), deadline=time.monotonic() + 30))
     await asyncio.sleep(0.05)
@@ -113,10 +115,8 @@ async def test_expired_requests_never_run(pool) -> None:
 
 async def test_batch_error_reaches_every_waiter_and_batcher_recovers(pool) -> None:
     backend = FakeBackend()
-    backend.gate.clear()
     b = batcher(backend, pool)
-    first = asyncio.ensure_future(b.predict(one(0)))
-    await asyncio.sleep(0.05)
+    first = await held_first(backend, b)
     backend.fail = True
     waiters = [asyncio.ensure_future(b.predict(one(i))) for i in range(1, 5)]
     await asyncio.sleep(0.01)
@@ -145,11 +145,9 @@ async def test_a_full_batch_waits_in_the_pool_while_every_slot_runs() -> None:
     # NOTE: so the thread that finishes a batch starts the next at once, without waiting for
     # the event loop to launch it.
     backend = FakeBackend()
-    backend.gate.clear()
     with ThreadPoolExecutor(1) as single:
         b = batcher(backend, single, max_batch=2, concurrency=1)
-        first = asyncio.ensure_future(b.predict(one(0)))
-        await asyncio.sleep(0.05)
+        first = await held_first(backend, b)
         rest = [asyncio.ensure_future(b.predict(one(i))) for i in range(1, 5)]
         await asyncio.sleep(0.05)
         assert b.queued_images == 2  # requests 1 and 2 wait in the pool as one batch
@@ -161,10 +159,8 @@ async def test_a_full_batch_waits_in_the_pool_while_every_slot_runs() -> None:
 
 async def test_requests_that_cannot_share_a_batch_fail_and_the_batcher_goes_on(pool) -> None:
     backend = FakeBackend()
-    backend.gate.clear()
     b = batcher(backend, pool)
-    first = asyncio.ensure_future(b.predict(one(0)))
-    await asyncio.sleep(0.05)
+    first = await held_first(backend, b)
     odd = [
         asyncio.ensure_future(b.predict(np.zeros((1, 2, 2, 1), np.float32))),
         asyncio.ensure_future(b.predict(np.zeros((1, 3, 3, 1), np.float32))),

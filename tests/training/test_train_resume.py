@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -114,31 +115,30 @@ def _resume_over(tmp_path: Path, cli, saved_config: str):
     )
 
 
-def test_resume_refuses_a_work_dir_of_another_run(tmp_path: Path, cli) -> None:
-    done = _resume_over(
-        tmp_path,
-        cli,
-        '{"data": {"data_dir": "/elsewhere", "image_size": 8, "seed": 1337}, '
-        '"model": {"architecture": "cnn"}}',
+def _saved_cnn_config(data_dir: str) -> str:
+    """A config.json of a cnn run written before --cnn-width existed."""
+    return json.dumps(
+        {
+            "data": {"data_dir": data_dir, "image_size": 8, "seed": 1337},
+            "model": {"architecture": "cnn"},
+        }
     )
-    assert done.returncode == 1
-    assert "data.data_dir='/elsewhere'" in done.stderr
 
 
-def test_resume_refuses_a_work_dir_of_another_cnn_width(tmp_path: Path, cli) -> None:
-    # NOTE: a config written before --cnn-width existed (its cnn was 32 wide) is refused too.
-    done = _resume_over(
-        tmp_path,
-        cli,
-        '{"data": {"data_dir": "{data}", "image_size": 8, "seed": 1337}, '
-        '"model": {"architecture": "cnn"}}',
-    )
-    assert done.returncode == 1
-    assert "model.cnn_width=None, not 16" in done.stderr
-
-
-@pytest.mark.parametrize("saved", ['{"data": {"data_dir": "/tr', "[]"], ids=["truncated", "list"])
-def test_resume_refuses_an_unreadable_config(tmp_path: Path, cli, saved: str) -> None:
+@pytest.mark.parametrize(
+    ("saved", "refusal"),
+    [
+        (_saved_cnn_config("/elsewhere"), "data.data_dir='/elsewhere'"),
+        # NOTE: a config written before --cnn-width existed (its cnn was 32 wide) is refused too.
+        (_saved_cnn_config("{data}"), "model.cnn_width=None, not 16"),
+        ('{"data": {"data_dir": "/tr', "cannot read"),
+        ("[]", "cannot read"),
+    ],
+    ids=["another-run", "another-cnn-width", "truncated", "list"],
+)
+def test_resume_refuses_a_work_dir_it_cannot_continue(
+    tmp_path: Path, cli, saved: str, refusal: str
+) -> None:
     done = _resume_over(tmp_path, cli, saved)
     assert done.returncode == 1
-    assert "cannot read" in done.stderr and "Traceback" not in done.stderr
+    assert refusal in done.stderr and "Traceback" not in done.stderr
