@@ -10,9 +10,28 @@ profile=${1:-full}
 case "$profile" in
   serve) extras="" ;;
   train) extras="[train]" ;;
-  full)  extras="[train,dev]" ;;
+  full)  extras="[train,dev,spark]" ;;
   *) echo "install.sh: unknown profile '$profile' (serve|train|full)" >&2; exit 2 ;;
 esac
+# The full profile's tests also need programs from Debian: a browser and its driver (the web UI
+# test), a Java runtime (Spark's local[N] master) and promtool (the alert rules). Installed here
+# when missing and we may (root with apt-get); otherwise those tests say what to install.
+system_packages() {
+  local want=() cmd pkg
+  for pair in chromium:chromium chromedriver:chromium-driver java:default-jre-headless \
+              promtool:prometheus; do
+    cmd=${pair%%:*}; pkg=${pair#*:}
+    command -v "$cmd" >/dev/null 2>&1 || want+=("$pkg")
+  done
+  [ ${#want[@]} -gt 0 ] || return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "install.sh: not root with apt-get; install ${want[*]} for the browser, Spark and promtool tests" >&2
+    return 0
+  fi
+  echo "install.sh: installing ${want[*]} (Debian packages)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+}
+if [ "$profile" = full ]; then system_packages; fi
 venv=${VENV:-.venv}
 if [ "$venv" = system ]; then py=${PYTHON:-python3}; else py="$venv/bin/python"; fi
 stamp_dir=${venv/#system//tmp}

@@ -68,13 +68,38 @@ class CalibrationCurve(_Strict):
 class ClassThreshold(_Strict):
     label: str
     threshold: float = Field(ge=0.0, le=1.0)
-    val_precision: float = Field(description="Precision reached on the validation split.")
-    val_recall: float
+    val_precision: float | None = Field(
+        default=None, description="Precision on the calibration data; None when uncalibrated."
+    )
+    val_recall: float | None = None
     target_met: bool = Field(
-        description="False when no threshold reached the target; then the best one."
+        default=False,
+        description="The point estimate reached the target (not a guarantee: see `certified`).",
     )
     test_precision: float | None = None
     test_recall: float | None = None
+    # Statistical guarantee of the targeted metric (precision or recall) at this threshold.
+    lower_bound: float | None = Field(
+        default=None,
+        description="One-sided lower confidence bound of the targeted metric "
+        "(Clopper-Pearson at `Thresholds.confidence`).",
+    )
+    support: int | None = Field(
+        default=None,
+        description="Calibration images the bound rests on: predicted positives for a precision "
+        "target, actual positives for a recall target.",
+    )
+    certified: bool = Field(
+        default=False, description="lower_bound >= target: the target holds at the confidence."
+    )
+    best_certified: float | None = Field(
+        default=None, description="The highest level certifiable with the data at hand."
+    )
+    needed: int | None = Field(
+        default=None,
+        description="When uncertified: about how many calibration images of this class would "
+        "certify the target if the observed error rate held.",
+    )
 
 
 class Thresholds(_Strict):
@@ -82,8 +107,45 @@ class Thresholds(_Strict):
     target: float | None = Field(default=None, ge=0.0, le=1.0)
     per_class: list[ClassThreshold]
     curves: dict[str, CalibrationCurve] = Field(
-        description="label -> validation curve, for re-targeting."
+        default_factory=dict, description="label -> calibration curve, for re-targeting."
     )
+    calibrated: bool = Field(
+        default=True, description="False: thresholds were given (e.g. an imported model)."
+    )
+    confidence: float | None = Field(
+        default=None, gt=0.0, lt=1.0, description="Confidence level of every lower_bound."
+    )
+    method: str = Field(default="", description="How the thresholds were chosen, in words.")
+
+
+class Histogram(_Strict):
+    edges: list[float] = Field(description="Bin edges, len(fractions) + 1 of them.")
+    fractions: list[float]
+
+    @model_validator(mode="after")
+    def _shape(self) -> Histogram:
+        if len(self.edges) != len(self.fractions) + 1:
+            raise ValueError("a histogram needs one more edge than fractions")
+        return self
+
+
+class Reference(_Strict):
+    """What served traffic is compared with for drift (population stability index)."""
+
+    split: str = Field(description="Which data: e.g. 'validation'.")
+    samples: int
+    label_distribution: dict[str, float] = Field(
+        description="label -> fraction of images whose top-1 label it is."
+    )
+    confidence: Histogram = Field(description="Histogram of the top-1 probability.")
+
+
+class Golden(_Strict):
+    """Inputs and the exported model's outputs, re-run at load to catch a corrupted artifact."""
+
+    path: str = Field(description="An .npz with `inputs` and `outputs`, in the version folder.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    tolerance: float = Field(default=1e-4, gt=0.0, description="max |output - stored| allowed.")
 
 
 class ClassMetrics(_Strict):
@@ -121,12 +183,16 @@ class ModelMetadata(_Strict):
     input: InputSpec
     output: OutputSpec
     thresholds: Thresholds
-    metrics: TestMetrics
+    metrics: TestMetrics | None = Field(
+        default=None, description="Test-split metrics; None when no labelled data was given."
+    )
     artifacts: dict[ArtifactKind, Artifact]
     onnx_opset: int
     parity: dict[ArtifactKind, float] = Field(
-        description="max |p_artifact - p_keras| on the check batch."
+        default_factory=dict, description="max |p_artifact - p_keras| on the check batch."
     )
+    reference: Reference | None = None
+    golden: Golden | None = None
     frameworks: dict[str, str]
     training: dict = Field(default_factory=dict, description="The training config, as given.")
 

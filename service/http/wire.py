@@ -195,7 +195,7 @@ def model_entry(info: ModelInfo) -> dict[str, Any]:
         entry["labels"] = meta.labels
         entry["input"] = meta.input.model_dump(mode="json")
         entry["thresholds"] = meta.thresholds.model_dump(mode="json", exclude={"curves"})
-        entry["test_metrics"] = meta.metrics.model_dump(mode="json")
+        entry["test_metrics"] = meta.metrics.model_dump(mode="json") if meta.metrics else None
     return entry
 
 
