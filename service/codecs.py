@@ -1,6 +1,6 @@
 """Image bytes and wire tensors ↔ numpy arrays, one function per direction.
 
-Image conversion and resizing reuse ``training.imaging`` (Pillow only, no TensorFlow) so a served
+Image conversion and resizing come from ``service.imaging``, which training uses too, so a served
 image is preprocessed exactly as the training images were.
 """
 
@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import InvalidInput, PayloadTooLarge
+from service.imaging import RESAMPLING, to_mode
 from service.metadata import InputSpec
-from training.imaging import RESAMPLING, to_mode
 
 # NOTE: wire datatypes of the Open Inference Protocol that an image tensor may use.
 PIXEL_DTYPES: dict[str, np.dtype] = {"UINT8": np.dtype(np.uint8), "FP32": np.dtype("<f4")}

@@ -6,10 +6,14 @@ Front-ends translate wire formats to these calls and back; every decision lives 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -18,6 +22,7 @@ from service import codecs
 from service.errors import InternalError, ModelNotFound, ModelUnavailable, VisorError
 from service.metrics import Metrics
 from service.postprocess import batch_metrics
+from service.protocol import InferCall, InferRequest, params, parse
 from service.repository import Repository
 from service.settings import Settings
 from service.types import Classification, InferOptions, ModelInfo, ModelStatus
@@ -91,7 +96,9 @@ class Engine:
         return self.repository.infos()
 
     def model_info(self, name: str, version: int | str | None = None) -> ModelInfo:
-        if version in (None, ""):
+        """The info of one version (default: the newest ready one, else the newest known)."""
+        name, version = params.model_name(name), params.version(version)
+        if version is None:
             lv = self.repository.latest.get(name)
             if lv is not None:
                 return self.repository.info(name, lv.version) or lv.info(ModelStatus.READY)
@@ -99,10 +106,41 @@ class Engine:
             if not known:
                 raise ModelNotFound(f"model {name!r} is not in the repository")
             return max(known, key=lambda i: i.version)
-        info = self.repository.info(name, _version_number(name, version))
+        info = self.repository.info(name, version)
         if info is None:
             raise ModelNotFound(f"model {name!r} has no version {version!r}")
         return info
+
+    def server_metadata(self) -> dict[str, Any]:
+        """OIP server metadata; each front-end adds the extensions of its own wire."""
+        return {"name": "visor", "version": _visor_version(), "extensions": ["classification"]}
+
+    def model_metadata(self, name: str, version: int | str | None = None) -> dict[str, Any]:
+        """OIP model metadata (``name``, ``versions``, ``platform``, ``inputs``, ``outputs``)."""
+        info = self.model_info(name, version)
+        if info.metadata is None:
+            raise ModelUnavailable(
+                f"model {info.name} v{info.version} has no valid metadata"
+                + (f": {info.reason}" if info.reason else "")
+            )
+        spec, labels = info.metadata.input, info.metadata.labels
+        return {
+            "name": info.name,
+            "versions": [str(m.version) for m in self.models() if m.name == info.name],
+            "platform": f"visor_{info.backend or 'onnx'}",
+            "inputs": [
+                {
+                    "name": spec.name,
+                    "datatype": "FP32",
+                    "shape": [-1, spec.height, spec.width, spec.channels],
+                }
+            ],
+            "outputs": [
+                {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(labels)]},
+                {"name": "labels", "datatype": "BYTES", "shape": [-1]},
+            ],
+            "labels": list(labels),
+        }
 
     def model_ready(self, name: str, version: int | str | None = None) -> bool:
         if self._stopping:
@@ -110,22 +148,61 @@ class Engine:
         try:
             return self.model_info(name, version).ready
         except ModelNotFound:
-            return False
+            return False  # NOTE: a malformed name or version still raises InvalidInput
 
-    def record_failure(
-        self, name: str, version: int | str | None, protocol: str, err: VisorError
-    ) -> None:
-        """Count a request a front-end refused before it reached a model (bad wire format)."""
+    def record_failure(self, name: Any, version: Any, protocol: str, err: VisorError) -> None:
+        """Count a request refused before it reached a model (wire format, options, auth).
+
+        Requests that reach a model are counted by that model's metrics; together these are
+        every request on every route, by outcome.
+        """
         code = err.grpc_code.name
         # NOTE: a client can send any name: unknown ones share one label value, so the metric's
         # cardinality stays bounded by the repository, not by what clients type.
-        if not any(m.name == name for m in self.repository.infos()):
-            name, version = "_unknown", None
-        elif version not in (None, "") and self.repository.info(name, _safe_int(version)) is None:
-            version = "_unknown"
-        key = (name, str(version or ""), protocol, code)
+        known = {m.name: m for m in self.repository.infos()}
+        if not isinstance(name, str) or name not in known:
+            name, label = "_unknown", ""
+        else:
+            try:
+                number = params.version(version)
+            except VisorError:
+                number = -1
+            label = "" if number is None else str(number)
+            if number is not None and self.repository.info(name, number) is None:
+                label = "_unknown"
+        key = (name, label, protocol, code)
         self.metrics.requests.labels(*key).inc()
         self.metrics.failures.labels(*key).inc()
+
+    async def infer(
+        self, request: InferRequest, *, protocol: str, deadline: float | None = None
+    ) -> tuple[InferCall, Classification]:
+        """An Open Inference Protocol request from either wire: validate, classify."""
+        try:
+            call = parse(request, self.settings.max_tensor_elements)
+        except VisorError as err:
+            self.record_failure(request.model, request.version, protocol, err)
+            raise
+        if call.images is not None:
+            result = await self.classify_images(
+                call.model,
+                call.version,
+                call.images,
+                call.options,
+                protocol=protocol,
+                deadline=deadline,
+            )
+        else:
+            assert call.pixels is not None
+            result = await self.classify_array(
+                call.model,
+                call.version,
+                call.pixels,
+                call.options,
+                protocol=protocol,
+                deadline=deadline,
+            )
+        return call, result
 
     # --- inference -----------------------------------------------------------------------
     async def classify_images(
@@ -186,10 +263,11 @@ class Engine:
             raise ModelUnavailable("the server is shutting down; retry on another replica")
         if not self._started:
             raise ModelUnavailable("the server is starting: models are still loading; retry")
-        if version in (None, ""):
+        number = params.version(version)
+        if number is None:
             lv = self.repository.latest.get(name)
         else:
-            lv = self.repository.serving.get(name, {}).get(_version_number(name, version))
+            lv = self.repository.serving.get(name, {}).get(number)
         if lv is not None:
             return lv
         info = self.model_info(name, version)  # raises ModelNotFound
@@ -257,17 +335,9 @@ class Engine:
         return result
 
 
-def _version_number(name: str, version: int | str) -> int:
+@functools.cache
+def _visor_version() -> str:
     try:
-        return int(version)
-    except (TypeError, ValueError):
-        raise ModelNotFound(
-            f"model {name!r} has no version {version!r} (versions are integers)"
-        ) from None
-
-
-def _safe_int(version: int | str | None) -> int:
-    try:
-        return int(version)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return 0
+        return package_version("visor")
+    except PackageNotFoundError:
+        return "0"

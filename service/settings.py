@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(
         256, ge=1, description="More images in one request is a 400/INVALID_ARGUMENT."
     )
+    max_tensor_elements: int = Field(
+        1 << 26,
+        ge=1,
+        description="Most elements an input tensor's shape may claim (a bigger claim is a 400).",
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="Default per-request deadline.")
     grace_period_s: float = Field(20.0, ge=0, description="SIGTERM: time to finish in-flight work.")
     # NOTE: NoDecode + the validator below: VISOR_API_KEYS takes "k1,k2" as well as JSON.

@@ -1,12 +1,13 @@
-"""Open Inference Protocol messages ↔ the engine's types. No model logic here."""
+"""Open Inference Protocol protobuf messages ↔ the protocol layer's types. Copies fields only.
+
+Validation lives in ``service.protocol``; this module moves a ``ModelInferRequest`` into an
+``InferRequest`` and a ``Classification`` into a ``ModelInferResponse``.
+"""
 
 from __future__ import annotations
 
 import functools
-import json
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,23 +15,20 @@ import numpy as np
 from service import codecs
 from service.errors import InvalidInput
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
-from service.types import Classification, InferOptions
+from service.protocol import InferCall, InferRequest, OutputSpec, RequestedOutput, TensorData
+from service.protocol.response import classification_items, label_items, metrics_json, output_shape
+from service.types import Classification
 
-OUTPUTS = ("probabilities", "labels")
-GROUND_TRUTH_INPUT = "labels"
-DEFAULT_OUTPUTS = tuple((name, 0) for name in OUTPUTS)
-DEFAULT_OPTIONS = InferOptions()
-
-
-@dataclass(slots=True)
-class InferCall:
-    """One ModelInferRequest, decoded: what to run and what to send back."""
-
-    images: list[bytes] | None  # encoded images, or
-    pixels: np.ndarray | None  # a UINT8/FP32 [N, H, W, C] view of the request bytes
-    options: InferOptions
-    outputs: tuple[tuple[str, int], ...]  # (name, classification k or 0); hashable: a cache key
-    raw: bool  # answer with raw_output_contents
+# Typed contents fields, and how to read each into a numpy array without a Python loop.
+_NUMERIC_FIELDS = {
+    "fp32_contents": np.float32,
+    "uint_contents": np.uint32,
+    "int_contents": np.int32,
+    "int64_contents": np.int64,
+    "uint64_contents": np.uint64,
+    "fp64_contents": np.float64,
+    "bool_contents": np.bool_,
+}
 
 
 def parameter(p: pb.InferParameter) -> Any:
@@ -42,129 +40,39 @@ def parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
     return {k: parameter(v) for k, v in params.items()}
 
 
-def decode_request(req: pb.ModelInferRequest) -> InferCall:
-    params = parameters(req.parameters) if req.parameters else None
+def to_request(req: pb.ModelInferRequest) -> InferRequest:
     raw = req.raw_input_contents
-    inputs = req.inputs
-    if raw and len(raw) != len(inputs):
-        raise InvalidInput(f"{len(raw)} raw_input_contents for {len(inputs)} inputs")
-    image, truth = None, None
-    for i, tensor in enumerate(inputs):  # NOTE: one pass; usually a single input
-        if tensor.name == GROUND_TRUTH_INPUT:
-            items = codecs.bytes_from_raw(raw[i]) if raw else list(tensor.contents.bytes_contents)
-            truth = [b.decode("utf-8", "replace") for b in items]
-        elif image is not None:
-            raise InvalidInput("send exactly one image input tensor, got more")
-        else:
-            image = i
-    if image is None:
-        raise InvalidInput("the request has no image input tensor")
-    outputs = _outputs(req) if req.outputs else DEFAULT_OUTPUTS
-    if params is None and truth is None and outputs is DEFAULT_OUTPUTS:
-        options = DEFAULT_OPTIONS
-    else:
-        params = params or {}
-        if truth is None and "labels" in params:
-            truth = _list(params["labels"], "labels")
-        options = _options(params, outputs, truth)
-    tensor, data = inputs[image], raw[image] if raw else None
-    if tensor.datatype == "BYTES":
-        images = (
-            codecs.bytes_from_raw(data)
-            if data is not None
-            else list(tensor.contents.bytes_contents)
-        )
-        _check_count(len(images), tensor.shape, "BYTES")
-        return InferCall(images, None, options, outputs, bool(raw))
-    return InferCall(None, _pixels(tensor, data), options, outputs, bool(raw))
-
-
-def _pixels(tensor: pb.ModelInferRequest.InferInputTensor, data: bytes | None) -> np.ndarray:
-    shape = list(tensor.shape)
-    if data is not None:
-        return codecs.tensor_from_bytes(data, tensor.datatype, shape)
-    if tensor.datatype == "FP32":
-        values = np.asarray(tensor.contents.fp32_contents, dtype=np.float32)
-    elif tensor.datatype == "UINT8":
-        values = np.asarray(tensor.contents.uint_contents, dtype=np.uint32)
-        if values.size and values.max() > 255:
-            raise InvalidInput("UINT8 tensor holds values over 255")
-        values = values.astype(np.uint8)
-    else:
-        raise InvalidInput(
-            f"datatype {tensor.datatype!r} is not accepted: use UINT8, FP32 or BYTES"
-        )
-    _check_count(values.size, shape, tensor.datatype)
-    return values.reshape(shape)
-
-
-def _check_count(count: int, shape: Any, datatype: str) -> None:
-    if any(d < 0 for d in shape) or count != math.prod(shape):
-        raise InvalidInput(f"{datatype} tensor of shape {list(shape)} holds {count} elements")
-
-
-def _outputs(req: pb.ModelInferRequest) -> tuple[tuple[str, int], ...]:
-    out = []
-    for o in req.outputs:
-        if o.name not in OUTPUTS:
-            raise InvalidInput(
-                f"unknown output {o.name!r}: this server returns {', '.join(OUTPUTS)}"
-            )
-        k = parameter(o.parameters["classification"]) if "classification" in o.parameters else 0
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise InvalidInput(
-                f"output parameter classification must be a positive integer, got {k!r}"
-            )
-        out.append((o.name, k))
-    return tuple(out)
-
-
-def _options(
-    params: dict[str, Any], outputs: tuple[tuple[str, int], ...], truth: list[str] | None
-) -> InferOptions:
-    top_k = params.get("top_k")
-    if isinstance(top_k, str):
-        top_k = _number(top_k, "top_k", int)
-    widest = max((k for _, k in outputs), default=0)
-    if widest and (top_k is None or (isinstance(top_k, int) and top_k < widest)):
-        top_k = widest  # NOTE: the classification extension needs at least k classes ranked
-    threshold = params.get("threshold")
-    if isinstance(threshold, str):
-        items = _list(threshold, "threshold")
-        threshold = [_number(v, "threshold", float) for v in items]
-        threshold = threshold[0] if len(threshold) == 1 else threshold
-    return InferOptions(
-        top_k=top_k,
-        threshold=threshold,
-        target_precision=_opt_number(params.get("target_precision"), "target_precision"),
-        target_recall=_opt_number(params.get("target_recall"), "target_recall"),
-        ground_truth=truth,
+    if raw and len(raw) != len(req.inputs):
+        # NOTE: the one check of gRPC's own layout: raw_input_contents pair with inputs by index.
+        raise InvalidInput(f"{len(raw)} raw_input_contents for {len(req.inputs)} inputs")
+    return InferRequest(
+        model=req.model_name,
+        version=req.model_version,
+        inputs=[_tensor(t, raw[i] if raw else None) for i, t in enumerate(req.inputs)],
+        outputs=[RequestedOutput(o.name, parameters(o.parameters)) for o in req.outputs] or None,
+        parameters=parameters(req.parameters) if req.parameters else {},
+        id=req.id,
     )
 
 
-def _list(text: Any, what: str) -> list:
-    if not isinstance(text, str):
-        return [text]
-    text = text.strip()
-    if text.startswith("["):
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            raise InvalidInput(f"{what} is not a valid JSON list: {text!r}") from None
-        return value if isinstance(value, list) else [value]
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def _number(value: Any, what: str, kind: type) -> Any:
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{what} must be a number, got {value!r}") from None
-
-
-def _opt_number(value: Any, what: str) -> float | None:
-    return (
-        None if value is None else _number(value, what, float) if isinstance(value, str) else value
+def _tensor(t: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> TensorData:
+    filled = [f.name for f, _ in t.contents.ListFields()] if t.HasField("contents") else []
+    sources = len(filled) + (raw is not None)
+    values: Any = None
+    field = filled[0] if filled else None
+    if field == "bytes_contents":
+        values = list(t.contents.bytes_contents)
+    elif field is not None:
+        values = np.asarray(getattr(t.contents, field), dtype=_NUMERIC_FIELDS[field])
+    return TensorData(
+        name=t.name,
+        datatype=t.datatype,
+        shape=list(t.shape),
+        values=values,
+        raw=raw,
+        sources=sources,
+        contents_field=field,
+        parameters=parameters(t.parameters) if t.parameters else {},
     )
 
 
@@ -176,43 +84,36 @@ def encode_response(
 ) -> pb.ModelInferResponse:
     """Classification → ModelInferResponse with the requested outputs, raw or as contents.
 
-    ``resp``: an empty message to fill in place (a stream answer's ``infer_response``, which
-    saves copying the finished response into it)."""
+    ``resp``: an empty message to fill in place (a stream answer's ``infer_response``)."""
     if resp is None:
         resp = pb.ModelInferResponse()
-    n = len(result)
+    raw = bool(req.raw_input_contents)
+    classes = result.probabilities.shape[1]
     resp.MergeFrom(
         _skeleton(
             result.model,
             result.version,
             result.threshold_source,
             call.outputs,
-            n,
-            result.probabilities.shape[1],
-            result.k,
+            len(result),
+            classes,
         )
     )
     resp.id = req.id
-    if result.metrics is not None:
-        from dataclasses import asdict
-
-        resp.parameters["metrics"].string_param = json.dumps(asdict(result.metrics))
-    for i, (name, k) in enumerate(call.outputs):
-        if k:
-            k = min(k, result.k)
-            items = [
-                f"{c.score:f}:{c.index}:{c.label}".encode() for row in result.top_k for c in row[:k]
-            ]
-            _put_bytes(resp, i, items, call.raw)
-        elif name == "probabilities":
-            if call.raw:
+    if (metrics := metrics_json(result)) is not None:
+        resp.parameters["metrics"].string_param = metrics
+    for i, spec in enumerate(call.outputs):
+        if spec.k:
+            _put_bytes(resp, i, classification_items(result, spec.k), raw)
+        elif spec.name == "probabilities":
+            if raw:
                 resp.raw_output_contents.append(
                     result.probabilities.astype("<f4", copy=False).tobytes()
                 )
             else:
                 resp.outputs[i].contents.fp32_contents.extend(result.probabilities.ravel().tolist())
-        else:  # labels: the thresholded labels of each image, highest probability first
-            _put_bytes(resp, i, [",".join(p).encode() for p in result.predicted], call.raw)
+        else:
+            _put_bytes(resp, i, label_items(result), raw)
     return resp
 
 
@@ -221,26 +122,20 @@ def _skeleton(
     model: str,
     version: int,
     threshold_source: str,
-    outputs: tuple[tuple[str, int], ...],
+    outputs: tuple[OutputSpec, ...],
     n: int,
     classes: int,
-    k: int,
 ) -> pb.ModelInferResponse:
     """A response's fields that do not depend on the images: names, datatypes, shapes.
 
-    # NOTE: the same few skeletons serve nearly every request, and one MergeFrom of a cached
-    # message costs less than building the fields one by one (finding 16 in docs/benchmarks.md).
-    # Callers only ever merge it: never change the cached message.
+    The same few skeletons serve nearly every request, and one MergeFrom of a cached message
+    costs less than building the fields one by one. Callers only merge it: never change it.
     """
     resp = pb.ModelInferResponse(model_name=model, model_version=str(version))
     resp.parameters["threshold_source"].string_param = threshold_source
-    for name, want in outputs:
-        if want:
-            resp.outputs.add(name=name, datatype="BYTES", shape=[n, min(want, k)])
-        elif name == "probabilities":
-            resp.outputs.add(name=name, datatype="FP32", shape=[n, classes])
-        else:
-            resp.outputs.add(name=name, datatype="BYTES", shape=[n])
+    for spec in outputs:
+        datatype, shape = output_shape(spec, n, classes)
+        resp.outputs.add(name=spec.name, datatype=datatype, shape=shape)
     return resp
 
 

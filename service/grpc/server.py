@@ -17,12 +17,11 @@ from grpc_reflection.v1alpha import reflection
 
 from service.engine import Engine
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
-from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from service.grpc.handlers import SERVICE_NAME, add_inference_service
 from service.grpc.servicer import InferenceServicer
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-SERVICE_NAME = "inference.GRPCInferenceService"
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -79,7 +78,7 @@ async def start_grpc_server(
     """Start the OIP v2 gRPC server (with health and reflection) on the running loop."""
     server = grpc.aio.server(interceptors=list(interceptors), options=server_options(settings))
     servicer = InferenceServicer(engine, settings)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    add_inference_service(servicer, server)
     publisher = HealthPublisher(engine, health_aio.HealthServicer())
     health_pb2_grpc.add_HealthServicer_to_server(publisher.health, server)
     if settings.grpc_reflection:

@@ -6,8 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 
 import grpc
 
@@ -16,24 +14,17 @@ from service.errors import ModelUnavailable, VisorError
 from service.grpc import convert
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from service.grpc.handlers import Undecodable
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-EXTENSIONS = ["classification", "model_stream_infer"]
-
-
-def _server_version() -> str:
-    try:
-        return package_version("visor")
-    except PackageNotFoundError:
-        return "0"
+EXTENSIONS = ["model_stream_infer"]  # besides the engine's, which both wires share
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
         self._timeout = settings.request_timeout_s
-        self._version = _server_version()
         self.stopping = False  # set by stop_grpc_server: new inference calls get UNAVAILABLE
         self._active = 0  # inference calls in progress
         self._idle: asyncio.Event | None = None
@@ -66,37 +57,35 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
-        return pb.ModelReadyResponse(
-            ready=self._engine.model_ready(request.name, request.version or None)
-        )
+        try:
+            return pb.ModelReadyResponse(
+                ready=self._engine.model_ready(request.name, request.version)
+            )
+        except VisorError as err:
+            await context.abort(err.grpc_code, err.message)
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="visor", version=self._version, extensions=EXTENSIONS)
+        meta = self._engine.server_metadata()
+        return pb.ServerMetadataResponse(
+            name=meta["name"], version=meta["version"], extensions=meta["extensions"] + EXTENSIONS
+        )
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         try:
-            info = self._engine.model_info(request.name, request.version or None)
+            meta = self._engine.model_metadata(request.name, request.version)
         except VisorError as err:
             await context.abort(err.grpc_code, err.message)
-        versions = sorted({m.version for m in self._engine.models() if m.name == info.name})
         resp = pb.ModelMetadataResponse(
-            name=info.name,
-            versions=[str(v) for v in versions],
-            platform=f"visor_{info.backend or 'onnx'}",
+            name=meta["name"], versions=meta["versions"], platform=meta["platform"]
         )
-        if info.metadata is not None:
-            spec = info.metadata.input
-            resp.inputs.add(
-                name=spec.name, datatype="FP32", shape=[-1, spec.height, spec.width, spec.channels]
-            )
-            resp.outputs.add(
-                name="probabilities", datatype="FP32", shape=[-1, len(info.metadata.labels)]
-            )
-            resp.outputs.add(name="labels", datatype="BYTES", shape=[-1])
+        for tensor in meta["inputs"]:
+            resp.inputs.add(**tensor)
+        for tensor in meta["outputs"]:
+            resp.outputs.add(**tensor)
         return resp
 
     async def ModelInfer(
@@ -166,7 +155,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             answers.put_nowait(
                 pb.ModelStreamInferResponse(
                     error_message=f"{code}: {message}",
-                    infer_response=pb.ModelInferResponse(
+                    infer_response=pb.ModelInferResponse()
+                    if isinstance(request, Undecodable)
+                    else pb.ModelInferResponse(
                         model_name=request.model_name,
                         model_version=request.model_version,
                         id=request.id,
@@ -193,18 +184,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _infer_call(
         self, request: pb.ModelInferRequest, deadline: float, into: pb.ModelInferResponse | None
     ) -> pb.ModelInferResponse:
-        name, version = request.model_name, request.model_version or None
+        if isinstance(request, Undecodable):
+            self._engine.record_failure(None, None, "grpc", request.error)
+            raise request.error
         try:
-            call = convert.decode_request(request)
+            oip = convert.to_request(request)
         except VisorError as err:
-            self._engine.record_failure(name, version, "grpc", err)
+            self._engine.record_failure(request.model_name, request.model_version, "grpc", err)
             raise
-        if call.images is not None:
-            result = await self._engine.classify_images(
-                name, version, call.images, call.options, protocol="grpc", deadline=deadline
-            )
-        else:
-            result = await self._engine.classify_array(
-                name, version, call.pixels, call.options, protocol="grpc", deadline=deadline
-            )
+        call, result = await self._engine.infer(oip, protocol="grpc", deadline=deadline)
         return convert.encode_response(request, call, result, into)

@@ -16,8 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from service.codecs import PIXEL_DTYPES, bytes_from_raw, bytes_to_raw, tensor_from_bytes
+from service.codecs import bytes_to_raw
 from service.errors import InvalidInput, PayloadTooLarge
+from service.protocol import TensorData
+from service.protocol.params import check_known
+from service.protocol.parse import flatten
+from service.protocol.response import OutputTensor
 
 
 def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
@@ -46,93 +50,90 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
     view = memoryview(body)
     size = len(body)
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not _ascii_digits(header_length) or int(header_length) > len(body):
             raise InvalidInput("Inference-Header-Content-Length is not a length inside the body.")
         size = int(header_length)
-    try:
-        header = json.loads(view[:size].tobytes() if size != len(body) else body)
-    except ValueError as err:
-        raise InvalidInput(f"The inference request is not valid JSON: {err}.") from err
-    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
-        raise InvalidInput("The inference request needs an 'inputs' list.")
+    header = load_json(view[:size].tobytes() if size != len(body) else body, "inference request")
+    if not isinstance(header, dict):
+        raise InvalidInput("The inference request must be a JSON object with an 'inputs' list.")
     return header, view[size:]
 
 
-def decode_input(spec: dict[str, Any], tail: memoryview, offset: int) -> tuple[Any, int]:
-    """One input → ``list[bytes]`` (BYTES) or an ndarray; returns it and the new tail offset."""
-    name, datatype = spec.get("name", "?"), spec.get("datatype")
-    shape = spec.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise InvalidInput(f"Input '{name}' needs a 'shape' of non-negative integers.")
-    size = (spec.get("parameters") or {}).get("binary_data_size")
-    if size is not None:
-        if not isinstance(size, int) or offset + size > len(tail):
-            raise InvalidInput(f"Input '{name}' declares more binary data than the body holds.")
-        raw, offset = tail[offset : offset + size], offset + size
-        if datatype == "BYTES":
-            return bytes_from_raw(raw.tobytes()), offset
-        # NOTE: a view on the request body, no copy; the engine only reads it.
-        return tensor_from_bytes(raw, str(datatype), shape), offset
-    data = spec.get("data")
-    if data is None:
-        raise InvalidInput(f"Input '{name}' has neither 'data' nor binary data.")
-    if datatype == "BYTES":
-        return [_b64(item, name) for item in _flatten(data)], offset
-    dtype = PIXEL_DTYPES.get(str(datatype))
-    if dtype is None:
-        raise InvalidInput(
-            f"Input '{name}': datatype {datatype} is not accepted: use UINT8, FP32 or BYTES."
-        )
+def load_json(body: bytes | str, what: str) -> Any:
+    """Parse JSON; a body nested too deeply for the parser is a client error, not a crash."""
     try:
-        return np.asarray(data, dtype=dtype).reshape(shape), offset
-    except (ValueError, TypeError) as err:
-        raise InvalidInput(f"Input '{name}': the data does not fit shape {shape} ({err}).") from err
+        return json.loads(body)
+    except (ValueError, RecursionError) as err:
+        reason = "it nests too deeply" if isinstance(err, RecursionError) else str(err)
+        raise InvalidInput(f"The {what} is not valid JSON: {reason}.") from None
 
 
-def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list):
-        return [x for item in data for x in _flatten(item)]
-    return [data]
+def _ascii_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
-def _b64(item: Any, name: str) -> bytes:
+INPUT_FIELDS = ("name", "datatype", "shape", "data", "parameters")
+
+
+def input_tensor(spec: Any, tail: memoryview, offset: int) -> tuple[TensorData, int]:
+    """One JSON input → ``TensorData`` (binary data sliced from the tail); the new tail offset."""
+    if not isinstance(spec, dict):
+        raise InvalidInput("Each entry of 'inputs' must be an object with name, datatype, shape.")
+    check_known(spec, INPUT_FIELDS, "input field")
+    parameters = spec.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f"The parameters of input {spec.get('name')!r:.60} must be an object.")
+    parameters = dict(parameters)
+    size = parameters.pop("binary_data_size", None)
+    raw = None
+    if size is not None:
+        if (
+            isinstance(size, bool)
+            or not isinstance(size, int)
+            or not 0 <= size <= len(tail) - offset
+        ):
+            raise InvalidInput(
+                f"Input {spec.get('name')!r:.60} declares more binary data than the body holds."
+            )
+        raw, offset = tail[offset : offset + size], offset + size
+    data = spec.get("data")
+    if spec.get("datatype") == "BYTES" and data is not None:
+        data = [_b64(item, spec.get("name")) for item in flatten(data)]
+    tensor = TensorData(
+        name=spec.get("name"),
+        datatype=spec.get("datatype"),
+        shape=spec.get("shape"),
+        values=data,
+        raw=raw,
+        sources=(data is not None) + (raw is not None),
+        parameters=parameters,
+    )
+    return tensor, offset
+
+
+def _b64(item: Any, name: Any) -> Any:
     # NOTE: JSON cannot carry raw image bytes; BYTES elements in JSON are base64 (as MLServer).
     if not isinstance(item, str):
-        raise InvalidInput(f"Input '{name}': BYTES elements in JSON must be base64 strings.")
+        return item  # the parser refuses it with the same message on every wire
     try:
         return base64.b64decode(item, validate=True)
     except (binascii.Error, ValueError) as err:
-        raise InvalidInput(f"Input '{name}': an element is not valid base64.") from err
+        raise InvalidInput(f"Input {name!r:.60}: an element is not valid base64.") from err
 
 
-def encode_output(
-    name: str, value: np.ndarray | list[bytes], shape: list[int], binary: bool, chunks: list[bytes]
-) -> dict[str, Any]:
-    """One output tensor; binary data is appended to ``chunks`` instead of the JSON."""
-    if isinstance(value, np.ndarray):
-        datatype = "FP32"
-        if binary:
-            raw = np.ascontiguousarray(value, dtype=np.float32).tobytes()
-            chunks.append(raw)
-            return {
-                "name": name,
-                "datatype": datatype,
-                "shape": shape,
-                "parameters": {"binary_data_size": len(raw)},
-            }
-        return {"name": name, "datatype": datatype, "shape": shape, "data": value.ravel().tolist()}
+def encode_output(out: OutputTensor, binary: bool, chunks: list[bytes]) -> dict[str, Any]:
+    """One output tensor as JSON; with ``binary`` its bytes are appended to ``chunks`` instead."""
+    entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": list(out.shape)}
     if binary:
-        raw = bytes_to_raw(value)
+        raw = (
+            np.ascontiguousarray(out.value, dtype="<f4").tobytes()
+            if isinstance(out.value, np.ndarray)
+            else bytes_to_raw(out.value)
+        )
         chunks.append(raw)
-        return {
-            "name": name,
-            "datatype": "BYTES",
-            "shape": shape,
-            "parameters": {"binary_data_size": len(raw)},
-        }
-    return {
-        "name": name,
-        "datatype": "BYTES",
-        "shape": shape,
-        "data": [v.decode("utf-8", "replace") for v in value],
-    }
+        entry["parameters"] = {"binary_data_size": len(raw)}
+    elif isinstance(out.value, np.ndarray):
+        entry["data"] = out.value.ravel().tolist()
+    else:
+        entry["data"] = [v.decode("utf-8", "replace") for v in out.value]
+    return entry

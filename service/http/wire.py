@@ -22,9 +22,13 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from service.errors import InvalidInput
+from service.http.tensors import load_json
+from service.protocol import params
+from service.protocol.params import check_known
 from service.types import Classification, InferOptions, ModelInfo
 
-OPTION_FIELDS = ("model", "version", "top_k", "threshold", "target_precision", "target_recall")
+# Every field a /classify or /evaluate request may carry besides its images; others are refused.
+FIELDS = ("model", "version", *params.OPTION_PARAMETERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +54,13 @@ async def read_call(
         raise InvalidInput(
             f"Unsupported Content-Type '{media_type}': send multipart/form-data or application/json."
         )
+    check_known(fields, FIELDS, "field")
     if not images:
         raise InvalidInput("The request holds no image: attach files or give 'images' (base64).")
-    model = fields.get("model") or default_model()
-    version = _opt(fields, "version", int)
-    return ClassifyCall(str(model), version, images, _options(fields))
+    model = fields.get("model")
+    model = default_model() if model in (None, "") else params.model_name(model)
+    version = params.version(fields.get("version"))
+    return ClassifyCall(model, version, images, params.options(fields))
 
 
 async def _read_multipart(request: Request, max_images: int) -> tuple[list[bytes], dict[str, Any]]:
@@ -82,14 +88,12 @@ async def _read_multipart(request: Request, max_images: int) -> tuple[list[bytes
 
 
 async def _read_json(request: Request) -> tuple[list[bytes], dict[str, Any]]:
-    body = await request.body()
-    try:
-        fields = json.loads(body)
-    except ValueError as err:
-        raise InvalidInput(f"The body is not valid JSON: {err}.") from err
+    fields = load_json(await request.body(), "body")
     if not isinstance(fields, dict):
         raise InvalidInput("The JSON body must be an object with an 'images' list.")
-    raw = fields.get("images", [fields["image"]] if "image" in fields else [])
+    if "images" in fields and "image" in fields:
+        raise InvalidInput("Give 'images' (a list) or 'image' (one), not both.")
+    raw = fields.pop("images", [fields.pop("image")] if "image" in fields else [])
     if not isinstance(raw, list) or not all(isinstance(i, str) for i in raw):
         raise InvalidInput("'images' must be a list of base64 strings.")
     return [_b64(i, n) for n, i in enumerate(raw)], fields
@@ -103,38 +107,6 @@ def _b64(text: str, index: int) -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as err:
         raise InvalidInput(f"images[{index}] is not valid base64.") from err
-
-
-def _opt(fields: dict[str, Any], name: str, kind: Callable[[Any], Any]) -> Any:
-    value = fields.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        return kind(value)
-    except (TypeError, ValueError) as err:
-        raise InvalidInput(f"Option '{name}' has the wrong type: got {value!r}.") from err
-
-
-def _threshold(value: Any) -> float | list[float]:
-    if isinstance(value, list):
-        return [float(v) for v in value]
-    return float(value)
-
-
-def _labels(value: Any) -> list[str]:
-    if not isinstance(value, list):
-        raise TypeError("not a list")
-    return [str(v).strip() for v in value]
-
-
-def _options(fields: dict[str, Any]) -> InferOptions:
-    return InferOptions(
-        top_k=_opt(fields, "top_k", int),
-        threshold=_opt(fields, "threshold", _threshold),
-        target_precision=_opt(fields, "target_precision", float),
-        target_recall=_opt(fields, "target_recall", float),
-        ground_truth=_opt(fields, "labels", _labels),
-    )
 
 
 def classification_body(result: Classification) -> bytes:

@@ -79,7 +79,7 @@ async def test_options_and_ground_truth(engine: Engine) -> None:
     [
         ({"name": "nope"}, ModelNotFound),
         ({"version": "7"}, ModelNotFound),
-        ({"version": "x"}, ModelNotFound),
+        ({"version": "x"}, InvalidInput),  # malformed: 400 on every wire
         ({"pixels": np.zeros((1, 8, 8, 3), np.uint8)}, InvalidInput),
         ({"pixels": np.zeros((1, 8, 8, 1), np.int32)}, InvalidInput),
         ({"pixels": np.zeros((0, 8, 8, 1), np.uint8)}, InvalidInput),
