@@ -111,7 +111,7 @@ class Visor:
     async def classify(self, request: Request) -> Response:
         """Classify images: probabilities by label, top-k and thresholded labels per image."""
         try:
-            call = await wire.read_call(request, self.settings.max_images_per_request, self._model)
+            call = await self._read(request)
             result = await self._run(call)
             return Response(wire.classification_body(result), media_type="application/json")
         except VisorError as err:
@@ -121,13 +121,22 @@ class Visor:
     async def evaluate(self, request: Request) -> Response:
         """Labelled images → accuracy, per-class precision/recall/F1, confusion matrix."""
         try:
-            call = await wire.read_call(request, self.settings.max_images_per_request, self._model)
-            if call.options.ground_truth is None:
-                raise InvalidInput("/evaluate needs the true 'labels', one per image.")
+            call = await self._read(request, needs_truth=True)
             result = await self._run(call)
             return Response(wire.evaluation_body(result), media_type="application/json")
         except VisorError as err:
             return _error(err)
+
+    async def _read(self, request: Request, needs_truth: bool = False) -> wire.ClassifyCall:
+        """Decode the body; a refusal here is counted like any other request's outcome."""
+        try:
+            call = await wire.read_call(request, self.settings.max_images_per_request, self._model)
+            if needs_truth and call.options.ground_truth is None:
+                raise InvalidInput("/evaluate needs the true 'labels', one per image.")
+            return call
+        except VisorError as err:
+            self.engine.record_failure(None, None, "http", err)
+            raise
 
     async def _run(self, call: wire.ClassifyCall) -> Any:
         deadline = time.monotonic() + self.settings.request_timeout_s
