@@ -1,7 +1,7 @@
 """The composition root of a gRPC-only server: engine + gRPC front-end, async start()/stop().
 
 HTTP (and HTTP + gRPC in one process) is served by BentoML (``service.http.serve``), whose
-worker hosts the same gRPC server on its own loop through ``start_grpc_server``.
+worker hosts the same ``GrpcFrontend`` on its own loop.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ import asyncio
 import logging
 import multiprocessing
 import signal
-
-import grpc
+from typing import TYPE_CHECKING
 
 from service.engine import Engine
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.grpc.server import GrpcFrontend
 
 log = logging.getLogger(__name__)
 
@@ -25,20 +27,18 @@ class VisorServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = Engine(settings)
-        self.grpc: grpc.aio.Server | None = None
+        self.grpc: GrpcFrontend | None = None
 
     async def start(self) -> None:
-        from service.auth import ApiKeyInterceptor, ApiKeys
-        from service.grpc.server import start_grpc_server
+        from service.grpc.server import GrpcFrontend
 
-        keys = ApiKeys(self.settings.api_keys)
-        interceptors = [ApiKeyInterceptor(keys)] if keys.enabled else []
         # NOTE: one worker binds first, so health answers NOT_SERVING while the models warm up.
         # Several workers share the port (SO_REUSEPORT): each binds only once warm, or the
         # kernel would hand connections to a worker that cannot serve them yet.
         if self.settings.workers > 1:
             await self.engine.start()
-        self.grpc = await start_grpc_server(self.engine, self.settings, interceptors=interceptors)
+        self.grpc = GrpcFrontend(self.engine, self.settings)
+        await self.grpc.start()
         if self.settings.workers == 1:
             await self.engine.start()
         log.info(
@@ -47,10 +47,8 @@ class VisorServer:
         )
 
     async def stop(self) -> None:
-        from service.grpc.server import stop_grpc_server
-
         if self.grpc is not None:
-            await stop_grpc_server(self.grpc, self.settings.grace_period_s)
+            await self.grpc.stop()
         await self.engine.stop()
 
     async def run_until_signalled(self) -> None:

@@ -1,7 +1,7 @@
 """gRPC server lifecycle: OIP servicer, health, reflection, limits, keepalive, graceful stop.
 
-``start_grpc_server`` runs on the caller's event loop, so a BentoML worker can host it beside
-its HTTP app; SO_REUSEPORT lets several workers share the port.
+``GrpcFrontend`` runs on the caller's event loop, so a BentoML worker can host it beside its
+HTTP app; SO_REUSEPORT lets several workers share the port.
 """
 
 from __future__ import annotations
@@ -72,29 +72,76 @@ class HealthPublisher:
         await self.health.enter_graceful_shutdown()
 
 
-async def start_grpc_server(
-    engine: Engine, settings: Settings, *, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
-) -> grpc.aio.Server:
-    """Start the OIP v2 gRPC server (with health and reflection) on the running loop."""
-    server = grpc.aio.server(interceptors=list(interceptors), options=server_options(settings))
-    servicer = InferenceServicer(engine, settings)
-    add_inference_service(servicer, server)
-    publisher = HealthPublisher(engine, health_aio.HealthServicer())
-    health_pb2_grpc.add_HealthServicer_to_server(publisher.health, server)
-    if settings.grpc_reflection:
-        _enable_reflection(server)
-    address = f"{settings.host}:{settings.grpc_port}"
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"gRPC could not bind {address}")
-    await publisher.publish()
-    engine.add_listener(publisher.changed)
-    await server.start()
-    server.visor_port = port  # type: ignore[attr-defined]
-    server.visor_health = publisher  # type: ignore[attr-defined]
-    server.visor_servicer = servicer  # type: ignore[attr-defined]
-    log.info("gRPC (Open Inference Protocol v2) listening on %s:%d", settings.host, port)
-    return server
+class GrpcFrontend:
+    """The gRPC front-end of one engine: OIP servicer, health, reflection. ``start()``/``stop()``.
+
+    Runs on the caller's event loop, so a BentoML worker hosts it beside its HTTP app and the
+    gRPC-only process (``service.server``) runs it alone; both build it the same way.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        if interceptors is None:
+            from service.auth import ApiKeyInterceptor, ApiKeys
+
+            keys = ApiKeys(settings.api_keys)
+            interceptors = [ApiKeyInterceptor(keys)] if keys.enabled else []
+        self._interceptors = list(interceptors)
+        self.server: grpc.aio.Server | None = None  # made in start(): it binds to that loop
+        self.servicer = InferenceServicer(engine, settings)
+        self.health = HealthPublisher(engine, health_aio.HealthServicer())
+        self.port = 0
+        self._stopping: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        """Bind, publish health, serve; raises OSError when the address cannot be bound."""
+        self.server = grpc.aio.server(
+            interceptors=self._interceptors, options=server_options(self.settings)
+        )
+        add_inference_service(self.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.health, self.server)
+        if self.settings.grpc_reflection:
+            _enable_reflection(self.server)
+        address = f"{self.settings.host}:{self.settings.grpc_port}"
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"gRPC could not bind {address}")
+        await self.health.publish()
+        self.engine.add_listener(self.health.changed)
+        await self.server.start()
+        log.info(
+            "gRPC (Open Inference Protocol v2) listening on %s:%d", self.settings.host, self.port
+        )
+
+    def begin_stop(self, grace: float | None = None) -> asyncio.Future[None]:
+        """Start the graceful stop now (e.g. from a signal handler); idempotent."""
+        if self._stopping is None:
+            grace = self.settings.grace_period_s if grace is None else grace
+            self._stopping = asyncio.ensure_future(self._stop(grace))
+        return self._stopping
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.begin_stop(grace)
+
+    async def _stop(self, grace: float) -> None:
+        """Report NOT_SERVING, refuse new calls (UNAVAILABLE), let in-flight calls finish."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
+        await self.health.shutdown()
+        # NOTE: refuse new inference ourselves (UNAVAILABLE) while in-flight calls finish, and
+        # only then close the server: a call racing gRPC's own shutdown would end CANCELLED.
+        self.servicer.stopping = True
+        await self.servicer.wait_idle(grace)
+        if self.server is not None:
+            await self.server.stop(max(0.0, end - loop.time()))
+        log.info("gRPC server stopped")
 
 
 def _enable_reflection(server: grpc.aio.Server) -> None:
@@ -114,20 +161,3 @@ def _enable_reflection(server: grpc.aio.Server) -> None:
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(names, server, pool=pool)
-
-
-async def stop_grpc_server(server: grpc.aio.Server, grace: float) -> None:
-    """Report NOT_SERVING, refuse new calls (UNAVAILABLE), let in-flight calls finish within ``grace``."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + grace
-    publisher: HealthPublisher | None = getattr(server, "visor_health", None)
-    if publisher is not None:
-        await publisher.shutdown()
-    servicer: InferenceServicer | None = getattr(server, "visor_servicer", None)
-    if servicer is not None:
-        # NOTE: refuse new inference ourselves (UNAVAILABLE) while in-flight calls finish, and
-        # only then close the server: a call racing gRPC's own shutdown would end CANCELLED.
-        servicer.stopping = True
-        await servicer.wait_idle(grace)
-    await server.stop(max(0.0, end - loop.time()))
-    log.info("gRPC server stopped")

@@ -25,7 +25,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
         self._timeout = settings.request_timeout_s
-        self.stopping = False  # set by stop_grpc_server: new inference calls get UNAVAILABLE
+        self.stopping = False  # set by GrpcFrontend.stop: new inference calls get UNAVAILABLE
         self._active = 0  # inference calls in progress
         self._idle: asyncio.Event | None = None
 

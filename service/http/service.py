@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.auth import ApiKeyInterceptor, ApiKeys
+from service.auth import ApiKeys
 from service.engine import Engine
 from service.errors import InvalidInput, ModelUnavailable, VisorError
 from service.http import wire
@@ -68,8 +68,7 @@ class Visor:
     def __init__(self) -> None:
         self.settings = load_settings()
         self.engine = Engine(self.settings)
-        self.grpc_server: Any = None
-        self._grpc_stopping: asyncio.Task[None] | None = None
+        self.grpc: Any = None  # a GrpcFrontend once started (its import is deferred: gRPC-less runs)
 
     @bentoml.on_startup
     async def start(self) -> None:
@@ -82,21 +81,16 @@ class Visor:
         # before it can serve; uvicorn likewise accepts HTTP only after this hook returns.
         await self.engine.start()
         if self.settings.protocol == "both":
-            from service.grpc.server import start_grpc_server
+            from service.grpc.server import GrpcFrontend
 
-            keys = ApiKeys(self.settings.api_keys)
-            interceptors = [ApiKeyInterceptor(keys)] if keys.enabled else []
-            self.grpc_server = await start_grpc_server(
-                self.engine, self.settings, interceptors=interceptors
-            )
+            self.grpc = GrpcFrontend(self.engine, self.settings)
+            await self.grpc.start()
             self._chain_signals()
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
-        if self.grpc_server is not None:
-            self._stop_grpc()
-            assert self._grpc_stopping is not None
-            await self._grpc_stopping
+        if self.grpc is not None:
+            await self.grpc.stop()
         await self.engine.stop()
 
     # NOTE: async, so BentoML answers /readyz and /livez on the loop (a sync hook costs a
@@ -154,13 +148,6 @@ class Visor:
             )
         return names[0]
 
-    def _stop_grpc(self) -> None:
-        if self._grpc_stopping is None and self.grpc_server is not None:
-            from service.grpc.server import stop_grpc_server
-
-            grace = self.settings.grace_period_s
-            self._grpc_stopping = asyncio.ensure_future(stop_grpc_server(self.grpc_server, grace))
-
     def _chain_signals(self) -> None:
         # NOTE: uvicorn stops accepting HTTP as soon as SIGTERM arrives but runs the shutdown
         # hook only after in-flight HTTP requests finished; chaining its handler starts the gRPC
@@ -172,7 +159,7 @@ class Visor:
             previous = signal.getsignal(sig)
 
             def handler(signum: int, frame: Any, previous: Any = previous) -> None:
-                loop.call_soon_threadsafe(self._stop_grpc)
+                loop.call_soon_threadsafe(self.grpc.begin_stop)
                 if callable(previous):
                     previous(signum, frame)
 

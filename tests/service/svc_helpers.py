@@ -251,23 +251,22 @@ class LoopThread:
 class GrpcFixture:
     def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
         from service.engine import Engine
-        from service.grpc.server import start_grpc_server
+        from service.grpc.server import GrpcFrontend
 
         self.settings = settings
         self.thread = LoopThread()
         self.engine = Engine(settings, registry=registry)
         self.thread.run(self.engine.start())
-        self.server = self.thread.run(start_grpc_server(self.engine, settings))
-        self.port = self.server.visor_port
+        self.server = GrpcFrontend(self.engine, settings)
+        self.thread.run(self.server.start())
+        self.port = self.server.port
         self.url = f"127.0.0.1:{self.port}"
         self.stopped = False
 
     def stop(self, grace: float = 5.0) -> None:
-        from service.grpc.server import stop_grpc_server
-
         if not self.stopped:
             self.stopped = True
-            self.thread.run(stop_grpc_server(self.server, grace))
+            self.thread.run(self.server.stop(grace))
             self.thread.run(self.engine.stop())
             self.thread.close()
 

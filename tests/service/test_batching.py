@@ -18,7 +18,12 @@ pytestmark = pytest.mark.anyio
 
 
 class FakeBackend:
-    """Returns each row's first pixel; records batch sizes; can be held on a gate."""
+    """Returns each row's first pixel; records batch sizes; can be held on a gate.
+
+    Batches are recorded as they reach the backend, before the gate: two pool threads may wait on
+    the gate at once (a prefetched batch waits in the pool), and once it opens either may run
+    first, so recording after it made the order a race.
+    """
 
     def __init__(self) -> None:
         self.batches: list[int] = []
@@ -26,11 +31,13 @@ class FakeBackend:
         self.gate = threading.Event()
         self.gate.set()
         self.fail = False
+        self._lock = threading.Lock()
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.batches.append(len(x))
+            self.rows_seen.extend(x[:, 0, 0, 0].tolist())
         self.gate.wait(30)
-        self.batches.append(len(x))
-        self.rows_seen.extend(x[:, 0, 0, 0].tolist())
         if self.fail:
             raise RuntimeError("backend exploded")
         return x[:, 0, 0, :1].reshape(len(x), 1) * 2

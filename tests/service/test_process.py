@@ -22,7 +22,7 @@ import asyncio, sys
 import numpy as np
 from prometheus_client import CollectorRegistry
 from service.engine import Engine
-from service.grpc.server import start_grpc_server, stop_grpc_server
+from service.grpc.server import GrpcFrontend
 from service.settings import Settings
 from service.types import InferOptions
 
@@ -31,10 +31,11 @@ async def main():
                  grpc_port=0, host="127.0.0.1", warmup_batch_sizes=[1], _env_file=None)
     engine = Engine(s, registry=CollectorRegistry())
     await engine.start()
-    server = await start_grpc_server(engine, s)
+    server = GrpcFrontend(engine, s)
+    await server.start()
     r = await engine.classify_array("tiny", None, np.zeros((1, 8, 8, 1), np.uint8), InferOptions(),
                                     protocol="grpc")
-    await stop_grpc_server(server, 0)
+    await server.stop(0)
     await engine.stop()
     assert len(r) == 1
     print("tensorflow" in sys.modules, "tf_keras" in sys.modules)

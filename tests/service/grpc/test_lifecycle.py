@@ -13,7 +13,7 @@ from svc_helpers import GrpcFixture, LoopThread, free_port, hold_batches, image_
 from service.engine import Engine
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.grpc.server import start_grpc_server, stop_grpc_server
+from service.grpc.server import GrpcFrontend
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -30,9 +30,10 @@ def test_health_not_serving_until_models_are_warm(make_settings, registry) -> No
     settings = make_settings(grpc_port=free_port())
     loop = LoopThread()
     engine = Engine(settings, registry=registry)
-    server = loop.run(start_grpc_server(engine, settings))
+    server = GrpcFrontend(engine, settings)
+    loop.run(server.start())
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.visor_port}") as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             check = lambda name: (
                 health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status
@@ -46,7 +47,7 @@ def test_health_not_serving_until_models_are_warm(make_settings, registry) -> No
                 check("no-such-model")
             assert err.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
-        loop.run(stop_grpc_server(server, 0))
+        loop.run(server.stop(0))
         loop.run(engine.stop())
         loop.close()
 
