@@ -100,7 +100,9 @@ class BatchMetrics:
     """Metrics of one request's images against the ground truth it carried.
 
     ``accuracy`` is top-1 (argmax) accuracy; per-class precision/recall/F1 are one-vs-rest at
-    the applied thresholds; ``confusion_matrix`` rows are true labels, columns the argmax.
+    the applied thresholds; the macro averages cover ``macro_labels`` (true or predicted in the
+    batch, see ``postprocess.batch_metrics``); ``confusion_matrix`` rows are true labels, columns
+    the argmax.
     """
 
     accuracy: float
@@ -110,6 +112,7 @@ class BatchMetrics:
     macro_f1: float
     confusion_matrix: list[list[int]]
     samples: int
+    macro_labels: list[str] = field(default_factory=list)  # the labels the macro averages cover
 
 
 class TopClass(NamedTuple):

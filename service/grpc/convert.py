@@ -192,7 +192,8 @@ def encode_response(
             result.k,
         )
     )
-    resp.id = req.id
+    resp.id = req.id or result.request_id
+    resp.parameters["request_id"].string_param = result.request_id
     if result.metrics is not None:
         from dataclasses import asdict
 

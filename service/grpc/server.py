@@ -16,8 +16,10 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from service.engine import Engine
+from service.grpc import feedback
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from service.grpc.generated import visor_ext_pb2_grpc as ext_grpc
 from service.grpc.servicer import InferenceServicer
 from service.settings import Settings
 
@@ -80,6 +82,7 @@ async def start_grpc_server(
     server = grpc.aio.server(interceptors=list(interceptors), options=server_options(settings))
     servicer = InferenceServicer(engine, settings)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    ext_grpc.add_FeedbackServicer_to_server(feedback.FeedbackServicer(engine), server)
     publisher = HealthPublisher(engine, health_aio.HealthServicer())
     health_pb2_grpc.add_HealthServicer_to_server(publisher.health, server)
     if settings.grpc_reflection:
@@ -111,6 +114,7 @@ def _enable_reflection(server: grpc.aio.Server) -> None:
         pool.Add(proto)
     names = (
         SERVICE_NAME,
+        feedback.SERVICE_NAME,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     )
