@@ -108,6 +108,12 @@ class Metrics:
             mvl,
             registry=registry,
         )
+        self.live_precision_upper = Gauge(
+            "visor_live_precision_upper_bound",
+            "One-sided Clopper-Pearson upper bound of visor_live_precision.",
+            mvl,
+            registry=registry,
+        )
         self.live_recall = Gauge(
             "visor_live_recall",
             "Recall at the served thresholds over the feedback window.",
@@ -117,6 +123,12 @@ class Metrics:
         self.live_recall_lower = Gauge(
             "visor_live_recall_lower_bound",
             "One-sided Clopper-Pearson lower bound of visor_live_recall.",
+            mvl,
+            registry=registry,
+        )
+        self.live_recall_upper = Gauge(
+            "visor_live_recall_upper_bound",
+            "One-sided Clopper-Pearson upper bound of visor_live_recall.",
             mvl,
             registry=registry,
         )

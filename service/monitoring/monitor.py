@@ -188,24 +188,23 @@ class VersionMonitor:
         """Set the precision/recall gauges of ``classes`` from the feedback window's counts."""
         if not classes:
             return
-        w, idx = self.feedback_window, np.asarray(classes)
+        w, idx, m = self.feedback_window, np.asarray(classes), self._m
         tp, fp, fn = w.tp[idx], w.fp[idx], w.fn[idx]
-        values = {
-            "precision": (stats.ratio(tp, tp + fp), tp + fp),
-            "recall": (stats.ratio(tp, tp + fn), tp + fn),
-        }
-        lower = {
-            k: stats.clopper_pearson_lower(tp, n, self.confidence) for k, (_, n) in values.items()
-        }
-        m = self._m
-        gauges = {
-            "precision": (m.live_precision, m.live_precision_lower),
-            "recall": (m.live_recall, m.live_recall_lower),
-        }
-        for j, c in enumerate(classes):
-            key = (*self._key, self.labels[c])
-            for metric, (point, support) in values.items():
-                estimate, bound = gauges[metric]
-                estimate.labels(*key).set(point[j])
-                bound.labels(*key).set(lower[metric][j])
-                m.live_support.labels(*key, metric).set(support[j])
+        for metric, trials, gauges in (
+            (
+                "precision",
+                tp + fp,
+                (m.live_precision, m.live_precision_lower, m.live_precision_upper),
+            ),
+            ("recall", tp + fn, (m.live_recall, m.live_recall_lower, m.live_recall_upper)),
+        ):
+            values = (
+                stats.ratio(tp, trials),
+                stats.clopper_pearson_lower(tp, trials, self.confidence),
+                stats.clopper_pearson_upper(tp, trials, self.confidence),
+            )
+            for j, c in enumerate(classes):
+                key = (*self._key, self.labels[c])
+                for gauge, value in zip(gauges, values, strict=True):
+                    gauge.labels(*key).set(value[j])
+                m.live_support.labels(*key, metric).set(trials[j])

@@ -29,6 +29,21 @@ def clopper_pearson_lower(
     return np.where(n > 0, bound, np.nan)
 
 
+def clopper_pearson_upper(
+    successes: np.ndarray, trials: np.ndarray, confidence: float
+) -> np.ndarray:
+    """One-sided upper confidence bounds: the ``confidence`` quantile of Beta(k + 1, n - k);
+    1 when k = n, NaN where there are no trials."""
+    from scipy.stats import beta
+
+    k = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(trials, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bound = beta.ppf(confidence, k + 1.0, n - k)
+    bound = np.where(k < n, bound, 1.0)
+    return np.where(n > 0, bound, np.nan)
+
+
 def ratio(successes: np.ndarray, trials: np.ndarray) -> np.ndarray:
     """successes / trials, NaN where there are no trials."""
     k = np.asarray(successes, dtype=np.float64)

@@ -76,6 +76,11 @@ def test_precision_recall_and_their_bounds_by_hand() -> None:
     assert _value(registry, "visor_live_precision_lower_bound", label="top") == pytest.approx(
         1 - math.sqrt(0.95)
     )
+    # upper bounds: precision 1/2 → sqrt(0.95) (Beta(2, 1)); recall 1/1 → 1
+    assert _value(registry, "visor_live_precision_upper_bound", label="top") == pytest.approx(
+        math.sqrt(0.95)
+    )
+    assert _value(registry, "visor_live_recall_upper_bound", label="top") == 1.0
     assert _value(registry, "visor_live_recall", label="top") == 1.0
     assert _value(registry, "visor_live_recall_lower_bound", label="top") == pytest.approx(0.05)
     assert _value(registry, "visor_live_support", label="top", metric="precision") == 2

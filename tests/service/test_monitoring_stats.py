@@ -29,6 +29,15 @@ def test_clopper_pearson_lower_bounds_by_hand() -> None:
     )
 
 
+def test_clopper_pearson_upper_bounds_by_hand() -> None:
+    # k = 0: Beta(1, n) has CDF 1 - (1 - x)^n, so the bound is 1 - (1 - confidence)^(1/n).
+    # k = 1, n = 2: Beta(2, 1) has CDF x^2, so the bound is sqrt(confidence); k = n: 1.
+    got = stats.clopper_pearson_upper(np.array([0, 1, 4, 0]), np.array([10, 2, 4, 0]), 0.95)
+    assert got[0] == pytest.approx(1 - 0.05 ** (1 / 10), abs=1e-9)  # 0.2589
+    assert got[1] == pytest.approx(math.sqrt(0.95), abs=1e-9)
+    assert got[2] == 1.0 and math.isnan(got[3])
+
+
 def test_ratio_is_nan_without_trials() -> None:
     got = stats.ratio(np.array([1, 0]), np.array([4, 0]))
     assert got[0] == 0.25 and math.isnan(got[1])
