@@ -75,6 +75,8 @@ def _distribution(values: np.ndarray, floor: float) -> np.ndarray:
 
 
 def bin_indices(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """The histogram bin of each value; values outside the edges go to the first/last bin."""
-    bins = np.searchsorted(edges, values, side="right") - 1
-    return np.clip(bins, 0, len(edges) - 2)
+    """The histogram bin of each value (as ``np.histogram``: [a, b), the last bin [a, b]);
+    values outside the edges go to the first/last bin."""
+    # NOTE: searching the inner edges only gives 0 … bins-1 directly: no clip, which costs more
+    # than the search itself on the request path.
+    return np.searchsorted(edges[1:-1], values, side="right")

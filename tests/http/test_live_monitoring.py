@@ -196,3 +196,32 @@ def test_reflection_lists_the_feedback_service(live_server: Server) -> None:
     with grpc.insecure_channel(live_server.grpc) as channel:
         services = ProtoReflectionDescriptorDatabase(channel).get_services()
     assert "visor.v1.Feedback" in services and "inference.GRPCInferenceService" in services
+
+
+def test_rest_v2_and_grpc_ids_the_client_chose_are_kept(
+    live_server: Server, data: dict[str, list[Path]]
+) -> None:
+    png = base64.b64encode(data["5"][4].read_bytes()).decode()
+    infer = f"{live_server.http}/v2/models/digits/infer"
+    tensor = {"name": "images", "datatype": "BYTES", "shape": [1], "data": [png]}
+    plain = HTTP.post(infer, json={"inputs": [tensor]}).json()
+    assert plain["id"] == plain["parameters"]["request_id"] and len(plain["id"]) == 32
+    named = HTTP.post(infer, json={"id": "mine", "inputs": [tensor]}).json()
+    assert named["id"] == "mine" and named["parameters"]["request_id"] not in ("mine", plain["id"])
+    sent = HTTP.post(
+        f"{live_server.http}/feedback",
+        json={"request_id": named["parameters"]["request_id"], "labels": ["5"]},
+    )
+    assert sent.status_code == 200 and sent.json()["accepted"] == 1, sent.text
+
+    request = pb.ModelInferRequest(model_name="digits", id="client-7")
+    request.inputs.add(name="images", datatype="BYTES", shape=[1])
+    request.inputs[0].contents.bytes_contents.append(data["5"][5].read_bytes())
+    with grpc.insecure_channel(live_server.grpc) as channel:
+        reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+        server_id = reply.parameters["request_id"].string_param
+        assert reply.id == "client-7" and len(server_id) == 32
+        done = ext_grpc.FeedbackStub(channel).SendFeedback(
+            ext.FeedbackRequest(request_id=server_id, labels=["5"], index=0)
+        )
+    assert done.accepted == 1
