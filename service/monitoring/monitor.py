@@ -96,7 +96,10 @@ class VersionMonitor:
             predicted[r].append(c)
         top1 = probs.argmax(axis=1).tolist()
         confidence = probs.max(axis=1).tolist()
-        self.store.add(request_id, Prediction(now, [tuple(p) for p in predicted], top1, confidence))
+        self.store.add(
+            request_id,
+            Prediction(now, tuple(map(tuple, predicted)), tuple(top1), tuple(confidence)),
+        )
         if self.drift is not None:
             # NOTE: bisect over the inner edges, as stats.bin_indices: for the few images of a
             # request it costs a fraction of numpy's searchsorted.
@@ -132,7 +135,7 @@ class VersionMonitor:
         if prediction is None:
             return None
         truths = self._truths(prediction, labels, index)
-        done = sorted(j for j in truths if j in prediction.answered)
+        done = sorted(j for j in truths if prediction.was_answered(j))
         if done:
             raise FeedbackConflict(
                 f"Feedback for image(s) {done} of request {request_id} was already recorded; "
@@ -141,7 +144,7 @@ class VersionMonitor:
         touched: set[int] = set()
         for j, truth in truths.items():
             touched |= self.feedback_window.add(now, prediction.predicted[j], truth)
-            prediction.answered.add(j)
+            prediction.mark_answered(j)
         self._feedback_count.inc(len(truths))
         self._publish(sorted(touched))
         return FeedbackResult(self.name, self.version, len(truths))

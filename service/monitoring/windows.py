@@ -9,20 +9,29 @@ passed in by the caller (tests pass their own clock).
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 
+# NOTE: tuples, and no set until feedback arrives: the store holds tens of thousands of these.
 @dataclass(slots=True)
 class Prediction:
     """What one request's images were answered with, kept until feedback arrives."""
 
     created: float
-    predicted: list[tuple[int, ...]]  # thresholded class indices per image
-    top1: list[int]  # argmax per image
-    confidence: list[float]  # top-1 probability per image
-    answered: set[int] = field(default_factory=set)  # images whose feedback was recorded
+    predicted: tuple[tuple[int, ...], ...]  # thresholded class indices per image
+    top1: tuple[int, ...]  # argmax per image
+    confidence: tuple[float, ...]  # top-1 probability per image
+    answered: set[int] | None = None  # images whose feedback was recorded
+
+    def mark_answered(self, image: int) -> None:
+        if self.answered is None:
+            self.answered = set()
+        self.answered.add(image)
+
+    def was_answered(self, image: int) -> bool:
+        return self.answered is not None and image in self.answered
 
 
 class PredictionStore:

@@ -66,7 +66,7 @@ def test_bin_indices_match_numpy_histogram_and_clip_outliers() -> None:
 
 
 def _prediction(created: float) -> Prediction:
-    return Prediction(created, [(0,)], [0], [0.9])
+    return Prediction(created, ((0,),), (0,), (0.9,))
 
 
 def test_prediction_store_is_bounded_by_size_and_age() -> None:
