@@ -9,16 +9,16 @@ a worker. Precision/recall are recomputed on each feedback call, for the classes
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from service.errors import FeedbackConflict, InvalidInput
-from service.metadata import ModelMetadata
+from service.metadata import ModelMetadata, Reference
 from service.metrics import Metrics
 from service.monitoring import stats
 from service.monitoring.windows import DriftWindow, FeedbackWindow, Prediction, PredictionStore
@@ -26,6 +26,24 @@ from service.settings import Settings
 from service.types import Classification
 
 DEFAULT_CONFIDENCE = 0.95
+log = logging.getLogger(__name__)
+
+
+def _usable(meta: ModelMetadata) -> Reference | None:
+    """The version's drift reference, or None (logged) when it cannot be compared with."""
+    ref = meta.reference
+    if ref is None:
+        return None
+    shares = sum(ref.label_distribution.get(label, 0.0) for label in meta.labels)
+    edges = ref.confidence.edges
+    if shares <= 0 or sum(ref.confidence.fractions) <= 0 or edges != sorted(edges):
+        log.warning(
+            "%s v%d: metadata.reference is empty or its edges are unsorted: no drift gauges",
+            meta.name,
+            meta.version,
+        )
+        return None
+    return ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +79,11 @@ class VersionMonitor:
         self._feedback_count = metrics.live_feedback.labels(*self._key)
         self._set_targets(meta)
         self.drift: DriftWindow | None = None
-        ref = meta.reference
+        ref = _usable(meta)
         if ref is not None:  # NOTE: no reference, no drift gauge: there is nothing to compare with
             self._ref_labels = np.array([ref.label_distribution.get(x, 0.0) for x in self.labels])
             self._ref_conf = np.asarray(ref.confidence.fractions, np.float64)
-            self._inner_edges = list(ref.confidence.edges[1:-1])
+            self._edges = list(ref.confidence.edges)
             self.drift = DriftWindow(
                 len(self.labels),
                 len(self._ref_conf),
@@ -101,10 +119,7 @@ class VersionMonitor:
             Prediction(now, tuple(map(tuple, predicted)), tuple(top1), tuple(confidence)),
         )
         if self.drift is not None:
-            # NOTE: bisect over the inner edges, as stats.bin_indices: for the few images of a
-            # request it costs a fraction of numpy's searchsorted.
-            inner = self._inner_edges
-            self.drift.add(now, top1, [bisect_right(inner, c) for c in confidence])
+            self.drift.add(now, top1, stats.bin_indices(confidence, self._edges))
             self._unrefreshed += len(probs)
             if self._unrefreshed >= self._refresh_every:
                 self.refresh_drift()

@@ -109,10 +109,18 @@ def test_drift_psi_by_hand() -> None:
     assert _value(registry, "visor_drift_samples") == 3
 
 
-def test_no_reference_no_drift_gauge() -> None:
-    monitor, registry, _ = _monitor(reference=None)
-    monitor.record("r1", _answer([[0.9, 0.05, 0.05]] * 4), SERVED)
-    assert monitor.drift is None
+@pytest.mark.parametrize(
+    "reference",
+    [
+        None,
+        {**REFERENCE, "label_distribution": {"cat": 1.0}},  # no share for the model's labels
+        {**REFERENCE, "confidence": {"edges": [0.0, 1.0, 0.5], "fractions": [0.5, 0.5]}},
+    ],
+)
+def test_no_usable_reference_no_drift_gauge(reference: dict | None) -> None:
+    monitor, registry, _ = _monitor(reference=reference)
+    monitor.record("r1", _answer([[0.9, 0.05, 0.05]] * 4), SERVED)  # still serves and records
+    assert monitor.drift is None and monitor.feedback("r1", ["top"] * 4).accepted == 4
     assert _value(registry, "visor_drift_psi", kind="label") is None
     assert _value(registry, "visor_drift_samples") is None
 

@@ -57,12 +57,13 @@ def test_psi_by_hand() -> None:
 
 
 def test_bin_indices_match_numpy_histogram_and_clip_outliers() -> None:
-    edges = np.array([0.0, 0.5, 1.0])
-    values = np.array([0.0, 0.49, 0.5, 1.0, 1.2, -0.1])
-    assert stats.bin_indices(values, edges).tolist() == [0, 0, 1, 1, 1, 0]
-    inside = values[:4]
-    counts = np.bincount(stats.bin_indices(inside, edges), minlength=2)
-    assert counts.tolist() == np.histogram(inside, edges)[0].tolist()
+    edges = [0.0, 0.5, 1.0]
+    values = [0.0, 0.49, 0.5, 1.0, 1.2, -0.1]
+    assert stats.bin_indices(values, edges) == [0, 0, 1, 1, 1, 0]
+    ten = np.linspace(0, 1, 11).tolist()
+    inside = np.random.default_rng(0).random(1000).tolist() + [0.0, 0.3, 1.0]
+    counts = np.bincount(stats.bin_indices(inside, ten), minlength=10)
+    assert counts.tolist() == np.histogram(inside, ten)[0].tolist()
 
 
 def _prediction(created: float) -> Prediction:
