@@ -9,6 +9,7 @@ import asyncio
 import functools
 import logging
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError
@@ -19,8 +20,15 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from service import codecs
-from service.errors import InternalError, ModelNotFound, ModelUnavailable, VisorError
+from service.errors import (
+    InternalError,
+    ModelNotFound,
+    ModelUnavailable,
+    UnknownRequest,
+    VisorError,
+)
 from service.metrics import Metrics
+from service.monitoring import FeedbackResult
 from service.postprocess import batch_metrics
 from service.protocol import InferCall, InferRequest, params, parse
 from service.repository import Repository
@@ -329,10 +337,34 @@ class Engine:
             metrics=batch_metrics(probs, thresholds, truth, lv.post.labels)
             if truth is not None
             else None,
+            request_id=uuid.uuid4().hex,
         )
         lv.metrics.count_predicted(result.hits)
         lv.metrics.images.inc(len(probs))
+        if lv.monitor is not None:
+            lv.monitor.record(result.request_id, result, lv.post.calibrated)
         return result
+
+    # --- feedback --------------------------------------------------------------------------
+    def feedback(
+        self, request_id: str, labels: Sequence[str | int | None], index: int | None = None
+    ) -> FeedbackResult:
+        """Ground truth for an answered request (its ``request_id``): feeds the live metrics."""
+        for versions in self.repository.serving.values():
+            for lv in versions.values():
+                if lv.monitor is not None:
+                    done = lv.monitor.feedback(request_id, labels, index)
+                    if done is not None:
+                        return done
+        self.metrics.live_feedback_unmatched.inc()
+        s = self.settings
+        raise UnknownRequest(
+            f"Request id {request_id!r} is unknown or expired: feedback is kept for the last "
+            f"{s.monitor_predictions} requests of each served model version, for "
+            f"{s.monitor_prediction_ttl_s:g} s, in the worker process that answered"
+            + ("" if s.monitoring else " (and live verification is off: VISOR_MONITORING=false)")
+            + "."
+        )
 
 
 @functools.cache

@@ -29,6 +29,18 @@ class ModelNotFound(VisorError):
     http_status, grpc_code, reason = 404, grpc.StatusCode.NOT_FOUND, "not_found"
 
 
+class UnknownRequest(VisorError):
+    """Feedback for a request id this server does not hold (never issued, evicted or expired)."""
+
+    http_status, grpc_code, reason = 404, grpc.StatusCode.NOT_FOUND, "unknown_request"
+
+
+class FeedbackConflict(VisorError):
+    """Feedback for an image whose ground truth was already recorded."""
+
+    http_status, grpc_code, reason = 409, grpc.StatusCode.ALREADY_EXISTS, "already_recorded"
+
+
 class PayloadTooLarge(VisorError):
     http_status, grpc_code, reason = 413, grpc.StatusCode.RESOURCE_EXHAUSTED, "too_large"
 

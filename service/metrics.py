@@ -89,6 +89,80 @@ class Metrics:
             ["model", "version", "label"],
             registry=registry,
         )
+        self._live(registry)
+
+    def _live(self, registry: CollectorRegistry) -> None:
+        """Live verification (service/monitoring): feedback-based precision/recall and drift."""
+        mv, mvl = ["model", "version"], ["model", "version", "label"]
+        # NOTE: NaN where an estimate has no data yet; every gauge is per worker process (the
+        # `pid` label under BentoML's multiprocess mode): aggregate with min/max by (...).
+        self.live_precision = Gauge(
+            "visor_live_precision",
+            "Precision at the served thresholds over the feedback window.",
+            mvl,
+            registry=registry,
+        )
+        self.live_precision_lower = Gauge(
+            "visor_live_precision_lower_bound",
+            "One-sided Clopper-Pearson lower bound of visor_live_precision.",
+            mvl,
+            registry=registry,
+        )
+        self.live_precision_upper = Gauge(
+            "visor_live_precision_upper_bound",
+            "One-sided Clopper-Pearson upper bound of visor_live_precision.",
+            mvl,
+            registry=registry,
+        )
+        self.live_recall = Gauge(
+            "visor_live_recall",
+            "Recall at the served thresholds over the feedback window.",
+            mvl,
+            registry=registry,
+        )
+        self.live_recall_lower = Gauge(
+            "visor_live_recall_lower_bound",
+            "One-sided Clopper-Pearson lower bound of visor_live_recall.",
+            mvl,
+            registry=registry,
+        )
+        self.live_recall_upper = Gauge(
+            "visor_live_recall_upper_bound",
+            "One-sided Clopper-Pearson upper bound of visor_live_recall.",
+            mvl,
+            registry=registry,
+        )
+        self.live_support = Gauge(
+            "visor_live_support",
+            "Feedback images behind an estimate: predicted (metric=precision) or true "
+            "(metric=recall) positives in the window.",
+            [*mvl, "metric"],
+            registry=registry,
+        )
+        self.live_target = Gauge(
+            "visor_live_target",
+            "The served thresholds' calibration target (metric=precision|recall) and the "
+            "confidence level of the bounds (metric=confidence).",
+            [*mv, "metric"],
+            registry=registry,
+        )
+        self.live_feedback = Counter(
+            "visor_live_feedback", "Images whose ground truth was received.", mv, registry=registry
+        )
+        self.live_feedback_unmatched = Counter(
+            "visor_live_feedback_unmatched",
+            "Feedback refused because its request id was unknown or expired.",
+            registry=registry,
+        )
+        self.drift_psi = Gauge(
+            "visor_drift_psi",
+            "Population stability index of served predictions against the training reference.",
+            [*mv, "kind"],
+            registry=registry,
+        )
+        self.drift_samples = Gauge(
+            "visor_drift_samples", "Served images in the drift window.", mv, registry=registry
+        )
 
     @classmethod
     def shared(cls, registry: CollectorRegistry | None = None) -> Metrics:

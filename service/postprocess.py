@@ -140,7 +140,13 @@ class Postprocessor:
 def batch_metrics(
     probabilities: np.ndarray, thresholds: np.ndarray, truth: np.ndarray, labels: list[str]
 ) -> BatchMetrics:
-    """Accuracy (argmax) and one-vs-rest precision/recall/F1 at ``thresholds`` (scikit-learn)."""
+    """Accuracy (argmax) and one-vs-rest precision/recall/F1 at ``thresholds`` (scikit-learn).
+
+    Macro averages cover the labels present in the batch, true or predicted (scikit-learn's
+    ``labels=None`` rule for multiclass targets), with ``zero_division=0``: a present label with
+    no predicted (true) image scores precision (recall) 0. Labels absent from the batch keep a
+    per-class entry of support 0 and zeros, and are left out of the averages.
+    """
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     classes = len(labels)
@@ -148,6 +154,12 @@ def batch_metrics(
     y_true[np.arange(len(truth)), truth] = 1
     y_pred = (probabilities >= thresholds).astype(np.int8)
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
+    # NOTE: for multilabel-indicator input scikit-learn averages over every column; naming
+    # the present ones restores its multiclass rule, so absent labels do not count as 0.
+    present = np.flatnonzero(y_true.any(axis=0) | y_pred.any(axis=0))
+    mp, mr, mf, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=present, average="macro", zero_division=0
+    )
     argmax = probabilities.argmax(axis=1)
     return BatchMetrics(
         accuracy=float(accuracy_score(truth, argmax)),
@@ -155,9 +167,10 @@ def batch_metrics(
             label: ClassMetricsResult(float(p[i]), float(r[i]), float(f[i]), int(s[i]))
             for i, label in enumerate(labels)
         },
-        macro_precision=float(np.mean(p)),
-        macro_recall=float(np.mean(r)),
-        macro_f1=float(np.mean(f)),
+        macro_precision=float(mp),
+        macro_recall=float(mr),
+        macro_f1=float(mf),
+        macro_labels=[labels[i] for i in present],
         confusion_matrix=confusion_matrix(truth, argmax, labels=range(classes)).tolist(),
         samples=len(truth),
     )

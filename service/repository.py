@@ -20,6 +20,7 @@ from service.backends import load_backend
 from service.batching import AdaptiveBatcher, BatchPolicy
 from service.metadata import METADATA_FILE, ModelMetadata, load_metadata, sha256_path
 from service.metrics import Metrics, VersionMetrics
+from service.monitoring import VersionMonitor
 from service.settings import Settings
 from service.types import ModelInfo, ModelStatus
 from service.versions import LoadedVersion, VersionPolicy, batch_limit, warmup_sizes
@@ -212,7 +213,10 @@ class Repository:
             settings.inference_threads,
         )
         batcher = AdaptiveBatcher(f"{name} v{version}", backend.run, self._executor, policy, vm)
-        return LoadedVersion(name, version, path, meta, kind, backend, batcher, vm, settings)
+        monitor = VersionMonitor(meta, self._metrics, settings) if settings.monitoring else None
+        return LoadedVersion(
+            name, version, path, meta, kind, backend, batcher, vm, settings, monitor
+        )
 
     def _swap(self, name: str, versions: dict[int, LoadedVersion]) -> None:
         if versions:

@@ -130,6 +130,35 @@ class Settings(BaseSettings):
         "exporter configured the spans go nowhere, yet they cost ~0.5 ms of CPU per request.",
     )
 
+    # --- live verification (service/monitoring) --------------------------------------------
+    monitoring: bool = Field(
+        True, description="Keep predictions for feedback; export live precision/recall and drift."
+    )
+    monitor_predictions: int = Field(
+        50_000, ge=1, description="Recent requests kept per model version for feedback."
+    )
+    monitor_prediction_ttl_s: float = Field(
+        3600.0, gt=0, description="Feedback for a request older than this is refused (404)."
+    )
+    live_window: int = Field(
+        5000, ge=1, description="Feedback images the live precision/recall are computed over."
+    )
+    live_window_s: float = Field(
+        86400.0, gt=0, description="Feedback older than this leaves the live precision/recall."
+    )
+    drift_window: int = Field(
+        5000, ge=1, description="Served images the drift (PSI) is computed over."
+    )
+    drift_window_s: float = Field(
+        3600.0, gt=0, description="Served images older than this leave the drift window."
+    )
+    drift_min_samples: int = Field(
+        200, ge=1, description="Drift gauges stay NaN until the window holds this many images."
+    )
+    drift_refresh_every: int = Field(
+        100, ge=1, description="Recompute the drift gauges every this many served images."
+    )
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:

@@ -10,6 +10,7 @@ from service.backends import Backend
 from service.batching import AdaptiveBatcher
 from service.metadata import ModelMetadata
 from service.metrics import VersionMetrics
+from service.monitoring import VersionMonitor
 from service.postprocess import Postprocessor
 from service.settings import Settings
 from service.types import ModelInfo, ModelStatus
@@ -75,6 +76,7 @@ class LoadedVersion:
     batcher: AdaptiveBatcher
     metrics: VersionMetrics
     settings: Settings
+    monitor: VersionMonitor | None = None  # None when VISOR_MONITORING is off
     post: Postprocessor = field(init=False)
 
     def __post_init__(self) -> None:

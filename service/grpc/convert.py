@@ -99,7 +99,8 @@ def encode_response(
             classes,
         )
     )
-    resp.id = req.id
+    resp.id = req.id or result.request_id
+    resp.parameters["request_id"].string_param = result.request_id
     if (metrics := metrics_json(result)) is not None:
         resp.parameters["metrics"].string_param = metrics
     for i, spec in enumerate(call.outputs):

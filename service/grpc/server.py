@@ -16,7 +16,9 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from service.engine import Engine
+from service.grpc import feedback
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
+from service.grpc.generated import visor_ext_pb2_grpc as ext_grpc
 from service.grpc.handlers import SERVICE_NAME, add_inference_service
 from service.grpc.servicer import InferenceServicer
 from service.settings import Settings
@@ -106,6 +108,7 @@ class GrpcFrontend:
             interceptors=self._interceptors, options=server_options(self.settings)
         )
         add_inference_service(self.servicer, self.server)
+        ext_grpc.add_FeedbackServicer_to_server(feedback.FeedbackServicer(self.engine), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.health, self.server)
         if self.settings.grpc_reflection:
             _enable_reflection(self.server)
@@ -157,6 +160,7 @@ def _enable_reflection(server: grpc.aio.Server) -> None:
         pool.Add(proto)
     names = (
         SERVICE_NAME,
+        feedback.SERVICE_NAME,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     )

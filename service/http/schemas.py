@@ -58,6 +58,7 @@ class Prediction(IODescriptor):
 class ClassifyOutput(IODescriptor):
     model: str
     version: int
+    request_id: str = Field(description="The server's id of this request: the key of feedback.")
     thresholds: dict[str, float] = Field(description="The threshold applied per label.")
     predictions: list[Prediction]
     metrics: dict[str, Any] | None = Field(None, description="When 'labels' were given.")
@@ -66,11 +67,15 @@ class ClassifyOutput(IODescriptor):
 class EvaluateOutput(IODescriptor):
     model: str
     version: int
+    request_id: str
     thresholds: dict[str, float]
     accuracy: float
     per_class: dict[str, dict[str, float]]
     macro_precision: float
     macro_recall: float
     macro_f1: float
+    macro_labels: list[str] = Field(
+        description="Labels true or predicted in the batch: the macro averages cover these."
+    )
     confusion_matrix: list[list[int]] = Field(description="Rows: true label, columns: predicted.")
     samples: int

@@ -26,6 +26,7 @@ from service.auth import ApiKeys
 from service.engine import Engine
 from service.errors import InvalidInput, ModelUnavailable, VisorError
 from service.http import wire
+from service.http.feedback import feedback
 from service.http.middleware import GuardMiddleware, error_body
 from service.http.schemas import ClassifyInput, ClassifyOutput, EvaluateInput, EvaluateOutput
 from service.http.v2 import create_v2_app, server_metadata
@@ -55,7 +56,11 @@ async def list_models(request: Request) -> Response:
 v2_app = create_v2_app()
 # NOTE: "/v2" itself (server metadata) lives here: a mount only matches "/v2/...".
 models_app = Starlette(
-    routes=[Route("/models", list_models, methods=["GET"]), Route("/v2", server_metadata)]
+    routes=[
+        Route("/models", list_models, methods=["GET"]),
+        Route("/feedback", feedback, methods=["POST"]),
+        Route("/v2", server_metadata),
+    ]
 )
 
 

@@ -78,12 +78,14 @@ async def infer(request: Request) -> Response:
         "model_name": result.model,
         "model_version": str(result.version),
         "outputs": outputs,
-        "parameters": {"threshold_source": result.threshold_source},
+        "parameters": {
+            "threshold_source": result.threshold_source,
+            "request_id": result.request_id,
+        },
     }
     if result.metrics is not None:
         body["parameters"]["metrics"] = dataclasses.asdict(result.metrics)
-    if call.id:
-        body["id"] = call.id
+    body["id"] = call.id or result.request_id
     head = json.dumps(body).encode()
     if not chunks:
         return Response(head, media_type="application/json")

@@ -125,6 +125,7 @@ def classification_body(result: Classification) -> bytes:
     body: dict[str, Any] = {
         "model": result.model,
         "version": result.version,
+        "request_id": result.request_id,
         "thresholds": dict(zip(labels, _floats(result.thresholds))),
         "predictions": predictions,
     }
@@ -138,6 +139,7 @@ def evaluation_body(result: Classification) -> bytes:
     body = {
         "model": result.model,
         "version": result.version,
+        "request_id": result.request_id,
         "thresholds": dict(zip(result.labels, _floats(result.thresholds))),
         **metrics_dict(result),
     }

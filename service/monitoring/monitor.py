@@ -1,0 +1,228 @@
+"""One model version's live verification: record served predictions, take feedback, publish
+rolling precision/recall (with Clopper-Pearson lower bounds) and drift (PSI) as gauges.
+
+Cost on the request path: one store insert and one window append per image (O(1)); the drift
+gauges are recomputed every ``drift_refresh_every`` served images, not per request, because a
+scrape under BentoML reads gauges from the workers' multiprocess files and cannot call back into
+a worker. Precision/recall are recomputed on each feedback call, for the classes it touched only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import FeedbackConflict, InvalidInput
+from service.metadata import ModelMetadata, Reference
+from service.metrics import Metrics
+from service.monitoring import stats
+from service.monitoring.windows import DriftWindow, FeedbackWindow, Prediction, PredictionStore
+from service.settings import Settings
+from service.types import Classification
+
+DEFAULT_CONFIDENCE = 0.95
+log = logging.getLogger(__name__)
+
+
+def _usable(meta: ModelMetadata) -> Reference | None:
+    """The version's drift reference, or None (logged) when it cannot be compared with."""
+    ref = meta.reference
+    if ref is None:
+        return None
+    shares = sum(ref.label_distribution.get(label, 0.0) for label in meta.labels)
+    edges = ref.confidence.edges
+    if shares <= 0 or sum(ref.confidence.fractions) <= 0 or edges != sorted(edges):
+        log.warning(
+            "%s v%d: metadata.reference is empty or its edges are unsorted: no drift gauges",
+            meta.name,
+            meta.version,
+        )
+        return None
+    return ref
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackResult:
+    model: str
+    version: int
+    accepted: int  # images whose ground truth was recorded
+
+
+class VersionMonitor:
+    """Predictions, feedback and drift of one served model version; used on the event loop."""
+
+    def __init__(
+        self,
+        meta: ModelMetadata,
+        metrics: Metrics,
+        settings: Settings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name, self.version = meta.name, meta.version
+        self.labels = list(meta.labels)
+        self._index = {label: i for i, label in enumerate(self.labels)}
+        self._m = metrics
+        self._key = (meta.name, str(meta.version))
+        self._clock = clock
+        self.confidence = meta.thresholds.confidence or DEFAULT_CONFIDENCE
+        self.store = PredictionStore(
+            settings.monitor_predictions, settings.monitor_prediction_ttl_s
+        )
+        self.feedback_window = FeedbackWindow(
+            len(self.labels), settings.live_window, settings.live_window_s
+        )
+        self._feedback_count = metrics.live_feedback.labels(*self._key)
+        self._set_targets(meta)
+        self.drift: DriftWindow | None = None
+        ref = _usable(meta)
+        if ref is not None:  # NOTE: no reference, no drift gauge: there is nothing to compare with
+            self._ref_labels = np.array([ref.label_distribution.get(x, 0.0) for x in self.labels])
+            self._ref_conf = np.asarray(ref.confidence.fractions, np.float64)
+            self._edges = list(ref.confidence.edges)
+            self.drift = DriftWindow(
+                len(self.labels),
+                len(self._ref_conf),
+                settings.drift_window,
+                settings.drift_window_s,
+            )
+        self._min_samples = settings.drift_min_samples
+        self._refresh_every = settings.drift_refresh_every
+        self._unrefreshed = 0
+
+    def _set_targets(self, meta: ModelMetadata) -> None:
+        t = meta.thresholds
+        if t.policy in ("precision", "recall") and t.target is not None:
+            self._m.live_target.labels(*self._key, t.policy).set(t.target)
+        self._m.live_target.labels(*self._key, "confidence").set(self.confidence)
+
+    # --- request path ----------------------------------------------------------------------
+    def record(self, request_id: str, result: Classification, served: np.ndarray) -> None:
+        """Keep what ``result`` answered, as labels at the ``served`` (calibrated) thresholds."""
+        now = self._clock()
+        probs = result.probabilities
+        # NOTE: live precision is about the served thresholds: a request that asked for its own
+        # still counts with what the calibrated thresholds would have answered.
+        hits = result.hits if result.threshold_source == "calibrated" else probs >= served
+        predicted: list[list[int]] = [[] for _ in range(len(probs))]
+        rows, cols = np.nonzero(hits)
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            predicted[r].append(c)
+        top1 = probs.argmax(axis=1).tolist()
+        confidence = probs.max(axis=1).tolist()
+        self.store.add(
+            request_id,
+            Prediction(now, tuple(map(tuple, predicted)), tuple(top1), tuple(confidence)),
+        )
+        if self.drift is not None:
+            self.drift.add(now, top1, stats.bin_indices(confidence, self._edges))
+            self._unrefreshed += len(probs)
+            if self._unrefreshed >= self._refresh_every:
+                self.refresh_drift()
+
+    def refresh_drift(self) -> None:
+        """Recompute the PSI gauges over the drift window (NaN while it holds too few images)."""
+        if self.drift is None:
+            return
+        self._unrefreshed = 0
+        self.drift.expire(self._clock())
+        samples = len(self.drift)
+        self._m.drift_samples.labels(*self._key).set(samples)
+        label_psi = conf_psi = math.nan
+        if samples >= self._min_samples:
+            label_psi = stats.psi(self._ref_labels, np.asarray(self.drift.labels))
+            conf_psi = stats.psi(self._ref_conf, np.asarray(self.drift.confidence))
+        self._m.drift_psi.labels(*self._key, "label").set(label_psi)
+        self._m.drift_psi.labels(*self._key, "confidence").set(conf_psi)
+
+    # --- feedback --------------------------------------------------------------------------
+    def feedback(
+        self, request_id: str, labels: Sequence[str | int | None], index: int | None = None
+    ) -> FeedbackResult | None:
+        """Record ground truth for a request this version answered; None if it did not (or
+        the request expired). ``labels``: one per image (None: unknown), or one for ``index``."""
+        now = self._clock()
+        prediction = self.store.get(request_id, now)
+        if prediction is None:
+            return None
+        truths = self._truths(prediction, labels, index)
+        done = sorted(j for j in truths if prediction.was_answered(j))
+        if done:
+            raise FeedbackConflict(
+                f"Feedback for image(s) {done} of request {request_id} was already recorded; "
+                "each image counts once."
+            )
+        touched: set[int] = set()
+        for j, truth in truths.items():
+            touched |= self.feedback_window.add(now, prediction.predicted[j], truth)
+            prediction.mark_answered(j)
+        self._feedback_count.inc(len(truths))
+        self._publish(sorted(touched))
+        return FeedbackResult(self.name, self.version, len(truths))
+
+    def _truths(
+        self, prediction: Prediction, labels: Sequence[str | int | None], index: int | None
+    ) -> dict[int, int]:
+        """image index → true class index, validated (InvalidInput) before anything is counted."""
+        n = len(prediction.top1)
+        if isinstance(labels, str | bytes) or not isinstance(labels, Sequence):
+            raise InvalidInput("'labels' must be a list: one true label per image of the request.")
+        if index is not None:
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
+                raise InvalidInput(f"'index' must be an image index in [0, {n}), got {index!r}.")
+            if len(labels) != 1:
+                raise InvalidInput("With 'index', give exactly one label: that image's.")
+            positions = [index]
+        elif len(labels) != n:
+            raise InvalidInput(
+                f"{len(labels)} labels for a request of {n} image(s): give one per image "
+                "(null for an unknown one), or 'index' and one label."
+            )
+        else:
+            positions = list(range(n))
+        truths = {j: self._class(label, j) for j, label in zip(positions, labels, strict=True)}
+        truths = {j: c for j, c in truths.items() if c is not None}
+        if not truths:
+            raise InvalidInput("The feedback holds no label: every entry is null.")
+        return truths
+
+    def _class(self, label: str | int | None, image: int) -> int | None:
+        if label is None or label == "":
+            return None
+        if isinstance(label, str) and label in self._index:
+            return self._index[label]
+        if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(self.labels):
+            return label
+        raise InvalidInput(
+            f"Label {label!r} (image {image}) is not one of the model's labels: "
+            f"{', '.join(self.labels[:20])}{' ...' if len(self.labels) > 20 else ''}."
+        )
+
+    def _publish(self, classes: list[int]) -> None:
+        """Set the precision/recall gauges of ``classes`` from the feedback window's counts."""
+        if not classes:
+            return
+        w, idx, m = self.feedback_window, np.asarray(classes), self._m
+        tp, fp, fn = w.tp[idx], w.fp[idx], w.fn[idx]
+        for metric, trials, gauges in (
+            (
+                "precision",
+                tp + fp,
+                (m.live_precision, m.live_precision_lower, m.live_precision_upper),
+            ),
+            ("recall", tp + fn, (m.live_recall, m.live_recall_lower, m.live_recall_upper)),
+        ):
+            values = (
+                stats.ratio(tp, trials),
+                stats.clopper_pearson_lower(tp, trials, self.confidence),
+                stats.clopper_pearson_upper(tp, trials, self.confidence),
+            )
+            for j, c in enumerate(classes):
+                key = (*self._key, self.labels[c])
+                for gauge, value in zip(gauges, values, strict=True):
+                    gauge.labels(*key).set(value[j])
+                m.live_support.labels(*key, metric).set(trials[j])
