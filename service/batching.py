@@ -154,9 +154,8 @@ class AdaptiveBatcher:
     def _launch(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
         # NOTE: the batch is stacked (and uint8 → float32 converted) here, on the loop, where
         # the GIL is already held: in the inference thread every numpy copy released and took
-        # back the GIL, and each take waited for the loop (~0.5 ms per image of MobileNetV2 at
-        # c=32 against ~0.03 ms of copying, docs/benchmarks.md). A lone float32 request goes to
-        # the backend without any copy.
+        # back the GIL, and each take waited for the loop, far longer than the copy itself
+        # (docs/benchmarks.md, finding 18). A lone float32 request goes to the backend uncopied.
         parts = [req.pixels for req in batch]
         try:
             x = parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -46,8 +46,8 @@ class Engine:
         self.settings = settings
         # NOTE: process-wide, and every server process has one engine per worker. Batches hand
         # over between the event loop and the inference threads through the GIL; at Python's
-        # 5 ms a thread returning from ONNX Runtime could wait that long for the loop.
-        # MobileNetV2, gRPC c=32: +9% at 1 ms (docs/benchmarks.md, finding 18).
+        # default interval a thread returning from ONNX Runtime could wait that long for the
+        # loop (the gain of a shorter one: docs/benchmarks.md, finding 18).
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         self.metrics = Metrics.shared(registry)
         self._infer_pool = ThreadPoolExecutor(settings.inference_threads, "visor-infer")

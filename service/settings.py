@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     http_tracing: bool = Field(
         False,
         description="BentoML's OpenTelemetry span on every HTTP request. Off by default: with no "
-        "exporter configured the spans go nowhere, yet they cost ~0.5 ms of CPU per request.",
+        "exporter configured the spans go nowhere, yet they cost CPU on every request.",
     )
 
     # --- live verification (service/monitoring) --------------------------------------------

@@ -51,7 +51,7 @@ def write_artifacts(model: keras.Model, folder: Path, opset: int) -> None:
         include_optimizer=False,
         signatures={"serving_default": serve},
         # NOTE: no per-layer traced functions: the serving signature is all serving needs, Keras
-        # reloads built-in layers from their config, and saving a backbone gets ~3x faster.
+        # reloads built-in layers from their config, and saving a backbone gets much faster.
         save_traces=False,
     )
     tf2onnx.convert.from_keras(

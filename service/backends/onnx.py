@@ -94,10 +94,9 @@ def session_options(
     opts.inter_op_num_threads = settings.inter_op_threads
     opts.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization]
     opts.log_severity_level = 3
-    # NOTE: spinning (ORT's default) is off. With all servers up at once and alternated in
-    # 4-second windows (docs/benchmarks.md), spinning cut MobileNetV2's gRPC c=1 p50 from 10.5
-    # to 8.4 ms but cost 20% of the c=32 throughput (146 -> 117 images/s): two batches in
-    # flight plus the event loop leave no core for a thread that spins.
+    # NOTE: spinning (ORT's default) is off: it shortens a lone request but costs throughput
+    # once batches overlap (docs/benchmarks.md): two batches in flight plus the event loop
+    # leave no core for a thread that spins.
     spin = "1" if (settings.ort_allow_spinning if spinning is None else spinning) else "0"
     opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
     opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
@@ -116,8 +115,8 @@ class OnnxBackend:
         lone = lone_session_wanted(settings, providers)
         # NOTE: with a session of its own for lone requests, the main session only runs batches
         # that may overlap (inference_threads at once), so each gets its share of the cores:
-        # two single-threaded batches side by side beat two 2-thread batches fighting over 2
-        # cores (MobileNetV2 at c=32: +16% over gRPC and HTTP, docs/benchmarks.md).
+        # single-threaded batches side by side beat multi-threaded ones fighting over the same
+        # cores (docs/benchmarks.md).
         main = session_options(settings, batches=settings.inference_threads if lone else 1)
         self.session = ort.InferenceSession(str(path), sess_options=main, providers=providers)
         self.device = self.session.get_providers()[0]
@@ -132,12 +131,12 @@ class OnnxBackend:
                 raise RuntimeError(msg + " (VISOR_REQUIRE_PROVIDER is set)")
             log.warning(msg)
         log.info("%s v%s: ONNX Runtime active provider %s", meta.name, meta.version, self.device)
-        # NOTE: spinning threads cut a lone request's latency by 1-2 ms on 2 cores but cost 20%
-        # of the throughput once batches overlap (docs/benchmarks.md). So on the CPU a second,
-        # spinning session answers single-image batches that run while nothing else does, and
-        # every other batch goes to the main session. It is only ever fed batch 1, so its arena
-        # stays small (+25 MB at rest for MobileNetV2). Wanted only when CPU is the provider
-        # asked for, so it never sits beside a GPU session that fell back.
+        # NOTE: spinning threads cut a lone request's latency but cost throughput once batches
+        # overlap (docs/benchmarks.md). So on the CPU a second, spinning session answers
+        # single-image batches that run while nothing else does, and every other batch goes to
+        # the main session. It is only ever fed batch 1, so its arena stays small. Wanted only
+        # when CPU is the provider asked for, so it never sits beside a GPU session that fell
+        # back.
         self._lone: ort.InferenceSession | None = None
         self._running = 0
         self._lock = threading.Lock()

@@ -48,8 +48,8 @@ def bentoml_options(settings: Settings, given: str = "") -> str:
         options.append("services.visor.logging.access.enabled=false")
     if not settings.http_tracing:
         # NOTE: BentoML installs its OpenTelemetry middleware unconditionally; a URL regex that
-        # matches every path makes it hand each request straight on (digits over HTTP at c=32:
-        # 2.6 -> 2.0 ms of server CPU per request, +30% requests/s; docs/benchmarks.md).
+        # matches every path makes it hand each request straight on (the cost it saves is
+        # measured in docs/benchmarks.md).
         options.append("services.visor.tracing.excluded_urls=.")
     return " ".join(o for o in options if o)
 

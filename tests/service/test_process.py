@@ -136,3 +136,49 @@ def test_generated_stubs_are_current(tmp_path) -> None:
     assert names == sorted(p.name for p in committed.iterdir() if p.suffix in (".py", ".pyi"))
     _, mismatch, errors = filecmp.cmpfiles(tmp_path, committed, names, shallow=False)
     assert not mismatch and not errors, f"regenerate with scripts/gen_proto.sh: {mismatch}"
+
+
+def test_service_imports_nothing_from_training() -> None:
+    """``service/`` stands alone: the serving image has no ``training/``."""
+    import ast
+
+    offenders = []
+    for path in (ROOT / "service").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "training"
+            ]
+    assert not offenders
+
+
+def test_serves_from_a_tree_without_training(model_repo, tmp_path: Path) -> None:
+    """A copy of ``service/`` alone, with ``training`` made unimportable, serves a model."""
+    import shutil
+
+    tree = tmp_path / "tree"
+    shutil.copytree(
+        ROOT / "service", tree / "service", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    script = (
+        "import sys\nsys.modules['training'] = None  # any import of it now fails\n"
+        + NO_TF
+        + "\nassert not [m for m, mod in sys.modules.items() if m.startswith('training') and mod]\n"
+        + "import service; print(service.__file__)\n"
+    )
+    out = subprocess.run(  # noqa: PLW1510 - the return code is asserted
+        [sys.executable, "-c", script, str(model_repo)],
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1].startswith(str(tree))
