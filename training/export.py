@@ -16,9 +16,11 @@ import tensorflow as tf
 import tf2onnx
 import tf_keras as keras
 
+from service.golden import write_golden
 from service.metadata import (
     METADATA_FILE,
     Artifact,
+    Golden,
     InputSpec,
     ModelMetadata,
     OutputSpec,
@@ -30,6 +32,11 @@ from training.models import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 ARTIFACTS = {"onnx": "model.onnx", "savedmodel": "saved_model", "keras_h5": "model.h5"}
+# NOTE: a few inputs are enough to catch damaged weights (they move every output) and keep the
+# file small for large inputs. The tolerance leaves room for a GPU provider's arithmetic
+# (TF32, fused kernels) while damaged weights move probabilities by far more.
+GOLDEN_INPUTS = 8
+GOLDEN_TOLERANCE = 1e-3
 
 
 def _signature(model: keras.Model) -> tf.TensorSpec:
@@ -87,6 +94,13 @@ def check_parity(
     if bad:
         raise ExportError(f"export parity failed (max abs diff > {tolerance}): {bad}")
     return parity
+
+
+def export_golden(folder: Path, batch: np.ndarray) -> Golden:
+    """Store a few inputs and the exported ONNX model's outputs for the server's load check."""
+    onnx_run, _, _ = _onnx_runner(folder)
+    inputs = np.ascontiguousarray(batch[:GOLDEN_INPUTS], dtype=np.float32)
+    return write_golden(folder, inputs, onnx_run(inputs), GOLDEN_TOLERANCE)
 
 
 def io_specs(

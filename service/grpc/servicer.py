@@ -17,9 +17,15 @@ from service.grpc import convert
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.settings import Settings
+from service.types import ModelStatus
 
 log = logging.getLogger(__name__)
 EXTENSIONS = ["classification", "model_stream_infer"]
+
+
+def _ascii(text: str) -> str:
+    # NOTE: gRPC metadata values must be printable ASCII.
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:1024]
 
 
 def _server_version() -> str:
@@ -66,9 +72,22 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
-        return pb.ModelReadyResponse(
-            ready=self._engine.model_ready(request.name, request.version or None)
-        )
+        ready = self._engine.model_ready(request.name, request.version or None)
+        if not ready:
+            failure = self._failure(request.name, request.version or None)
+            if failure:  # NOTE: the reply is a bare bool; the reason travels as trailing metadata
+                context.set_trailing_metadata((("visor-load-error", _ascii(failure)),))
+        return pb.ModelReadyResponse(ready=ready)
+
+    def _failure(self, name: str, version: str | None) -> str:
+        """'model x v2 failed to load: <reason>' when that version failed, else ''."""
+        try:
+            info = self._engine.model_info(name, version)
+        except VisorError:
+            return ""
+        if info.status is not ModelStatus.FAILED:
+            return ""
+        return f"model {info.name} v{info.version} failed to load: {info.reason}"
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
@@ -82,6 +101,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             info = self._engine.model_info(request.name, request.version or None)
         except VisorError as err:
             await context.abort(err.grpc_code, err.message)
+        if info.status is ModelStatus.FAILED:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, self._failure(info.name, str(info.version))
+            )
         versions = sorted({m.version for m in self._engine.models() if m.name == info.name})
         resp = pb.ModelMetadataResponse(
             name=info.name,
