@@ -60,7 +60,7 @@ def test_published_version_is_readable_by_another_user(digits_repo: Path, shared
     files = [str(p) for p in target.rglob("*") if p.is_file()]
     # NOTE: cat, not Python: the test's interpreter may live where that user cannot go
     read = subprocess.run(
-        ["cat", *files], user=NOBODY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        ["cat", *files], user=NOBODY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
     )
     assert read.returncode == 0, read.stderr
 
