@@ -125,6 +125,14 @@ class Settings(BaseSettings):
         "exporter configured the spans go nowhere, yet they cost ~0.5 ms of CPU per request.",
     )
 
+    @field_validator("version_policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        from service.versions import VersionPolicy  # NOTE: lazy: versions imports this module
+
+        VersionPolicy.parse(value)  # raises ValueError with the accepted forms
+        return value
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
