@@ -48,7 +48,11 @@ def check_models(settings: Settings) -> None:
 
 def _port_free(host: str, port: int) -> bool:
     """Whether a listener could bind ``host:port`` now (SO_REUSEADDR, like the servers)."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot bind host {host!r} (--host / VISOR_HOST): {exc}") from None
+    family, kind, proto, _, address = found[0]
     with socket.socket(family, kind, proto) as probe:
         # NOTE: SO_REUSEADDR ignores TIME_WAIT leftovers of a server that just stopped, never a
         # live listener; no SO_REUSEPORT, so a server sharing its port with workers counts too.

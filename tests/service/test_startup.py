@@ -38,6 +38,7 @@ def _serve(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         ([], {"VISOR_WORKERS": "two"}, "workers (--workers / VISOR_WORKERS) = 'two'"),
         (["--version-policy", "newest"], {}, "use 'latest:N', 'all' or 'specific:1,3'"),
         (["--models", "no/such/folder"], {}, "model repository no/such/folder is not a folder"),
+        (["--host", "no.such.host.invalid"], {}, "cannot bind host 'no.such.host.invalid'"),
     ],
 )
 def test_bad_setting_is_one_line_and_exit_2(
