@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, start_server, tiny_repo
 
+from tests.http.conftest import ROOT, start_server, tiny_repo
 from tests.service.svc_helpers import encode, image_pixels
 
 
