@@ -6,6 +6,7 @@ setting, a missing model folder or a port another server holds is said once, in 
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Iterable, Mapping
 
@@ -46,8 +47,8 @@ def check_models(settings: Settings) -> None:
         )
 
 
-def _port_free(host: str, port: int) -> bool:
-    """Whether a listener could bind ``host:port`` now (SO_REUSEADDR, like the servers)."""
+def _bind_error(host: str, port: int) -> OSError | None:
+    """Why a listener could not bind ``host:port`` now, or None (SO_REUSEADDR, like the servers)."""
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -59,9 +60,9 @@ def _port_free(host: str, port: int) -> bool:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(address)
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            return exc
+    return None
 
 
 def check_ports(settings: Settings) -> None:
@@ -72,8 +73,12 @@ def check_ports(settings: Settings) -> None:
     if settings.protocol in ("grpc", "both"):
         wanted.append(("gRPC", "--grpc-port", settings.grpc_port))
     for label, flag, port in wanted:
-        if port and not _port_free(settings.host, port):
+        error = _bind_error(settings.host, port) if port else None
+        if error is None:
+            continue
+        where = f"{label} port {settings.host}:{port}"
+        if error.errno == errno.EADDRINUSE:
             raise StartupError(
-                f"{label} port {settings.host}:{port} is already in use (another server?): "
-                f"stop it or choose another {flag}"
+                f"{where} is already in use (another server?): stop it or choose another {flag}"
             )
+        raise StartupError(f"{where} cannot be bound: {error.strerror} (--host, {flag})")
