@@ -207,7 +207,7 @@ class Repository:
             for size in warmup_sizes(settings, limit):
                 backend.run(_zeros(meta, size))
             if meta.golden is not None:
-                verify_golden(path, meta.golden, backend.run, limit)
+                verify_golden(path, meta.golden, backend.run, limit, settings.golden_tolerance)
         except BaseException:
             backend.close()  # NOTE: a version that cannot serve frees its session at once
             raise

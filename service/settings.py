@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     warmup_batch_sizes: list[int] | None = Field(
         None, description="Batch sizes to warm up with; default: 1, 2, 4 ... max_batch_size."
     )
+    golden_tolerance: float | None = Field(
+        None,
+        gt=0,
+        description="Max |output - golden output| a version may show at load; default: the "
+        "tolerance stored with it (raise it for a provider whose arithmetic differs more).",
+    )
 
     # --- ONNX Runtime -------------------------------------------------------------------
     providers: list[str] = Field(
