@@ -53,6 +53,7 @@ def test_export_stores_golden_outputs_the_model_reproduces(digits_repo: Path) ->
     )
     name = session.get_inputs()[0].name
     assert verify_golden(version_dir, golden, lambda x: session.run(None, {name: x})[0], 4) <= 1e-5
+
     def reversed_run(x):
         return session.run(None, {name: x})[0][:, ::-1]
 
