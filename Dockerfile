@@ -5,7 +5,10 @@
 #   GPU:             docker build -t visor:gpu \
 #                      --build-arg BASE_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04 .
 #   Baked model:     docker build --target baked -t visor:digits .   (trains the default model)
-#   Run:             docker run -p 3000:3000 -p 50051:50051 -v "$PWD/models:/models:ro" visor
+#   Run:             docker run --stop-timeout 30 -p 3000:3000 -p 50051:50051 \
+#                      -v "$PWD/models:/models:ro" visor
+#   Stop:            docker stop -t 30 ID   (SIGTERM; Visor finishes in-flight work within its
+#                      20 s grace period, VISOR_GRACE_PERIOD_S; Docker's default 10 s is too short)
 #
 # Install and start use the same scripts as `make serve` (scripts/install.sh, scripts/serve.sh),
 # and the serving image installs the `serve` profile only: no TensorFlow.
@@ -30,12 +33,27 @@ WORKDIR /opt/visor
 FROM base AS deps
 COPY pyproject.toml README.md ./
 COPY scripts/ scripts/
-# NOTE: empty packages first, so the dependency layer is cached until pyproject.toml changes;
-# the editable install maps `service`/`training` to /opt/visor, where the code lands next.
-RUN mkdir -p service training && touch service/__init__.py training/__init__.py \
+# NOTE: an empty package first, so the dependency layer is cached until pyproject.toml changes;
+# the editable install maps `service` to /opt/visor, where the code lands next. The serving image
+# has no `training/`: service/ imports nothing from it (tests/service/test_process.py).
+RUN mkdir -p service && touch service/__init__.py \
     && PYTHON=python3 VENV=.venv scripts/install.sh serve
+# NOTE: install.sh installs onnxruntime-gpu (pyproject's dependency). A CPU image never uses its
+# CUDA/TensorRT providers (hundreds of MB), so it gets the plain CPU wheel of the same version.
+# Both wheels own the `onnxruntime` module and must never sit side by side: uninstall first.
+# ORT_PACKAGE=auto picks onnxruntime-gpu on a CUDA base image (they set CUDA_VERSION), else
+# onnxruntime; pass onnxruntime-gpu or onnxruntime to choose.
+ARG ORT_PACKAGE=auto
+RUN set -eu; want=$ORT_PACKAGE; \
+    if [ "$want" = auto ]; then want=onnxruntime; [ -z "${CUDA_VERSION:-}" ] || want=onnxruntime-gpu; fi; \
+    case "$want" in onnxruntime|onnxruntime-gpu) ;; *) echo "ORT_PACKAGE=$want: use auto, onnxruntime or onnxruntime-gpu" >&2; exit 2;; esac; \
+    if [ "$want" = onnxruntime ]; then \
+      v=$(.venv/bin/python -c 'from importlib.metadata import version; print(version("onnxruntime-gpu"))'); \
+      .venv/bin/python -m pip uninstall -y -q onnxruntime-gpu; \
+      .venv/bin/python -m pip install -q --no-deps "onnxruntime==$v"; \
+    fi; \
+    .venv/bin/python -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())'
 COPY service/ service/
-COPY training/ training/
 
 # --- the serving image (models mounted at /models) -----------------------------------------------
 FROM base AS runtime
@@ -58,9 +76,14 @@ ENV PATH=/opt/visor/.venv/bin:$PATH \
     VISOR_GRPC_PORT=50051
 USER visor
 EXPOSE 3000 50051
-# NOTE: /readyz answers 200 only once every model is loaded and warm.
+# NOTE: /readyz answers 200 only once every model is loaded and warm; the port is the one the
+# server listens on (VISOR_HTTP_PORT may be changed at `docker run -e`).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
-  CMD ["python", "-c", "import sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:3000/readyz', timeout=4).status != 200)"]
+  CMD ["python", "-c", "import os, sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('VISOR_HTTP_PORT', '3000'), timeout=4).status != 200)"]
+# NOTE: SIGTERM starts the graceful stop (grace_period_s, 20 s by default). An image cannot set
+# the stop timeout: run with `--stop-timeout 30` / `docker stop -t 30`, and in Kubernetes keep
+# terminationGracePeriodSeconds above the grace period (deploy/k8s).
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["scripts/serve.sh"]
 CMD ["--models", "/models"]
 

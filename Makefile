@@ -4,7 +4,7 @@ VENV   ?= .venv
 MODELS ?= models
 PY      = $(VENV)/bin/python
 
-.PHONY: serve test install lint loadtest bench clean help
+.PHONY: serve test install lint loadtest bench image image-smoke clean help
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
@@ -41,6 +41,16 @@ BENCH_ARGS  ?=
 bench:  ## benchmark BENCH_MODEL (mobilenetv2|digits); writes docs/benchmarks.{md,json,png}
 	VENV=$(VENV) PYTHON=$(PYTHON) scripts/install.sh full
 	$(PY) -m loadtests.bench --model $(BENCH_MODEL) $(BENCH_ARGS)
+
+# Container image (podman or docker; ENGINE=docker). Tagged with the version the k8s manifests pin.
+ENGINE    ?= podman
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image:  ## build the CPU serving image visor:IMAGE_TAG (and visor:latest)
+	$(ENGINE) build $(if $(filter podman,$(ENGINE)),--format docker) --network host -t visor:$(IMAGE_TAG) -t visor:latest .
+
+image-smoke:  ## build the image and try it read-only with the digits model (minutes; not in `make test`)
+	VENV=$(VENV) PYTHON=$(PYTHON) scripts/install.sh full
+	ENGINE=$(ENGINE) IMAGE=visor:$(IMAGE_TAG) VENV=$(VENV) scripts/image-smoke.sh
 
 clean:  ## remove the virtual environment and caches (models/ is kept)
 	rm -rf $(VENV) .pytest_cache build *.egg-info

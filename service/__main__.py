@@ -11,7 +11,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from service.settings import Settings
+from service.startup import StartupError, check_models, check_ports, describe
 
 # flag → Settings field; the help text is the field's description.
 OPTIONS: dict[str, str] = {
@@ -72,7 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     args.pop("command")
-    settings = Settings(**args)  # NOTE: flags override; unset ones come from VISOR_* / defaults
+    try:
+        settings = Settings(**args)  # NOTE: flags override; unset ones come from VISOR_* / defaults
+        check_models(settings)
+        check_ports(settings)
+    except (ValidationError, StartupError) as exc:
+        flags = {name: flag for flag, name in OPTIONS.items()}
+        message = describe(exc, flags) if isinstance(exc, ValidationError) else str(exc)
+        print(f"python -m service serve: error: {message}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",

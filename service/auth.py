@@ -15,8 +15,15 @@ from pydantic import SecretStr
 
 from service.errors import Unauthenticated
 
-# NOTE: gRPC methods a probe or tool calls without a key (health checks, reflection).
+# NOTE: gRPC methods a probe or tool calls without a key (health checks, reflection), and the
+# OIP server health calls, open like HTTP's /v2/health/live and /v2/health/ready.
 OPEN_GRPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+OPEN_GRPC_METHODS = frozenset(
+    {
+        "/inference.GRPCInferenceService/ServerLive",
+        "/inference.GRPCInferenceService/ServerReady",
+    }
+)
 
 
 class ApiKeys:
@@ -72,7 +79,11 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         method = handler_call_details.method or ""
-        if not self._keys.enabled or method.startswith(OPEN_GRPC_PREFIXES):
+        if (
+            not self._keys.enabled
+            or method in OPEN_GRPC_METHODS
+            or method.startswith(OPEN_GRPC_PREFIXES)
+        ):
             return await continuation(handler_call_details)
         metadata: Sequence[tuple[str, Any]] = handler_call_details.invocation_metadata or ()
         pairs = ((k.lower(), v) for k, v in metadata if isinstance(v, str))

@@ -126,6 +126,8 @@ class Engine:
     def model_metadata(self, name: str, version: int | str | None = None) -> dict[str, Any]:
         """OIP model metadata (``name``, ``versions``, ``platform``, ``inputs``, ``outputs``)."""
         info = self.model_info(name, version)
+        if failure := self.load_failure(info.name, info.version):
+            raise ModelUnavailable(failure)
         if info.metadata is None:
             raise ModelUnavailable(
                 f"model {info.name} v{info.version} has no valid metadata"
@@ -149,6 +151,16 @@ class Engine:
             ],
             "labels": list(labels),
         }
+
+    def load_failure(self, name: str, version: int | str | None = None) -> str:
+        """'model x v2 failed to load: <reason>' when that version failed, else ''."""
+        try:
+            info = self.model_info(name, version)
+        except VisorError:
+            return ""
+        if info.status is not ModelStatus.FAILED:
+            return ""
+        return f"model {info.name} v{info.version} failed to load: {info.reason}"
 
     def model_ready(self, name: str, version: int | str | None = None) -> bool:
         if self._stopping:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from service.backends import load_backend
 from service.batching import AdaptiveBatcher, BatchPolicy
+from service.golden import GoldenMismatch, verify_golden
 from service.metadata import METADATA_FILE, ModelMetadata, load_metadata, sha256_path
 from service.metrics import Metrics, VersionMetrics
 from service.monitoring import VersionMonitor
@@ -162,7 +163,8 @@ class Repository:
         log.info("model %s v%d ready on %s (%s)", name, version, lv.backend.device, lv.kind)
 
     def _fail(self, name: str, version: int, prints: tuple[int, ...], exc: Exception) -> None:
-        reason = str(exc) if isinstance(exc, LoadError) else f"{type(exc).__name__}: {exc}"
+        plain = isinstance(exc, (LoadError, GoldenMismatch))
+        reason = str(exc) if plain else f"{type(exc).__name__}: {exc}"
         self._failed[(name, version)] = prints
         self._prints[(name, version)] = prints
         prev = self._infos.get((name, version))
@@ -202,8 +204,14 @@ class Repository:
             )
         backend = load_backend(kind, path, meta, settings)
         limit = batch_limit(settings, backend.device)
-        for size in warmup_sizes(settings, limit):
-            backend.run(_zeros(meta, size))
+        try:
+            for size in warmup_sizes(settings, limit):
+                backend.run(_zeros(meta, size))
+            if meta.golden is not None:
+                verify_golden(path, meta.golden, backend.run, limit, settings.golden_tolerance)
+        except BaseException:
+            backend.close()  # NOTE: a version that cannot serve frees its session at once
+            raise
         vm = VersionMetrics(self._metrics, name, version)
         vm.set_labels(list(meta.labels))
         policy = BatchPolicy(

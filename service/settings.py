@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     warmup_batch_sizes: list[int] | None = Field(
         None, description="Batch sizes to warm up with; default: 1, 2, 4 ... max_batch_size."
     )
+    golden_tolerance: float | None = Field(
+        None,
+        gt=0,
+        description="Max |output - golden output| a version may show at load; default: the "
+        "tolerance stored with it (raise it for a provider whose arithmetic differs more).",
+    )
 
     # --- ONNX Runtime -------------------------------------------------------------------
     providers: list[str] = Field(
@@ -158,6 +164,14 @@ class Settings(BaseSettings):
     drift_refresh_every: int = Field(
         100, ge=1, description="Recompute the drift gauges every this many served images."
     )
+
+    @field_validator("version_policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        from service.versions import VersionPolicy  # NOTE: lazy: versions imports this module
+
+        VersionPolicy.parse(value)  # raises ValueError with the accepted forms
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +15,11 @@ import tensorflow as tf
 import tf2onnx
 import tf_keras as keras
 
+from service.golden import write_golden
 from service.metadata import (
     METADATA_FILE,
     Artifact,
+    Golden,
     InputSpec,
     ModelMetadata,
     OutputSpec,
@@ -27,9 +28,15 @@ from service.metadata import (
 from training.config import ExportConfig
 from training.errors import ExportError
 from training.models import INPUT_NAME, OUTPUT_NAME
+from training.staging import make_readable, make_staging, remove_stale
 
 log = logging.getLogger(__name__)
 ARTIFACTS = {"onnx": "model.onnx", "savedmodel": "saved_model", "keras_h5": "model.h5"}
+# NOTE: a few inputs are enough to catch damaged weights (they move every output) and keep the
+# file small for large inputs. The tolerance leaves room for a GPU provider's arithmetic
+# (TF32, fused kernels) while damaged weights move probabilities by far more.
+GOLDEN_INPUTS = 8
+GOLDEN_TOLERANCE = 1e-3
 
 
 def _signature(model: keras.Model) -> tf.TensorSpec:
@@ -89,6 +96,13 @@ def check_parity(
     return parity
 
 
+def export_golden(folder: Path, batch: np.ndarray) -> Golden:
+    """Store a few inputs and the exported ONNX model's outputs for the server's load check."""
+    onnx_run, _, _ = _onnx_runner(folder)
+    inputs = np.ascontiguousarray(batch[:GOLDEN_INPUTS], dtype=np.float32)
+    return write_golden(folder, inputs, onnx_run(inputs), GOLDEN_TOLERANCE)
+
+
 def io_specs(
     folder: Path, model: keras.Model, color_mode: str, resize_method: str
 ) -> tuple[InputSpec, OutputSpec]:
@@ -129,17 +143,20 @@ def publish(
 
     ``fill(tmp)`` writes the artifacts; ``finish(tmp, version)`` returns the metadata for that
     version. Any exception removes the temporary folder, so no version folder ever appears half
-    written (the service ignores names that are not positive integers).
+    written (the service ignores names that are not positive integers); staging folders left by
+    a killed publisher are removed first (training/staging.py).
     """
     model_dir = cfg.out_dir / cfg.name
     model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
+    remove_stale(model_dir)
+    tmp = make_staging(model_dir)
     try:
         fill(tmp)
         while True:
             version = next_version(model_dir)
             metadata = finish(tmp, version)
             (tmp / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
+            make_readable(tmp)  # NOTE: mkdtemp made it 0700; servers may run as another user
             target = model_dir / str(version)
             if target.exists():
                 continue

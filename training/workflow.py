@@ -66,6 +66,7 @@ def run_training(cfg: RunConfig) -> RunResult:
         check_parity,
         checksums,
         created_now,
+        export_golden,
         io_specs,
         publish,
         write_artifacts,
@@ -99,12 +100,14 @@ def run_training(cfg: RunConfig) -> RunResult:
     )
     thresholds = with_test_results(thresholds, y_test, probs_test)
     parity: dict[str, float] = {}
+    golden: list = []
 
     def fill(tmp: Path) -> None:
         write_artifacts(model, tmp, cfg.export.opset)
         parity.update(
             check_parity(model, tmp, x_test[: cfg.export.parity_batch], cfg.export.parity_tolerance)
         )
+        golden.append(export_golden(tmp, x_test[: cfg.export.parity_batch]))
 
     def finish(tmp: Path, version: int) -> ModelMetadata:
         input_spec, output_spec = io_specs(tmp, model, ds.color_mode, method)
@@ -120,6 +123,7 @@ def run_training(cfg: RunConfig) -> RunResult:
             artifacts=checksums(tmp),
             onnx_opset=cfg.export.opset,
             parity=parity,
+            golden=golden[0],
             frameworks=_frameworks(),
             training=cfg.to_dict() | {"dataset": _summary(ds), "history": result.history},
         )

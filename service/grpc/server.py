@@ -33,7 +33,9 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", limit),
         ("grpc.max_receive_message_length", limit),
-        ("grpc.so_reuseport", 1),
+        # NOTE: SO_REUSEPORT only for workers sharing the port; with it, a second server would
+        # bind a busy port and take part of its connections.
+        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ("grpc.keepalive_time_ms", int(settings.grpc_keepalive_time_s * 1000)),
         ("grpc.keepalive_timeout_ms", int(settings.grpc_keepalive_timeout_s * 1000)),
         (

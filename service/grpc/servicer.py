@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 EXTENSIONS = ["model_stream_infer"]  # besides the engine's, which both wires share
 
 
+def _ascii(text: str) -> str:
+    # NOTE: gRPC metadata values must be printable ASCII.
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:1024]
+
+
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
@@ -58,11 +63,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
         try:
-            return pb.ModelReadyResponse(
-                ready=self._engine.model_ready(request.name, request.version)
-            )
+            ready = self._engine.model_ready(request.name, request.version)
         except VisorError as err:
             await context.abort(err.grpc_code, err.message)
+        if not ready and (failure := self._engine.load_failure(request.name, request.version)):
+            # NOTE: the reply is a bare bool; the reason travels as trailing metadata
+            context.set_trailing_metadata((("visor-load-error", _ascii(failure)),))
+        return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext

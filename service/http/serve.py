@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 from typing import Any
 
 from pydantic import SecretStr
@@ -62,15 +64,23 @@ def serve(settings: Settings) -> None:
     )
     # NOTE: BentoML's /metrics aggregates every worker through prometheus multiprocess files;
     # the supervisor sets PROMETHEUS_MULTIPROC_DIR for the workers before they import anything.
+    # Its default folder is one per user ($BENTOML_HOME), wiped by every server that starts:
+    # each server gets its own, removed when it stops.
     from _bentoml_impl.server import serve_http
+    from bentoml._internal.configuration.containers import BentoMLContainer
 
     from service.http.service import Visor
 
     Visor.config["workers"] = settings.workers
     Visor.inject_config()
-    serve_http(
-        Visor,
-        host=settings.host,
-        port=settings.http_port,
-        timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
-    )
+    metrics_dir = tempfile.mkdtemp(prefix="visor-prometheus-")
+    BentoMLContainer.prometheus_multiproc_dir.set(metrics_dir)
+    try:
+        serve_http(
+            Visor,
+            host=settings.host,
+            port=settings.http_port,
+            timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
+        )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -97,3 +97,22 @@ def test_bentofile_serves_the_service_with_pyproject_dependencies() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert bento["python"]["packages"] == project["dependencies"]
     assert importlib.util.find_spec(module) is not None
+
+
+def test_healthcheck_follows_the_configured_port_and_stop_is_graceful(stages: dict) -> None:
+    runtime = dict(stages["runtime"])
+    assert "VISOR_HTTP_PORT" in runtime["HEALTHCHECK"] and ":3000/" not in runtime["HEALTHCHECK"]
+    assert runtime["STOPSIGNAL"] == "SIGTERM"
+
+
+def test_cpu_image_swaps_in_the_cpu_wheel_and_the_gpu_image_keeps_its_own(stages: dict) -> None:
+    deps = stages["deps"]
+    order = [i for i, (instruction, value) in enumerate(deps) if instruction == "RUN"]
+    install = next(i for i in order if "scripts/install.sh serve" in deps[i][1])
+    swap = next(i for i in order if "ORT_PACKAGE" in deps[i][1])
+    assert install < swap  # after install.sh, which installs onnxruntime-gpu
+    script = deps[swap][1]
+    # plain onnxruntime only after onnxruntime-gpu is gone: the two must never sit side by side
+    assert script.index("uninstall -y -q onnxruntime-gpu") < script.index('"onnxruntime==$v"')
+    assert "CUDA_VERSION" in script  # auto: the CUDA base images keep onnxruntime-gpu
+    assert ("ARG", "ORT_PACKAGE=auto") in deps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,15 @@ def _merge(base: Any, patch: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    "kind", ["Deployment", "Service", "HorizontalPodAutoscaler", "PersistentVolumeClaim"]
+    "kind",
+    [
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PersistentVolumeClaim",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    ],
 )
 def test_base_resources_match_the_schema(kind: str) -> None:
     kubernetes_validate.validate(_base()[kind], KUBE_VERSION, strict=True)
@@ -60,6 +69,8 @@ def test_gpu_overlay_matches_the_schema_and_requests_a_gpu() -> None:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # kept from the base
+    (image,) = overlay["images"]
+    assert image["name"] == "visor" and image["newTag"] == f"{_project_version()}-gpu"
 
 
 def test_a_broken_manifest_is_refused() -> None:
@@ -84,3 +95,49 @@ def test_probes_ports_and_service_agree() -> None:
     assert pod["terminationGracePeriodSeconds"] > float(grace)
     target = resources["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
     assert target["name"] == resources["Deployment"]["metadata"]["name"]
+
+
+def _project_version() -> str:
+    return tomllib.loads((K8S.parents[1] / "pyproject.toml").read_text())["project"]["version"]
+
+
+def test_disruptions_and_spread_keep_replicas_apart() -> None:
+    resources = _base()
+    deployment = resources["Deployment"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    pdb = resources["PodDisruptionBudget"]["spec"]
+    assert pdb["selector"]["matchLabels"].items() <= labels.items()
+    min_replicas = resources["HorizontalPodAutoscaler"]["spec"]["minReplicas"]
+    assert 0 < pdb["maxUnavailable"] < min_replicas  # a drain never takes every replica
+    spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} >= {"kubernetes.io/hostname"}
+    for constraint in spread:
+        assert constraint["labelSelector"]["matchLabels"].items() <= labels.items()
+
+
+def test_pod_is_locked_down() -> None:
+    resources = _base()
+    pod = resources["Deployment"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    container = pod["containers"][0]
+    name, _, tag = container["image"].partition(":")
+    assert name == "visor" and tag == _project_version()  # pinned, never :latest
+    for volume in pod["volumes"]:
+        if "emptyDir" in volume:
+            assert volume["emptyDir"].get("sizeLimit"), volume["name"]
+    grace = next(e["value"] for e in container["env"] if e["name"] == "VISOR_GRACE_PERIOD_S")
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] > float(grace) + pre_stop
+
+
+def test_network_policy_opens_only_the_serving_ports() -> None:
+    resources = _base()
+    policy = resources["NetworkPolicy"]["spec"]
+    labels = resources["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    assert policy["egress"] == []  # Visor opens no connection of its own
+    container = resources["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    named = {p["name"] for p in container["ports"]}
+    opened = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
+    assert opened == named

@@ -113,7 +113,8 @@ def test_graceful_stop_finishes_in_flight_and_refuses_new(make_settings, registr
 def test_two_servers_share_a_port_with_so_reuseport(make_settings, registry) -> None:
     from prometheus_client import CollectorRegistry
 
-    settings = make_settings(grpc_port=free_port())
+    # NOTE: workers of one server share the port; a lone server binds without SO_REUSEPORT
+    settings = make_settings(grpc_port=free_port(), workers=2)
     first = GrpcFixture(settings, registry)
     second = GrpcFixture(settings, CollectorRegistry())
     try:

@@ -1,0 +1,84 @@
+"""Checks before a server starts: each problem becomes one line and exit status 2, not a traceback.
+
+``python -m service serve`` runs them before BentoML or the gRPC workers start, so a typo in a
+setting, a missing model folder or a port another server holds is said once, in words.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Iterable, Mapping
+
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+
+class StartupError(Exception):
+    """A configuration that cannot start; ``str()`` is the one line shown to the operator."""
+
+
+def _field_names(loc: Iterable[object], flags: Mapping[str, str]) -> str:
+    name = str(next(iter(loc), ""))
+    if not name:
+        return "settings"
+    sources = [flags[name]] if name in flags else []
+    return f"{name} ({' / '.join([*sources, f'VISOR_{name.upper()}'])})"
+
+
+def describe(exc: ValidationError, flags: Mapping[str, str]) -> str:
+    """Every validation error of ``exc`` on one line: which setting, what it got, what it needs.
+
+    ``flags`` maps a setting to its command-line flag, for the settings that have one.
+    """
+    parts = []
+    for err in exc.errors():
+        message = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{_field_names(err['loc'], flags)} = {err.get('input')!r}: {message}")
+    return "invalid setting: " + "; ".join(parts)
+
+
+def check_models(settings: Settings) -> None:
+    if not settings.models.is_dir():
+        raise StartupError(
+            f"the model repository {settings.models} is not a folder: pass --models PATH "
+            "(or VISOR_MODELS) naming a folder of <model>/<version>/ (python -m training train)"
+        )
+
+
+def _bind_error(host: str, port: int) -> OSError | None:
+    """Why a listener could not bind ``host:port`` now, or None (SO_REUSEADDR, like the servers)."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot bind host {host!r} (--host / VISOR_HOST): {exc}") from None
+    family, kind, proto, _, address = found[0]
+    with socket.socket(family, kind, proto) as probe:
+        # NOTE: SO_REUSEADDR ignores TIME_WAIT leftovers of a server that just stopped, never a
+        # live listener; no SO_REUSEPORT, so a server sharing its port with workers counts too.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc
+    return None
+
+
+def check_ports(settings: Settings) -> None:
+    """Refuse ports another process listens on (port 0 means any free port)."""
+    wanted = []
+    if settings.protocol in ("http", "both"):
+        wanted.append(("HTTP", "--http-port", settings.http_port))
+    if settings.protocol in ("grpc", "both"):
+        wanted.append(("gRPC", "--grpc-port", settings.grpc_port))
+    for label, flag, port in wanted:
+        error = _bind_error(settings.host, port) if port else None
+        if error is None:
+            continue
+        where = f"{label} port {settings.host}:{port}"
+        if error.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"{where} is already in use (another server?): stop it or choose another {flag}"
+            )
+        raise StartupError(f"{where} cannot be bound: {error.strerror} (--host, {flag})")
