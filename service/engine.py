@@ -10,7 +10,7 @@ import functools
 import logging
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -203,25 +203,15 @@ class Engine:
         except VisorError as err:
             self.record_failure(request.model, request.version, protocol, err)
             raise
-        if call.images is not None:
-            result = await self.classify_images(
-                call.model,
-                call.version,
-                call.images,
-                call.options,
-                protocol=protocol,
-                deadline=deadline,
-            )
-        else:
-            assert call.pixels is not None
-            result = await self.classify_array(
-                call.model,
-                call.version,
-                call.pixels,
-                call.options,
-                protocol=protocol,
-                deadline=deadline,
-            )
+        classify: Callable[..., Awaitable[Classification]]
+        classify, data = (
+            (self.classify_images, call.images)
+            if call.images is not None
+            else (self.classify_array, call.pixels)
+        )
+        result = await classify(
+            call.model, call.version, data, call.options, protocol=protocol, deadline=deadline
+        )
         return call, result
 
     # --- inference -----------------------------------------------------------------------
