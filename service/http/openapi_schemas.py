@@ -27,21 +27,27 @@ ErrorCode = Literal[
 ]
 
 
-class ErrorBody(BaseModel):
+class _Closed(BaseModel):
+    # NOTE: additionalProperties: false, so the tests that check real answers against these
+    # schemas also catch a field the server sends but the document does not describe.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(_Closed):
     """Every refusal Visor answers itself: a sentence to act on and a stable code."""
 
     error: str = Field(description="What was wrong, in a sentence a user can act on.")
     code: ErrorCode = Field(description="Stable machine-readable reason.")
 
 
-class UnexpectedErrorBody(BaseModel):
+class UnexpectedErrorBody(_Closed):
     """A 500: Visor's own errors carry ``code``; BentoML's catch-all answer has ``error`` only."""
 
     error: str
     code: ErrorCode | None = None
 
 
-class ModelEntry(BaseModel):
+class ModelEntry(_Closed):
     """One version in GET /models. ``labels`` onwards are absent when metadata.json is invalid."""
 
     name: str
@@ -59,18 +65,18 @@ class ModelEntry(BaseModel):
     test_metrics: TestMetrics | None = None
 
 
-class ModelList(BaseModel):
+class ModelList(_Closed):
     models: list[ModelEntry]
 
 
-class ReportLinks(BaseModel):
+class ReportLinks(_Closed):
     """URLs of what training wrote into the version's ``report/`` folder."""
 
     images: dict[str, str] = Field(description="Figure name (file stem) → URL of the PNG.")
     model_card: str | None = Field(description="URL of MODEL_CARD.md; null when absent.")
 
 
-class ModelCard(BaseModel):
+class ModelCard(_Closed):
     """One version in full: thresholds with their calibration curves, metrics, report files."""
 
     name: str
@@ -83,27 +89,27 @@ class ModelCard(BaseModel):
     report: ReportLinks
 
 
-class Live(BaseModel):
+class Live(_Closed):
     live: bool
 
 
-class Ready(BaseModel):
+class Ready(_Closed):
     ready: bool
 
 
-class ServerMetadata(BaseModel):
+class ServerMetadata(_Closed):
     name: str
     version: str
     extensions: list[str]
 
 
-class TensorMetadata(BaseModel):
+class TensorMetadata(_Closed):
     name: str
     datatype: str
     shape: list[int] = Field(description="-1 marks a variable dimension (the batch).")
 
 
-class ModelMetadataV2(BaseModel):
+class ModelMetadataV2(_Closed):
     name: str
     versions: list[str]
     platform: str
@@ -143,7 +149,7 @@ class InferRequest(BaseModel):
     outputs: list[RequestOutput] | None = None
 
 
-class ResponseOutput(BaseModel):
+class ResponseOutput(_Closed):
     name: str
     datatype: str
     shape: list[int]
@@ -151,7 +157,7 @@ class ResponseOutput(BaseModel):
     data: list[Any] | None = None
 
 
-class InferResponse(BaseModel):
+class InferResponse(_Closed):
     model_name: str
     model_version: str
     id: str | None = None
