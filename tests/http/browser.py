@@ -112,3 +112,14 @@ def open_try_it_out(driver: Any, operation_id: str, tag: str = "inference") -> A
         block.find_element(By.CSS_SELECTOR, ".opblock-summary-control").click()
     wait_for(driver, lambda d: block.find_element(By.CSS_SELECTOR, ".try-out__btn")).click()
     return block
+
+
+def authorize_swagger(driver: Any, key: str) -> None:
+    """Swagger UI's "Authorize" dialog: give the X-API-Key scheme ``key``."""
+    from selenium.webdriver.common.by import By
+
+    wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, "button.authorize")).click()
+    dialog = wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, ".auth-container"))
+    dialog.find_element(By.CSS_SELECTOR, "input").send_keys(key)
+    dialog.find_element(By.CSS_SELECTOR, "button.modal-btn.auth.authorize").click()
+    driver.find_element(By.CSS_SELECTOR, "button.btn-done").click()

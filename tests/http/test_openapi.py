@@ -207,3 +207,14 @@ def test_real_answers_match_their_schemas(
     r = HTTP.request(method.upper(), f"{api.http}{path}", json=request, headers=KEY)
     assert r.status_code == 200, r.text
     check(doc, answer_schema(doc, method, template, 200), r.json())
+
+
+def test_empty_optional_fields_mean_not_given(api: Server) -> None:
+    """Swagger UI's "Try it out" sends every optional field, empty ones as ``name=``."""
+    empty = dict.fromkeys(
+        ("model", "version", "top_k", "threshold", "target_precision", "target_recall", "labels"),
+        "",
+    )
+    r = HTTP.post(f"{api.http}/classify", files=_png_part(), data=empty, headers=KEY)
+    assert r.status_code == 200, r.text
+    assert r.json()["thresholds"] == {label: 0.5 for label in LABELS}  # the calibrated ones
