@@ -52,8 +52,12 @@ def page_shots(driver: Any, base: str, images: list[Path], out: Path) -> None:
 
 
 def reference_shot(driver: Any, base: str, out: Path) -> None:
-    driver.get(f"{base}/docs#/inference/post_classify")
-    browser.open_try_it_out(driver, "post_classify")
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/docs")
+    block = browser.open_try_it_out(driver, "post_classify")
+    next(b for b in block.find_elements(By.TAG_NAME, "button") if "Add" in b.text).click()
+    driver.execute_script("arguments[0].scrollIntoView()", block)
     save(driver, out / "api-reference.png")
 
 

@@ -48,6 +48,14 @@ ERROR_TEXT = {
     504: "The deadline (VISOR_REQUEST_TIMEOUT_S) passed before the work ran.",
     500: "A bug in Visor.",
 }
+# NOTE: Swagger UI lists the groups in this order.
+TAGS = {
+    "inference": "Classify and evaluate images (multipart files or JSON with base64).",
+    "models": "The model repository: versions, status, thresholds, model cards, reports.",
+    "v2": "Open Inference Protocol (KServe v2) REST, for Triton/KServe clients.",
+    "probes": "Health and Prometheus metrics (no API key).",
+    "pages": "The web page, this reference and their files (no API key).",
+}
 REQUEST_MODELS: list[type[BaseModel]] = [ClassifyInput, EvaluateInput, s.InferRequest]
 RESPONSE_MODELS: list[type[BaseModel]] = [
     ClassifyOutput, EvaluateOutput, s.ErrorBody, s.UnexpectedErrorBody, s.ModelList, s.ModelCard,
@@ -168,6 +176,7 @@ def document() -> dict[str, Any]:
             "description": "Image classifiers trained with Keras, served over HTTP and gRPC. "
             'Every error answer is JSON: `{"error": sentence, "code": reason}`.',
         },
+        "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
         "paths": paths,
         "components": {
             "schemas": schemas(),

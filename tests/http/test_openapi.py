@@ -55,6 +55,8 @@ def test_the_document_is_valid_openapi_3_1(doc: dict[str, Any]) -> None:
     assert doc["openapi"] == "3.1.0"
     assert doc["info"]["title"] == "Visor" and doc["info"]["version"] not in ("", "None")
     assert "root_input" not in json.dumps(doc)
+    declared = {tag["name"] for tag in doc["tags"]}
+    assert {op["tags"][0] for ops in doc["paths"].values() for op in ops.values()} == declared
 
 
 def served_routes(home: Path) -> set[tuple[str, str]]:

@@ -10,7 +10,7 @@ export function h(tag, attrs = {}, ...children) {
     else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else node.setAttribute(key, value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child !== null && child !== undefined) node.append(child);
   }
   return node;
@@ -68,8 +68,10 @@ async function figures(card) {
   const entries = Object.entries(card.report.images);
   const nodes = await Promise.all(entries.map(async ([stem, url]) => {
     const title = FIGURE_TITLES[stem] || stem.replaceAll("_", " ");
-    const img = h("img", { alt: `${title} of ${card.name} v${card.version}`, src: await blobUrl(url), loading: "lazy" });
-    return h("figure", {}, img, h("figcaption", {}, title));
+    const src = await blobUrl(url);
+    const img = h("img", { alt: `${title} of ${card.name} v${card.version}`, src, loading: "lazy" });
+    // A link to the full-size figure (opens in a new tab; the grid shows it small).
+    return h("figure", {}, h("a", { href: src, target: "_blank", rel: "noopener" }, img), h("figcaption", {}, title));
   }));
   return h("div", { class: "figures" }, nodes);
 }
