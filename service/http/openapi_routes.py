@@ -49,6 +49,9 @@ class Operation:
 
 TEXT = {"text/plain": {"schema": {"type": "string"}}}
 HTML = {"text/html": {"schema": {"type": "string"}}}
+# NOTE: the binary tensor extension: a JSON header of Inference-Header-Content-Length bytes,
+# then the raw tensors.
+BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 INFER_ERRORS = (400, 404, 413, 503, 504)
 NAME = path_param("name", "Model name, as GET /models lists it.")
 VERSION = path_param("version", "Model version.", "integer")
@@ -72,7 +75,8 @@ for _base, _params in (
                   extra={503: {"description": "Not ready (or unknown).",
                                "content": json_body("Ready")}}),
         Operation("post", f"{_base}/infer", "Inference (Open Inference Protocol)", "v2",
-                  json_body("InferResponse"), INFER_ERRORS, json_body("InferRequest"), _params,
+                  {**json_body("InferResponse"), **BINARY}, INFER_ERRORS,
+                  {**json_body("InferRequest"), **BINARY}, _params,
                   "Also the binary tensor extension: `Inference-Header-Content-Length` + raw "
                   "tensors after the JSON header (application/octet-stream), and "
                   "`Content-Encoding: gzip|deflate`."),

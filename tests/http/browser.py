@@ -123,3 +123,20 @@ def authorize_swagger(driver: Any, key: str) -> None:
     dialog.find_element(By.CSS_SELECTOR, "input").send_keys(key)
     dialog.find_element(By.CSS_SELECTOR, "button.modal-btn.auth.authorize").click()
     driver.find_element(By.CSS_SELECTOR, "button.btn-done").click()
+
+
+def loaded_urls(driver: Any) -> list[str]:
+    """Every resource the current page loaded (scripts, styles, images, fetches)."""
+    return driver.execute_script(
+        "return [location.href, ...performance.getEntriesByType('resource').map(e => e.name)]"
+    )
+
+
+def unlabelled_controls(driver: Any) -> list[str]:
+    """Form controls a screen reader could not name (no <label>, aria-label or title)."""
+    return driver.execute_script(
+        """return [...document.querySelectorAll('input, select, textarea, button')]
+             .filter(c => !(c.labels && c.labels.length) && !c.getAttribute('aria-label')
+                          && !c.getAttribute('title') && !c.textContent.trim())
+             .map(c => c.outerHTML)"""
+    )

@@ -143,3 +143,40 @@ def test_try_it_out_uploads_a_file(driver: Any, digits_server: Server, digits_re
     body = block.find_element(By.CSS_SELECTOR, ".live-responses-table tbody .microlight").text
     assert status.text.strip() == "200", body
     assert '"predictions"' in body and '"model": "digits"' in body
+
+
+@pytest.mark.parametrize("page", ["/", "/docs"])
+def test_pages_load_nothing_from_other_hosts(driver: Any, digits_server: Server, page: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{digits_server.http}{page}")
+    ready = "#card figure img" if page == "/" else ".opblock"
+    browser.wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ready))
+    urls = browser.loaded_urls(driver)
+    assert len(urls) > 3
+    foreign = [u for u in urls if not u.startswith((digits_server.http, "blob:", "data:"))]
+    assert not foreign
+
+
+def test_every_control_has_a_name_and_the_keyboard_reaches_the_upload(
+    driver: Any, digits_server: Server
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver.get(f"{digits_server.http}/")
+    browser.wait_for(
+        driver,
+        lambda d: (
+            d.find_elements(By.CSS_SELECTOR, "#models tbody tr")
+            or d.find_element(By.ID, "status").text
+        ),
+    )
+    assert browser.unlabelled_controls(driver) == []
+    seen = []
+    for _ in range(12):  # from the top of the page, Tab walks the controls in order
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        seen.append(driver.switch_to.active_element.get_attribute("id"))
+    assert "files" in seen, seen
+    assert seen.index("api-key") < seen.index("files") < seen.index("top-k")

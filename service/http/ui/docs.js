@@ -6,6 +6,7 @@ window.addEventListener("load", () => {
     deepLinking: true,
     presets: [SwaggerUIBundle.presets.apis],
     layout: "BaseLayout",
-    persistAuthorization: true,
+    // Offline: no badge image from validator.swagger.io.
+    validatorUrl: null,
   });
 });
