@@ -22,6 +22,7 @@ from service.types import ModelInfo
 
 MODEL_CARD = "MODEL_CARD.md"
 FIGURE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$")
+NO_SNIFF = {"X-Content-Type-Options": "nosniff"}
 
 
 def report_folder(root: Path, name: str, version: int) -> Path:
@@ -91,6 +92,3 @@ def report_file(request: Request) -> Response:
         )
     media = "text/markdown; charset=utf-8" if name == MODEL_CARD else "image/png"
     return FileResponse(folder / name, media_type=media, headers=NO_SNIFF)
-
-
-NO_SNIFF = {"X-Content-Type-Options": "nosniff"}

@@ -140,3 +140,22 @@ def unlabelled_controls(driver: Any) -> list[str]:
                           && !c.getAttribute('title') && !c.textContent.trim())
              .map(c => c.outerHTML)"""
     )
+
+
+def drop(driver: Any, path: Path) -> None:
+    """Drop a file on the drop zone: the drag-and-drop a user does, as DOM events."""
+    import base64
+
+    before = requests_done(driver)
+    driver.execute_script(
+        """const [name, b64] = arguments;
+           const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+           const data = new DataTransfer();
+           data.items.add(new File([bytes], name, {type: 'image/png'}));
+           const zone = document.getElementById('drop-zone');
+           for (const type of ['dragover', 'drop'])
+             zone.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true}));""",
+        path.name,
+        base64.b64encode(path.read_bytes()).decode(),
+    )
+    wait_for(driver, lambda d: requests_done(d) > before)
