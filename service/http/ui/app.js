@@ -64,18 +64,24 @@ function options() {
   };
 }
 
+function describe(opts) {
+  if (opts.target_precision) return `target precision ${opts.target_precision}`;
+  if (opts.target_recall) return `target recall ${opts.target_recall}`;
+  return "calibrated thresholds";
+}
+
 async function run() {
   if (!state.files.length || !state.selected) return;
   const ticket = ++state.busy;
+  const opts = options(); // what this request asked, whatever the controls say by its answer
   say(`Classifying ${state.files.length} image(s)…`);
   try {
-    const body = await classify(state.files, options());
+    const body = await classify(state.files, opts);
     if (ticket !== state.busy) return; // a newer request is on its way
     state.last = body;
     renderResults($("results"), state.files, state.urls, body);
     drawThresholds();
-    const source = options().target_precision ? `target precision ${options().target_precision}` : options().target_recall ? `target recall ${options().target_recall}` : "calibrated thresholds";
-    $("threshold-source").textContent = `Applied: ${source} (${body.model} v${body.version}).`;
+    $("threshold-source").textContent = `Applied: ${describe(opts)} (${body.model} v${body.version}).`;
     say(`Classified ${body.predictions.length} image(s) with ${body.model} v${body.version}.`);
     document.body.dataset.requests = String(Number(document.body.dataset.requests || 0) + 1);
   } catch (err) {
@@ -94,6 +100,7 @@ function takeFiles(fileList) {
 
 let timer = 0;
 function later() {
+  state.busy++; // answers to requests sent before this change are stale: drop them
   clearTimeout(timer);
   timer = setTimeout(run, 250);
 }
