@@ -7,7 +7,6 @@ The engine feeds it to the live precision/recall of the model version that answe
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -15,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from service.errors import InvalidInput, VisorError
 from service.http.middleware import error_body
+from service.http.tensors import load_json
 
 
 async def feedback(request: Request) -> Response:
@@ -37,10 +37,7 @@ async def feedback(request: Request) -> Response:
 
 
 def _read(body: bytes) -> tuple[str, list[Any], int | None]:
-    try:
-        fields = json.loads(body)
-    except ValueError as err:
-        raise InvalidInput(f"The body is not valid JSON: {err}.") from err
+    fields = load_json(body, "body")
     if not isinstance(fields, dict):
         raise InvalidInput('Send a JSON object: {"request_id": "...", "labels": [...]}.')
     request_id, labels = fields.get("request_id"), fields.get("labels")

@@ -10,6 +10,8 @@ import json
 import logging
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import ApiKeys, key_from_headers
@@ -17,7 +19,8 @@ from service.errors import PayloadTooLarge, Unauthenticated, VisorError
 
 log = logging.getLogger("visor.http")
 
-# NOTE: probes, scrapers and the documentation page must work without a key.
+# NOTE: probes, scrapers, the web page and the API reference must work without a key (the page
+# asks for one and sends it with its own API calls).
 OPEN_PATHS = frozenset(
     {
         "/livez",
@@ -27,11 +30,17 @@ OPEN_PATHS = frozenset(
         "/v2/health/live",
         "/v2/health/ready",
         "/",
+        "/docs",
         "/docs.json",
         "/schema.json",
     }
 )
-OPEN_PREFIXES = ("/static_content/", "/assets/")
+OPEN_PREFIXES = ("/static_content/", "/assets/", "/ui/", "/docs/")
+
+
+def is_open(path: str) -> bool:
+    """Whether ``path`` is answered without an API key."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 def error_body(err: VisorError) -> bytes:
@@ -61,7 +70,7 @@ class GuardMiddleware:
         path: str = scope["path"]
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         try:
-            if path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
+            if not is_open(path):
                 self.keys.check(key_from_headers(headers))
             declared = next((v for k, v in headers if k == "content-length"), None)
             if declared is not None and declared.isdigit() and int(declared) > self.max_body:
@@ -115,3 +124,9 @@ async def _discard_body(receive: Receive, limit: int) -> None:
             return
         seen += len(message.get("body", b""))
         more = message.get("more_body", False)
+
+
+async def visor_error_response(_request: Request, err: Exception) -> Response:
+    """Starlette exception handler: a VisorError raised by a route → its JSON answer."""
+    assert isinstance(err, VisorError)
+    return Response(error_body(err), status_code=err.http_status, media_type="application/json")

@@ -27,7 +27,8 @@ from service.engine import Engine
 from service.errors import InvalidInput, ModelUnavailable, VisorError
 from service.http import wire
 from service.http.feedback import feedback
-from service.http.middleware import GuardMiddleware, error_body
+from service.http.middleware import GuardMiddleware, error_body, visor_error_response
+from service.http.pages import page_routes
 from service.http.schemas import ClassifyInput, ClassifyOutput, EvaluateInput, EvaluateOutput
 from service.http.v2 import create_v2_app, server_metadata
 from service.settings import Settings
@@ -55,12 +56,15 @@ async def list_models(request: Request) -> Response:
 
 v2_app = create_v2_app()
 # NOTE: "/v2" itself (server metadata) lives here: a mount only matches "/v2/...".
+# NOTE: "/" (the web page), /docs and /docs.json here replace BentoML's own (pages.py).
 models_app = Starlette(
     routes=[
         Route("/models", list_models, methods=["GET"]),
         Route("/feedback", feedback, methods=["POST"]),
         Route("/v2", server_metadata),
-    ]
+        *page_routes(),
+    ],
+    exception_handlers={VisorError: visor_error_response},
 )
 
 

@@ -77,7 +77,9 @@ async def _read_multipart(request: Request, max_images: int) -> tuple[list[bytes
             if isinstance(value, UploadFile):
                 images.append(await value.read())
             elif name in ("labels", "threshold"):
-                fields.setdefault(name, []).extend(p for p in value.split(",") if p.strip())
+                # NOTE: an empty field (Swagger UI's "Send empty value") means "not given".
+                if parts := [p for p in value.split(",") if p.strip()]:
+                    fields.setdefault(name, []).extend(parts)
             else:
                 fields[name] = value
     finally:

@@ -1,0 +1,87 @@
+"""Screenshots of the web page and the API reference at 1280x800, for docs/ and the README.
+
+    .venv/bin/python scripts/screenshots.py --models models --images build/data/digits --out docs
+
+Starts a real server on the model repository (as tests/http does), drives Debian's headless
+Chromium through the same helpers as tests/http/test_browser.py: uploads one image of each of
+the first classes, re-targets precision, and saves four PNGs (quantised, so they stay small).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from PIL import Image
+
+from tests.http import browser
+from tests.http.conftest import start_server
+
+
+def save(driver: Any, path: Path) -> None:
+    driver.save_screenshot(str(path))
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+    print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
+
+
+def scroll_to(driver: Any, element_id: str) -> None:
+    driver.execute_script(f"document.getElementById('{element_id}').scrollIntoView()")
+
+
+def page_shots(driver: Any, base: str, images: list[Path], out: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/")
+    browser.wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#models tbody tr"))
+    browser.upload(driver, images)
+    save(driver, out / "ui-classify.png")
+    browser.retarget(driver, "precision", 0.99)
+    scroll_to(driver, "thresholds-section")
+    save(driver, out / "ui-thresholds.png")
+    scroll_to(driver, "card-section")
+    browser.wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#card figure img"))
+    save(driver, out / "ui-model-card.png")
+
+
+def reference_shot(driver: Any, base: str, out: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/docs")
+    block = browser.open_try_it_out(driver, "post_classify")
+    next(b for b in block.find_elements(By.TAG_NAME, "button") if "Add" in b.text).click()
+    driver.execute_script("arguments[0].scrollIntoView()", block)
+    save(driver, out / "api-reference.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, required=True, help="a model repository")
+    parser.add_argument("--images", type=Path, required=True, help="class folders of images")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--count", type=int, default=3, help="images to upload, one per class")
+    args = parser.parse_args()
+    if reason := browser.missing():
+        sys.exit(reason)
+    folders = sorted(p for p in args.images.iterdir() if p.is_dir())
+    images = [min(f.glob("*.png")) for f in folders[: args.count]]
+    with tempfile.TemporaryDirectory() as work:
+        server = start_server(Path(work), args.models.resolve())
+        driver = browser.start_browser()
+        try:
+            page_shots(driver, server.http, images, args.out)
+            reference_shot(driver, server.http, args.out)
+        finally:
+            driver.quit()
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

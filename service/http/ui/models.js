@@ -1,0 +1,89 @@
+// The models table (GET /models) and one version's card (GET /models/{name}/{version}/card).
+
+import { blobUrl, getText } from "./api.js";
+import { fmt } from "./curves.js";
+
+export function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child !== null && child !== undefined) node.append(child);
+  }
+  return node;
+}
+
+function statusCell(entry) {
+  const badge = h("span", { class: `badge ${entry.status}` }, entry.status);
+  return h("td", { dataset: { field: "status" } }, badge, entry.reason ? h("span", { class: "reason" }, " ", entry.reason) : null);
+}
+
+export function renderModels(tbody, models, selected, onSelect) {
+  tbody.replaceChildren();
+  if (!models.length) {
+    tbody.append(h("tr", {}, h("td", { colspan: "6" }, "The model repository is empty.")));
+    return;
+  }
+  for (const entry of models) {
+    const isSelected = selected && selected.name === entry.name && selected.version === entry.version;
+    const accuracy = entry.test_metrics ? fmt(entry.test_metrics.accuracy) : "–";
+    const button = h("button", { type: "button", "aria-pressed": String(Boolean(isSelected)), onclick: () => onSelect(entry) },
+      isSelected ? "selected" : "select");
+    tbody.append(h("tr", { class: isSelected ? "selected" : "", dataset: { model: entry.name, version: String(entry.version), status: entry.status } },
+      h("th", { scope: "row" }, entry.name), h("td", {}, `v${entry.version}`), statusCell(entry),
+      h("td", {}, [entry.backend, entry.device].filter(Boolean).join(" · ") || "–"),
+      h("td", {}, accuracy), h("td", {}, button)));
+  }
+}
+
+function metricsTable(metrics, labels) {
+  const head = h("tr", {}, ["class", "precision", "recall", "F1", "ROC AUC", "support"].map((c) => h("th", { scope: "col" }, c)));
+  const rows = labels.map((label) => {
+    const m = metrics.per_class[label] || {};
+    return h("tr", {}, h("th", { scope: "row" }, label), h("td", {}, fmt(m.precision)), h("td", {}, fmt(m.recall)),
+      h("td", {}, fmt(m.f1)), h("td", {}, fmt(m.roc_auc)), h("td", {}, String(m.support ?? "–")));
+  });
+  return h("table", { class: "grid compact metrics" }, h("caption", {}, "Per class, test split"), h("thead", {}, head), h("tbody", {}, rows));
+}
+
+function summary(card) {
+  const m = card.test_metrics;
+  const t = card.thresholds;
+  const items = [
+    ["status", card.status + (card.reason ? `: ${card.reason}` : "")],
+    ["test images", m ? String(m.samples) : "–"],
+    ["accuracy", m ? fmt(m.accuracy) : "–"],
+    ["macro precision / recall / F1", m ? `${fmt(m.macro_precision)} / ${fmt(m.macro_recall)} / ${fmt(m.macro_f1)}` : "–"],
+    ["thresholds", t ? `${t.policy}${t.target !== null && t.target !== undefined ? ` ≥ ${t.target}` : ""}${t.method ? ` (${t.method})` : ""}` : "–"],
+  ];
+  return h("dl", { class: "summary" }, items.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+}
+
+const FIGURE_TITLES = { training_curves: "Training curves", confusion_matrix: "Confusion matrix", pr_curves: "PR curves (test split)" };
+
+async function figures(card) {
+  const entries = Object.entries(card.report.images);
+  const nodes = await Promise.all(entries.map(async ([stem, url]) => {
+    const title = FIGURE_TITLES[stem] || stem.replaceAll("_", " ");
+    const src = await blobUrl(url);
+    const img = h("img", { alt: `${title} of ${card.name} v${card.version}`, src, loading: "lazy" });
+    // A link to the full-size figure (opens in a new tab; the grid shows it small).
+    return h("figure", {}, h("a", { href: src, target: "_blank", rel: "noopener" }, img), h("figcaption", {}, title));
+  }));
+  return h("div", { class: "figures" }, nodes);
+}
+
+export async function renderCard(container, card) {
+  const parts = [h("h3", {}, `${card.name} v${card.version}`), summary(card)];
+  if (card.test_metrics) parts.push(metricsTable(card.test_metrics, card.labels));
+  if (Object.keys(card.report.images).length) parts.push(await figures(card));
+  else parts.push(h("p", { class: "hint" }, "No report figures in this version's report/ folder."));
+  if (card.report.model_card) {
+    const text = await getText(card.report.model_card);
+    parts.push(h("details", {}, h("summary", {}, "MODEL_CARD.md"), h("pre", { class: "model-card" }, text)));
+  }
+  container.replaceChildren(...parts);
+}
