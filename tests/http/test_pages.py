@@ -98,7 +98,8 @@ def test_nothing_outside_report_is_served(site: Server, path: str) -> None:
     assert r.status_code == (400 if "/x/" in path else 404), (path, r.status_code)
     assert r.content != png((0, 0, 0))
     if r.headers["content-type"] == "application/json":
-        assert r.json()["code"] == "not_found" and r.json()["error"]
+        want = "invalid_input" if "/x/" in path else "not_found"
+        assert r.json()["code"] == want and r.json()["error"]
 
 
 def test_a_failed_version_shows_its_reason(site: Server) -> None:
