@@ -208,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no progress bars or info logs (warnings and errors only)",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{dataset,train,evaluate,import}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{dataset,train,evaluate,import}"
+    )
     ds = sub.add_parser("dataset", help="write a bundled data set as class folders")
     ds.add_argument(
         "which",

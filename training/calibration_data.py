@@ -71,7 +71,7 @@ def calibrate_on_folder(
     metrics = compute_metrics(y[held], probs[held], labels)
     summary = {
         "calibration_data": str(cfg.calibration_data),
-        "calibration_images": int(len(cal)),
-        "held_out_images": int(len(held)),
+        "calibration_images": len(cal),
+        "held_out_images": len(held),
     }
     return thresholds, metrics, pixels, summary

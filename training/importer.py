@@ -173,8 +173,14 @@ def fixed_thresholds(labels: list[str], threshold: float) -> Thresholds:
 def run_import(cfg: ImportConfig) -> Path:
     """Wrap, (calibrate,) export, check parity and publish ``OUT/NAME/<next version>/``."""
     from training.calibration_data import calibrate_on_folder
-    from training.export import check_parity, checksums, created_now, io_specs, publish
-    from training.export import write_artifacts
+    from training.export import (
+        check_parity,
+        checksums,
+        created_now,
+        io_specs,
+        publish,
+        write_artifacts,
+    )
     from training.workflow import _frameworks
 
     labels = read_labels(cfg.labels_path)
