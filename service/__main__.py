@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from service.scoring.cli import add_score_parser
 from service.settings import Settings
 
 # flag → Settings field; the help text is the field's description.
@@ -66,11 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="same as --protocol grpc",
     )
+    add_score_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
+    parsed = build_parser().parse_args(argv)
+    if parsed.command == "score":
+        from service.scoring.cli import run_score
+
+        return run_score(parsed)
+    args = vars(parsed)
     args.pop("command")
     settings = Settings(**args)  # NOTE: flags override; unset ones come from VISOR_* / defaults
     logging.basicConfig(

@@ -41,6 +41,7 @@ class Postprocessor:
             if (c := meta.thresholds.curves.get(label)) is not None and c.thresholds
         }
         self._index = {label: i for i, label in enumerate(self.labels)}
+        self._model = f"{meta.name} v{meta.version}"
         self._retargeted: dict[tuple[str, float], np.ndarray] = {}
 
     def probabilities(self, output: np.ndarray) -> np.ndarray:
@@ -93,6 +94,13 @@ class Postprocessor:
         return np.array([_unit(v, f"threshold[{i}]") for i, v in enumerate(values)], np.float32)
 
     def _retarget(self, metric: str, target: float) -> np.ndarray:
+        if not self._curves:
+            # NOTE: e.g. an imported model without calibration data: there is nothing to
+            # re-target from, and silently keeping the fixed thresholds would hide that.
+            raise InvalidInput(
+                f"model {self._model} has no calibration curves (its thresholds are not "
+                f"calibrated), so target_{metric} cannot be applied: give 'threshold' instead"
+            )
         cached = self._retargeted.get((metric, target))
         if cached is None:
             cached = np.array(
