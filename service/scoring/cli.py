@@ -102,13 +102,12 @@ def _run(args: argparse.Namespace) -> int:
 
     folder = version_dir(args.model)
     meta = load_checked(folder)
-    options = _options_of(args)
-    source = open_source(args.input)
+    onnx_path = folder / meta.artifacts["onnx"].path
+    settings = scoring_settings(args.threads or cores())
+    scorer = Scorer(onnx_path, meta, settings, _options_of(args))  # NOTE: checks the options
+    source = open_source(args.input)  # NOTE: before the output exists, so a typo creates nothing
     output = open_output(args.output, args.part_rows)
     done = output.done()
-    onnx_path = folder / meta.artifacts["onnx"].path
-    threads = args.threads or cores()
-    scorer = Scorer(onnx_path, meta, scoring_settings(threads), options)  # NOTE: checks options
     started = time.monotonic()
     print(
         f"{meta.name} v{meta.version} on {args.engine}: {len(done)} already in {args.output}",
@@ -126,7 +125,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _spark(args: argparse.Namespace, scorer: Any, onnx_path: Path, source: Any, done: set) -> int:
-    scorer_options = _options_of(args)
     from service.scoring.inputs import count
     from service.scoring.spark import score_spark
     from service.scoring.spark_worker import ScoringJob
@@ -138,7 +136,7 @@ def _spark(args: argparse.Namespace, scorer: Any, onnx_path: Path, source: Any, 
     job = ScoringJob(
         metadata_json=scorer.meta.model_dump_json(),
         onnx_name=onnx_path.name,
-        options=scorer_options,
+        options=_options_of(args),
         batch_size=args.batch_size,
     )
     return score_spark(job, onnx_path, source, args.output, done, args.master, args.driver_memory)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from service import codecs
 from service.backends.onnx import OnnxBackend
@@ -49,9 +50,13 @@ def version_dir(path: Path) -> Path:
 
 def load_checked(folder: Path) -> ModelMetadata:
     """The metadata, after checking the ONNX file is the one it describes (as the server does)."""
-    meta = load_metadata(folder)
+    try:
+        meta = load_metadata(folder)
+    except ValidationError as exc:
+        raise ScoringError(f"{folder}/metadata.json is invalid: {exc}") from None
     artifact = meta.artifacts["onnx"]
-    if sha256_path(folder / artifact.path) != artifact.sha256:
+    onnx_path = folder / artifact.path
+    if not onnx_path.is_file() or sha256_path(onnx_path) != artifact.sha256:
         raise ScoringError(f"{folder / artifact.path} does not match its sha256 in metadata.json")
     return meta
 

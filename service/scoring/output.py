@@ -94,23 +94,23 @@ class ParquetParts:
 
     def write(self, rows: list[dict]) -> None:
         self._rows.extend(rows)
-        if len(self._rows) >= self.part_rows:
-            self._flush()
+        while len(self._rows) >= self.part_rows:
+            self._write_part(self._rows[: self.part_rows])
+            self._rows = self._rows[self.part_rows :]
 
     def close(self) -> None:
-        self._flush()
+        if self._rows:
+            self._write_part(self._rows)
+        self._rows = []
 
     def read(self) -> pd.DataFrame:
         return read_parts(self.path)
 
-    def _flush(self) -> None:
-        if not self._rows:
-            return
+    def _write_part(self, rows: list[dict]) -> None:
         name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = self.path / f".{name}.tmp"
-        pq.write_table(pa.Table.from_pylist(self._rows, schema=SCHEMA), tmp)
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
         os.replace(tmp, self.path / name)
-        self._rows = []
 
 
 class LinesOutput:
