@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -58,8 +59,9 @@ def _todo_frame(spark, source: Source, done: set[str]):
         # NOTE: a few thousand images a partition: big enough to amortise a task's start,
         # small enough that every core gets work and a failed task redoes little.
         parts = max(spark.sparkContext.defaultParallelism, math.ceil(len(todo) / 2048))
-        frame = spark.createDataFrame(pd.DataFrame({"path": todo}), "path string")
-        return frame.repartition(parts)
+        # NOTE: parallelize splits the list as it ships it; a repartition would add a shuffle
+        rdd = spark.sparkContext.parallelize([(p,) for p in todo], min(parts, len(todo)))
+        return spark.createDataFrame(rdd, "path string")
     assert source.table is not None
     frame = spark.read.parquet(str(source.table))
     frame = frame.select("path", "content") if source.has_content else frame.select("path")
@@ -79,7 +81,9 @@ def score_spark(
     driver_memory: str = "1g",
 ) -> int:
     """Score what ``output`` lacks on Spark; returns how many images were scored now."""
+    started = time.monotonic()
     spark = spark_session(master, job.batch_size, driver_memory)
+    print(f"spark: session on {master} up in {time.monotonic() - started:.1f} s", file=sys.stderr)
     try:
         spark.sparkContext.addFile(str(onnx_path))
         todo = _todo_frame(spark, source, done)

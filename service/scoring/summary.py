@@ -21,7 +21,7 @@ def summary_lines(
     ok = frame[frame["error"].isna()]
     rate = scored_now / seconds if seconds > 0 else 0.0
     head = (
-        f"scored {scored_now} image(s) in {seconds:.1f} s ({rate:.1f} images/s); "
+        f"scored {scored_now} image(s) in {seconds:.2f} s ({rate:.1f} images/s); "
         f"{where} holds {len(frame)} row(s), {len(frame) - scored_now} from earlier runs"
     )
     lines = [
