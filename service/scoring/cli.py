@@ -114,7 +114,8 @@ def _run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if args.engine == "local":
-        scored = score_local(scorer, source, output, done, args.batch_size, not args.no_progress)
+        progress = not args.no_progress
+        scored = score_local(scorer, source, output, done, args.batch_size, progress, args.threads)
     else:
         scored = _spark(args, scorer, onnx_path, source, done)
     scorer.close()

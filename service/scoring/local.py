@@ -43,12 +43,13 @@ def score_local(
     done: set[str],
     batch_size: int,
     progress: bool,
+    threads: int | None = None,
 ) -> int:
     """Score what ``output`` lacks; returns how many images were scored now."""
     total = count(source)
     scored = 0
     with (
-        ThreadPoolExecutor(cores(), "visor-score-decode") as pool,
+        ThreadPoolExecutor(threads or cores(), "visor-score-decode") as pool,
         tqdm(total=total, initial=len(done), unit="img", disable=not progress) as bar,
     ):
         try:
