@@ -68,7 +68,9 @@ def _todo_frame(spark, source: Source, done: set[str]):
     if done:
         seen = spark.createDataFrame(pd.DataFrame({"path": sorted(done)}), "path string")
         frame = frame.join(seen, "path", "left_anti")
-    return frame
+    cores = spark.sparkContext.defaultParallelism
+    # NOTE: Spark splits a table by file blocks: a small one is a single task on a single core
+    return frame.repartition(cores) if frame.rdd.getNumPartitions() < cores else frame
 
 
 def score_spark(
