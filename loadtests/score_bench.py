@@ -153,6 +153,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="digits")
     p.add_argument("--images", type=Path, required=True, help="a folder of PNG images")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument(
+        "--copies", type=int, default=1, help="score each image this many times (as new files)"
+    )
     p.add_argument("--batch", type=int, default=32, help="images per batch / request")
     p.add_argument("--concurrency", type=int, default=2, help="HTTP clients")
     p.add_argument("--master", default="local[2]")
@@ -176,7 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
         work = Path(tmp)
         image_dir = work / "images"
         paths = []
-        for i, src in enumerate(images_of(args.images, args.limit)):
+        sources = images_of(args.images, args.limit) * args.copies
+        for i, src in enumerate(sources):
             dst = image_dir / src.parent.name / f"{i:06d}{src.suffix}"
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(src.read_bytes())

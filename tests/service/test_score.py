@@ -153,3 +153,18 @@ def test_bad_flags_exit_2_with_one_clear_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and "error:" in err[-1] and needle in err[-1], err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_parquet_table_of_bytes_scores_like_the_files(data: dict, tmp_path: Path) -> None:
+    files = sorted(p for p in Path(data["images"]).rglob("*.png"))
+    table = tmp_path / "images.parquet"
+    # NOTE: paths nothing can open: the bytes must come from the table's content column
+    pd.DataFrame(
+        {"path": [f"s3://bucket{p}" for p in files], "content": [p.read_bytes() for p in files]}
+    ).to_parquet(table)
+    out = tmp_path / "scores.jsonl"
+    done = score("--model", data["model"], "--input", str(table), "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    rows = pd.read_json(out, lines=True, dtype=False)
+    rows["path"] = rows["path"].str.removeprefix("s3://bucket")
+    _check_rows(_sorted(rows), data)
