@@ -128,7 +128,7 @@ class Classification:
     probabilities: np.ndarray  # float32 [N, C]
     k: int  # how many classes ``top_k`` lists per image
     thresholds: np.ndarray  # float32 [C], the thresholds applied
-    threshold_source: str  # "calibrated", "request", "target_precision=0.9", ...
+    threshold_source: str  # "calibrated", "fixed" (uncalibrated), "request", "target_recall=0.9"...
     device: str = ""
     metrics: BatchMetrics | None = None
     extra: dict[str, object] = field(default_factory=dict)
