@@ -1,4 +1,4 @@
-"""Calibrate an imported model's thresholds and measure its metrics on a labelled folder.
+"""An imported model's thresholds: fixed, or calibrated (with metrics) on a labelled folder.
 
 ``train`` calibrates on its validation split and measures on its test split. An imported model
 comes with one labelled folder, so it is split the same way in two: each class's images are
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.metadata import TestMetrics, Thresholds
+from service.metadata import ClassThreshold, TestMetrics, Thresholds
 from training.calibrate import calibrate, with_test_results
 from training.data import scan_labelled
 from training.errors import ImportModelError
@@ -75,3 +75,14 @@ def calibrate_on_folder(
         "held_out_images": len(held),
     }
     return thresholds, metrics, pixels, summary
+
+
+def fixed_thresholds(labels: list[str], threshold: float) -> Thresholds:
+    return Thresholds(
+        policy="fixed",
+        target=None,
+        per_class=[ClassThreshold(label=label, threshold=threshold) for label in labels],
+        calibrated=False,
+        method=f"fixed threshold {threshold:g} for every class, given at import; "
+        "not calibrated on data",
+    )

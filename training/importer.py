@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import tf_keras as keras
 
-from service.metadata import ClassThreshold, ModelMetadata, TestMetrics, Thresholds
+from service.metadata import ModelMetadata, TestMetrics, Thresholds
 from training.config import ExportConfig
 from training.errors import ImportModelError
 from training.imaging import ColorMode
@@ -159,20 +159,9 @@ def serving_model(
     return keras.Model(inputs, outputs, name=f"imported_{model.name}")
 
 
-def fixed_thresholds(labels: list[str], threshold: float) -> Thresholds:
-    return Thresholds(
-        policy="fixed",
-        target=None,
-        per_class=[ClassThreshold(label=label, threshold=threshold) for label in labels],
-        calibrated=False,
-        method=f"fixed threshold {threshold:g} for every class, given at import; "
-        "not calibrated on data",
-    )
-
-
 def run_import(cfg: ImportConfig) -> Path:
     """Wrap, (calibrate,) export, check parity and publish ``OUT/NAME/<next version>/``."""
-    from training.calibration_data import calibrate_on_folder
+    from training.calibration_data import calibrate_on_folder, fixed_thresholds
     from training.export import (
         check_parity,
         checksums,
@@ -181,7 +170,7 @@ def run_import(cfg: ImportConfig) -> Path:
         publish,
         write_artifacts,
     )
-    from training.workflow import _frameworks
+    from training.workflow import _frameworks  # NOTE: the versions train records, too
 
     labels = read_labels(cfg.labels_path)
     user_model, source = load_keras_model(cfg.model_path)
