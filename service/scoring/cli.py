@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import VisorError
-from service.scoring.model import ScoringError
 from service.types import InferOptions
 
 PROG = "python -m service score"
@@ -82,6 +81,8 @@ def run_score(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.engine == "spark" and args.output.suffix.lower() != ".parquet":
         return _fail(f"--engine spark writes Parquet: give a .parquet --output, not {args.output}")
+    from service.scoring.model import ScoringError  # NOTE: `serve` never loads scoring code
+
     try:
         return _run(args)
     except (ScoringError, VisorError) as exc:
