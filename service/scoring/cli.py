@@ -141,7 +141,16 @@ def _spark(args: argparse.Namespace, scorer: Any, onnx_path: Path, source: Any, 
         options=_options_of(args),
         batch_size=args.batch_size,
     )
-    return score_spark(job, onnx_path, source, args.output, done, args.master, args.driver_memory)
+    return score_spark(
+        job,
+        onnx_path,
+        source,
+        args.output,
+        done,
+        args.master,
+        args.driver_memory,
+        progress=not args.no_progress,
+    )
 
 
 def _options_of(args: argparse.Namespace) -> InferOptions:

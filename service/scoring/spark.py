@@ -24,7 +24,7 @@ from service.scoring.spark_worker import ScoringJob, score_partitions
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def spark_session(master: str, batch_size: int, driver_memory: str):
+def spark_session(master: str, batch_size: int, driver_memory: str, progress: bool = True):
     """A small SparkSession: no UI, Arrow transfers of ``batch_size`` rows."""
     # NOTE: local executors are Python processes the JVM starts; they import service.* from
     # here. On a cluster the executors need Visor installed (the same image or an env).
@@ -42,6 +42,7 @@ def spark_session(master: str, batch_size: int, driver_memory: str):
         SparkSession.builder.master(master)
         .appName("visor-score")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", str(progress).lower())
         .config("spark.driver.memory", driver_memory)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
@@ -81,10 +82,11 @@ def score_spark(
     done: set[str],
     master: str,
     driver_memory: str = "1g",
+    progress: bool = True,
 ) -> int:
     """Score what ``output`` lacks on Spark; returns how many images were scored now."""
     started = time.monotonic()
-    spark = spark_session(master, job.batch_size, driver_memory)
+    spark = spark_session(master, job.batch_size, driver_memory, progress)
     print(f"spark: session on {master} up in {time.monotonic() - started:.1f} s", file=sys.stderr)
     try:
         spark.sparkContext.addFile(str(onnx_path))
