@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from service.scoring.cli import add_score_parser
 from service.settings import Settings
 from service.startup import StartupError, check_models, check_ports, describe
 
@@ -69,11 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="same as --protocol grpc",
     )
+    add_score_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
+    parsed = build_parser().parse_args(argv)
+    if parsed.command == "score":
+        from service.scoring.cli import run_score
+
+        return run_score(parsed)
+    args = vars(parsed)
     args.pop("command")
     try:
         settings = Settings(**args)  # NOTE: flags override; unset ones come from VISOR_* / defaults

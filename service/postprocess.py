@@ -41,6 +41,9 @@ class Postprocessor:
             if (c := meta.thresholds.curves.get(label)) is not None and c.thresholds
         }
         self._index = {label: i for i, label in enumerate(self.labels)}
+        self._model = f"{meta.name} v{meta.version}"
+        # NOTE: what a response's threshold_source says when a request names no thresholds
+        self.default_source = "calibrated" if meta.thresholds.calibrated else "fixed"
         self._retargeted: dict[tuple[str, float], np.ndarray] = {}
 
     def probabilities(self, output: np.ndarray) -> np.ndarray:
@@ -60,7 +63,7 @@ class Postprocessor:
             and options.target_precision is None
             and options.target_recall is None
         ):
-            return self.calibrated, "calibrated"  # NOTE: the common case, first
+            return self.calibrated, self.default_source  # NOTE: the common case, first
         given = [
             options.threshold is not None,
             options.target_precision is not None,
@@ -76,7 +79,7 @@ class Postprocessor:
         if options.target_recall is not None:
             target = _unit(options.target_recall, "target_recall")
             return self._retarget("recall", target), f"target_recall={target:g}"
-        return self.calibrated, "calibrated"
+        return self.calibrated, self.default_source
 
     def _explicit(self, threshold: float | Sequence[float]) -> np.ndarray:
         if isinstance(threshold, str | bytes):
@@ -93,6 +96,13 @@ class Postprocessor:
         return np.array([_unit(v, f"threshold[{i}]") for i, v in enumerate(values)], np.float32)
 
     def _retarget(self, metric: str, target: float) -> np.ndarray:
+        if not self._curves:
+            # NOTE: e.g. an imported model without calibration data: there is nothing to
+            # re-target from, and silently keeping the fixed thresholds would hide that.
+            raise InvalidInput(
+                f"model {self._model} has no calibration curves (its thresholds are not "
+                f"calibrated), so target_{metric} cannot be applied: give 'threshold' instead"
+            )
         cached = self._retargeted.get((metric, target))
         if cached is None:
             cached = np.array(

@@ -1,4 +1,4 @@
-"""``python -m training``: dataset | train | evaluate. Run with --help for every option."""
+"""``python -m training``: dataset | train | evaluate | import. Run with --help for every option."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import training  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+from training.import_cli import add_import_parser, check_import_args
 
 ARCHITECTURES = ("cnn", "mobilenetv2", "efficientnetb0", "resnet50")
 RESIZE = ("bilinear", "nearest", "bicubic", "area", "lanczos3")
@@ -207,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no progress bars or info logs (warnings and errors only)",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{dataset,train,evaluate}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{dataset,train,evaluate,import}"
+    )
     ds = sub.add_parser("dataset", help="write a bundled data set as class folders")
     ds.add_argument(
         "which",
@@ -242,12 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--strict", action="store_true", help="fail on an unreadable file instead of skipping it"
     )
+    add_import_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "import":
+        check_import_args(parser, args)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

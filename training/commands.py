@@ -35,6 +35,10 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "train":
         return _train(run_config(args))
+    if args.command == "import":
+        from training.import_cli import run_import_command
+
+        return run_import_command(args)
     return _evaluate(args.model_dir, args.data, args.strict)
 
 

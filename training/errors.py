@@ -23,3 +23,7 @@ class ExportError(TrainingError):
 
 class EvaluateError(TrainingError, ValueError):
     """The data set does not fit the model being evaluated."""
+
+
+class ImportModelError(TrainingError, ValueError):
+    """A model given to ``import`` cannot be read, or its flags do not fit it."""
