@@ -129,6 +129,9 @@ class Classification:
     k: int  # how many classes ``top_k`` lists per image
     thresholds: np.ndarray  # float32 [C], the thresholds applied
     threshold_source: str  # "calibrated", "request", "target_precision=0.9", ...
+    # bool [C]: the target behind the thresholds is certified (service.calibration) per class;
+    # None for thresholds the request gave (no target).
+    certified: np.ndarray | None = None
     device: str = ""
     metrics: BatchMetrics | None = None
     extra: dict[str, object] = field(default_factory=dict)

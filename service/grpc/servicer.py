@@ -97,6 +97,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 name="probabilities", datatype="FP32", shape=[-1, len(info.metadata.labels)]
             )
             resp.outputs.add(name="labels", datatype="BYTES", shape=[-1])
+            resp.parameters["thresholds"].string_param = info.metadata.thresholds.model_dump_json(
+                exclude={"curves"}
+            )
         return resp
 
     async def ModelInfer(
