@@ -18,6 +18,7 @@ import tf_keras as keras
 from sklearn.model_selection import StratifiedKFold
 
 from training.augment import build_augmentation
+from training.batchnorm import RECALIBRATION_BATCHES, recalibrate
 from training.config import RunConfig
 from training.data import Dataset, Split
 from training.models import build_model, is_transfer, unfreeze, with_augmentation
@@ -90,6 +91,8 @@ def _fit_fold(cfg: RunConfig, ds: Dataset, train: Split, epochs: FoldEpochs, see
             callbacks=epochs.schedule(),
             verbose=0,
         )
+    if cfg.model.architecture != "cnn" and not is_transfer(cfg.model):
+        recalibrate(model, data, RECALIBRATION_BATCHES)  # as the published model was
     return model
 
 

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from training.augment import build_augmentation
+from training.batchnorm import RecalibrateBatchNorm
 from training.callbacks import BatchDelay, CallbackStateBackup
 from training.config import RunConfig
 from training.data import Dataset
@@ -186,7 +187,9 @@ def _load_as(fit_model, model, path: Path, saved_in: str, now: str, n_layers: in
     _set_phase(model, now, n_layers)
 
 
-def _run_phase(fit_model, model, cfg, work, own, phase, first, last, data, strategy) -> int:
+def _run_phase(
+    fit_model, model, cfg, work, own, phase, first, last, data, strategy, extra=()
+) -> int:
     """Fit epochs ``first..last-1`` once per phase, end on its best weights; returns epochs done."""
     state, n = _read_state(own), cfg.model.fine_tune_layers
     if state.get(f"{phase}_done"):
@@ -199,7 +202,7 @@ def _run_phase(fit_model, model, cfg, work, own, phase, first, last, data, strat
         validation_data=data[1],
         initial_epoch=first,
         epochs=last,
-        callbacks=_callbacks(cfg, work, own, phase, best),
+        callbacks=_callbacks(cfg, work, own, phase, best) + list(extra),
         verbose=_verbosity(cfg.fit.quiet),
     )
     # NOTE: after a restore, history holds only the epochs run by this process.
@@ -260,7 +263,17 @@ def fit(cfg: RunConfig, ds: Dataset) -> FitResult:
     phase1_epochs = 0
     if cfg.fit.epochs > 0:
         done = phase1_epochs = _run_phase(
-            fit_model, model, cfg, work, own, "phase1", 0, cfg.fit.epochs, data, strategy
+            fit_model,
+            model,
+            cfg,
+            work,
+            own,
+            "phase1",
+            0,
+            cfg.fit.epochs,
+            data,
+            strategy,
+            _recalibration(cfg, model, data[0]),
         )
         if is_transfer(cfg.model) and cfg.fit.fine_tune_epochs > 0:
             with strategy.scope():
@@ -274,6 +287,13 @@ def fit(cfg: RunConfig, ds: Dataset) -> FitResult:
         _set_phase(model, "phase1", cfg.model.fine_tune_layers)  # the state a fresh build has
     fit_model.save_weights(str(final))
     return FitResult(_fresh_copy(cfg, ds, final), read_history(own), chief, phase1_epochs)
+
+
+def _recalibration(cfg: RunConfig, model: keras.Model, train: tf.data.Dataset) -> list:
+    """From-scratch backbones: true BatchNorm statistics before each validation (one device)."""
+    if not has_backbone(model) or is_transfer(cfg.model) or cfg.fit.strategy != "none":
+        return []
+    return [RecalibrateBatchNorm(model, train)]
 
 
 def _fresh_copy(cfg: RunConfig, ds: Dataset, weights: Path) -> keras.Model:
