@@ -48,10 +48,10 @@ def write_shapes(root: Path, count: int, size: int = 32, seed: int = 0) -> Path:
         folder = root / label
         folder.mkdir(parents=True, exist_ok=True)
         for n in range(count):
-            tint = rng.integers(40, 160, 3)
-            background = np.clip(tint + rng.normal(0, 25, (size, size, 3)), 0, 255)
+            tint = rng.integers(70, 150) + rng.integers(-15, 15, 3)
+            background = np.clip(tint + rng.normal(0, 20, (size, size, 3)), 0, 255)
             image = Image.fromarray(background.astype(np.uint8), mode="RGB")
-            r = int(rng.integers(size // 5, size // 3))
+            r = int(rng.integers(size // 4, size // 2 - 1))
             cx, cy = (int(v) for v in rng.integers(r, size - r, 2))
             box = (cx - r, cy - r, cx + r, cy + r)
             fill = tuple(int(np.clip(c + rng.integers(-30, 30), 0, 255)) for c in colour)
