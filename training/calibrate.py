@@ -30,9 +30,7 @@ def _thinned(counts: CurveCounts, chosen: int) -> CalibrationCurve:
     )
 
 
-def _class_threshold(
-    label: str, counts: CurveCounts, choice: Choice, policy: str, target: float
-) -> ClassThreshold:
+def _class_threshold(label: str, counts: CurveCounts, choice: Choice) -> ClassThreshold:
     i = choice.index
     precision, recall = float(counts.precision[i]), float(counts.recall[i])
     return ClassThreshold(
@@ -40,7 +38,9 @@ def _class_threshold(
         threshold=float(min(max(counts.thresholds[i], 0.0), 1.0)),
         val_precision=precision,
         val_recall=recall,
-        target_met=(precision if policy == "precision" else recall) >= target,
+        # NOTE: never "met" without the guarantee: a certified threshold's point estimate is at
+        # least its bound; an uncertified one's estimate is in val_precision / val_recall.
+        target_met=choice.certified,
         lower_bound=choice.lower_bound,
         support=choice.support,
         certified=choice.certified,
@@ -63,7 +63,7 @@ def calibrate(
     for c, label in enumerate(labels):
         counts = curve_counts(y_cal == c, probs_cal[:, c])
         choice = choose(counts, policy, target, confidence)
-        per_class.append(_class_threshold(label, counts, choice, policy, target))
+        per_class.append(_class_threshold(label, counts, choice))
         curves[label] = _thinned(counts, choice.index)
     return Thresholds(
         policy=policy,

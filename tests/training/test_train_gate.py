@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from visor_train_helpers import write_shapes
 
-from service.metadata import TestMetrics
+from service.metadata import TestMetrics as SplitMetrics
 from training.gate import PublishRefused, check_publishable, default_min_accuracy
 
 
@@ -27,8 +27,8 @@ def test_the_default_bar_is_clearly_above_chance(chance: float, bar: float) -> N
     assert default_min_accuracy(chance) == pytest.approx(bar)
 
 
-def _metrics(accuracy: float, samples: int) -> TestMetrics:
-    return TestMetrics(
+def _metrics(accuracy: float, samples: int) -> SplitMetrics:
+    return SplitMetrics(
         accuracy=accuracy,
         macro_precision=0.0,
         macro_recall=0.0,
@@ -93,22 +93,23 @@ def test_a_from_scratch_mobilenetv2_trains_whole_and_learns(tmp_path: Path) -> N
     from training.pipeline import load_arrays
     from training.train import fit
 
-    data = write_shapes(tmp_path / "shapes", count=40, size=32)
+    data = write_shapes(tmp_path / "shapes", count=60, size=32)
     cfg = RunConfig(
         data=DataConfig(data, image_size=32),
         export=ExportConfig(name="shapes", out_dir=tmp_path / "m"),
         augment=AugmentConfig(rotation=0, zoom=0, translation=0, contrast=0),
         model=ModelConfig("mobilenetv2", "none"),
-        fit=FitConfig(work_dir=tmp_path / "w", epochs=8, batch_size=16, quiet=True),
+        fit=FitConfig(work_dir=tmp_path / "w", epochs=6, batch_size=16, quiet=True),
     )
     ds = load_dataset(cfg.data)
     result = fit(cfg, ds)
     base = result.model.get_layer(BASE_NAME)
     assert base.trainable and all(layer.trainable for layer in base.layers)
-    assert len(result.history) == 8 or result.history[-1]["epoch"] < 7  # one phase only
+    assert len(result.history) <= 6 and result.phase1_epochs == len(result.history)  # no phase 2
     x_test = load_arrays(ds.splits["test"], ds.color_mode, 32, "bilinear")
     accuracy = float(
         (result.model.predict(x_test, verbose=0).argmax(axis=1) == ds.splits["test"].labels).mean()
     )
-    # the frozen random base of before stayed at chance (1/3) here
+    # NOTE: before, a frozen random base stayed at chance here (loss ln 3 every epoch); a whole
+    # network without recomputed BatchNorm statistics answered every image alike (1/3)
     assert accuracy >= default_min_accuracy(1 / 3), result.history
