@@ -100,7 +100,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--weights",
         default="none",
-        help="backbone weights: none (default), imagenet (only from the local Keras cache; never downloaded) or a .h5 path",
+        help="backbone weights: none (default: the whole network trains from random weights), "
+        "imagenet (only from the local Keras cache; never downloaded) or a .h5 path",
     )
     g.add_argument(
         "--fine-tune-layers",
@@ -153,7 +154,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "--fine-tune-epochs",
         type=_count(0),
         default=5,
-        help="phase 2 epochs, backbones only, at a 10x lower learning rate (default 5)",
+        help="phase 2 epochs, backbones with given weights only, at a 10x lower learning rate "
+        "(default 5)",
     )
     g.add_argument(
         "--batch-size",

@@ -26,6 +26,7 @@ from training.pipeline import load_arrays, make_dataset
 from training.train import FitResult, compile_model
 
 log = logging.getLogger(__name__)
+CACHE_FILE = "calibration-oof.npz"
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,26 @@ def _fit_fold(cfg: RunConfig, ds: Dataset, train: Split, epochs: FoldEpochs, see
 def out_of_fold(
     cfg: RunConfig, ds: Dataset, folds: int, epochs: FoldEpochs
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probabilities) of every pooled image, each predicted by a model that never saw it."""
+    """(labels, probabilities) of every pooled image, each predicted by a model that never saw it.
+
+    Kept in the work dir: ``--resume`` of a finished run (re-export) reuses them instead of
+    fitting the fold models again.
+    """
+    cache = cfg.fit.work_dir / CACHE_FILE
+    key = np.asarray([folds, epochs.phase1, epochs.phase2, cfg.data.seed, cfg.fit.seed])
+    if cfg.fit.resume and cache.exists():
+        saved = np.load(cache)
+        if np.array_equal(saved["key"], key) and np.array_equal(saved["labels"], pool(ds).labels):
+            log.info("calibration: reusing the out-of-fold predictions in %s", cache)
+            return saved["labels"], saved["probabilities"]
+    labels, probs = _fit_folds(cfg, ds, folds, epochs)
+    np.savez(cache, key=key, labels=labels, probabilities=probs)
+    return labels, probs
+
+
+def _fit_folds(
+    cfg: RunConfig, ds: Dataset, folds: int, epochs: FoldEpochs
+) -> tuple[np.ndarray, np.ndarray]:
     everything = pool(ds)
     x = load_arrays(everything, ds.color_mode, cfg.data.image_size, cfg.data.resize_method)
     probs = np.zeros((len(everything.labels), len(ds.labels)), np.float32)

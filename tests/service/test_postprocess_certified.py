@@ -58,6 +58,15 @@ def test_retargeting_uses_the_rule_training_uses(metric: str, target: float) -> 
             assert tp / trials >= target  # and its bound, checked in test_calibration
 
 
+def test_retargeting_to_the_calibrated_target_gives_the_calibrated_thresholds() -> None:
+    meta, _, _ = _meta_with_counts()
+    post = Postprocessor(meta, 1)
+    calibrated = post.decision(InferOptions())
+    again = post.decision(InferOptions(target_precision=0.9))
+    np.testing.assert_array_equal(again[0], calibrated[0])
+    np.testing.assert_array_equal(again[2], calibrated[2])
+
+
 def test_explicit_thresholds_have_no_target_to_certify() -> None:
     meta, _, _ = _meta_with_counts()
     _, source, certified = Postprocessor(meta, 1).decision(InferOptions(threshold=0.3))
