@@ -10,7 +10,7 @@ if compgen -G "$models/*/[0-9]*/metadata.json" >/dev/null; then
   exit 0
 fi
 data=${VISOR_DEFAULT_DATA:-build/data/digits}
-echo "default-model.sh: no model in $models; training the default 'digits' model (about a minute on 2 cores)"
+echo "default-model.sh: no model in $models; training the default 'digits' model (a few minutes on 2 cores: 1 fit + 5 cross-fitting fits)"
 "$py" -m training dataset digits --out "$data"
 # NOTE: the scans are 8x8; at 16x16 the model scores as at 32x32 (0.9888 on the test split) for a
 # quarter of the compute (docs/benchmarks.md, finding 13).

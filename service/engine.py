@@ -150,6 +150,8 @@ class Engine:
                 {"name": "labels", "datatype": "BYTES", "shape": [-1]},
             ],
             "labels": list(labels),
+            # per class: threshold, point estimates, lower bound, support, certified (no curves)
+            "thresholds": info.metadata.thresholds.model_dump(mode="json", exclude={"curves"}),
         }
 
     def load_failure(self, name: str, version: int | str | None = None) -> str:
@@ -299,14 +301,14 @@ class Engine:
                 pixels, lv.meta.input, self.settings.max_images_per_request
             )
             k = lv.post.top_k(options)
-            thresholds, source = lv.post.thresholds(options)
+            thresholds, source, certified = lv.post.decision(options)
             truth = (
                 lv.post.ground_truth(options.ground_truth, len(pixels))
                 if options.ground_truth is not None
                 else None
             )
             output = await lv.batcher.submit(pixels, deadline)
-            result = self._result(lv, output, k, thresholds, source, truth)
+            result = self._result(lv, output, k, (thresholds, source, certified), truth)
         except VisorError as exc:
             lv.metrics.count_request(protocol, exc.grpc_code.name)
             raise
@@ -322,11 +324,11 @@ class Engine:
         lv: LoadedVersion,
         output: np.ndarray,
         k: int,
-        thresholds: np.ndarray,
-        source: str,
+        decision: tuple[np.ndarray, str, np.ndarray | None],
         truth: np.ndarray | None,
     ) -> Classification:
         probs = lv.post.probabilities(output)
+        thresholds, source, certified = decision
         result = Classification(
             model=lv.name,
             version=lv.version,
@@ -335,6 +337,7 @@ class Engine:
             k=k,
             thresholds=thresholds,
             threshold_source=source,
+            certified=certified,
             device=lv.backend.device,
             metrics=batch_metrics(probs, thresholds, truth, lv.post.labels)
             if truth is not None

@@ -19,6 +19,7 @@ METADATA_FILE = "metadata.json"
 ColorMode = Literal["grayscale", "rgb"]
 ResizeMethod = Literal["bilinear", "nearest", "bicubic", "area", "lanczos3"]
 ArtifactKind = Literal["onnx", "savedmodel", "keras_h5"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class _Strict(BaseModel):
@@ -52,16 +53,29 @@ class OutputSpec(_Strict):
 
 
 class CalibrationCurve(_Strict):
-    """Validation precision/recall of one class (one-vs-rest) at increasing thresholds."""
+    """Calibration precision/recall of one class (one-vs-rest) at increasing thresholds.
+
+    The optional counts let the server compute confidence bounds when it re-targets.
+    """
 
     thresholds: list[float]
     precision: list[float]
     recall: list[float]
+    tp: list[int] | None = Field(default=None, description="True positives at each threshold.")
+    predicted: list[int] | None = Field(
+        default=None, description="Predicted positives (score >= threshold) at each threshold."
+    )
+    positives: int | None = Field(default=None, ge=0, description="Images of the class.")
 
     @model_validator(mode="after")
     def _same_length(self) -> CalibrationCurve:
         if not (len(self.thresholds) == len(self.precision) == len(self.recall)):
             raise ValueError("calibration curve arrays differ in length")
+        counts = (self.tp, self.predicted, self.positives)
+        if any(c is not None for c in counts) and (
+            None in counts or not len(self.tp) == len(self.predicted) == len(self.thresholds)
+        ):
+            raise ValueError("curve counts need tp, predicted and positives, one per threshold")
         return self
 
 
@@ -176,7 +190,7 @@ class Artifact(_Strict):
 
 class ModelMetadata(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN)
     version: int = Field(ge=1)
     created: datetime
     labels: list[str] = Field(min_length=2)

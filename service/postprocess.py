@@ -7,9 +7,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from service.calibration import CurveCounts, choose
 from service.errors import InvalidInput
 from service.metadata import ModelMetadata
 from service.types import BatchMetrics, ClassMetricsResult, InferOptions
+
+DEFAULT_CONFIDENCE = 0.95  # for metadata that stores counts but no confidence
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -35,16 +38,27 @@ class Postprocessor:
         self.logits = meta.output.kind == "logits"
         self.default_top_k = default_top_k
         self.calibrated = np.array([c.threshold for c in meta.thresholds.per_class], np.float32)
+        self.calibrated_certified = np.array([c.certified for c in meta.thresholds.per_class])
+        self._confidence = meta.thresholds.confidence or DEFAULT_CONFIDENCE
         self._curves = {
             i: (np.asarray(c.thresholds), np.asarray(c.precision), np.asarray(c.recall))
             for i, label in enumerate(self.labels)
             if (c := meta.thresholds.curves.get(label)) is not None and c.thresholds
         }
+        self._counts = {
+            i: CurveCounts(
+                np.asarray(c.thresholds), np.asarray(c.tp), np.asarray(c.predicted), c.positives
+            )
+            for i, label in enumerate(self.labels)
+            if (c := meta.thresholds.curves.get(label)) is not None
+            and c.thresholds
+            and c.tp is not None
+        }
         self._index = {label: i for i, label in enumerate(self.labels)}
         self._model = f"{meta.name} v{meta.version}"
         # NOTE: what a response's threshold_source says when a request names no thresholds
         self.default_source = "calibrated" if meta.thresholds.calibrated else "fixed"
-        self._retargeted: dict[tuple[str, float], np.ndarray] = {}
+        self._retargeted: dict[tuple[str, float], tuple[np.ndarray, np.ndarray]] = {}
 
     def probabilities(self, output: np.ndarray) -> np.ndarray:
         out = np.asarray(output, dtype=np.float32)
@@ -58,12 +72,20 @@ class Postprocessor:
 
     def thresholds(self, options: InferOptions) -> tuple[np.ndarray, str]:
         """The thresholds a request asks for, and where they came from."""
+        thresholds, source, _ = self.decision(options)
+        return thresholds, source
+
+    def decision(self, options: InferOptions) -> tuple[np.ndarray, str, np.ndarray | None]:
+        """Thresholds, their source, and per class whether the target is certified.
+
+        ``certified`` is None for explicit thresholds: there is no target to certify.
+        """
         if (
             options.threshold is None
             and options.target_precision is None
             and options.target_recall is None
         ):
-            return self.calibrated, self.default_source  # NOTE: the common case, first
+            return self.calibrated, self.default_source, self.calibrated_certified  # common
         given = [
             options.threshold is not None,
             options.target_precision is not None,
@@ -72,14 +94,14 @@ class Postprocessor:
         if sum(given) > 1:
             raise InvalidInput("give at most one of threshold, target_precision and target_recall")
         if options.threshold is not None:
-            return self._explicit(options.threshold), "request"
-        if options.target_precision is not None:
-            target = _unit(options.target_precision, "target_precision")
-            return self._retarget("precision", target), f"target_precision={target:g}"
-        if options.target_recall is not None:
-            target = _unit(options.target_recall, "target_recall")
-            return self._retarget("recall", target), f"target_recall={target:g}"
-        return self.calibrated, self.default_source
+            return self._explicit(options.threshold), "request", None
+        metric = "precision" if options.target_precision is not None else "recall"
+        target = _unit(
+            options.target_precision if metric == "precision" else options.target_recall,
+            f"target_{metric}",
+        )
+        thresholds, certified = self._retarget(metric, target)
+        return thresholds, f"target_{metric}={target:g}", certified
 
     def _explicit(self, threshold: float | Sequence[float]) -> np.ndarray:
         if isinstance(threshold, str | bytes):
@@ -95,7 +117,7 @@ class Postprocessor:
             )
         return np.array([_unit(v, f"threshold[{i}]") for i, v in enumerate(values)], np.float32)
 
-    def _retarget(self, metric: str, target: float) -> np.ndarray:
+    def _retarget(self, metric: str, target: float) -> tuple[np.ndarray, np.ndarray]:
         if not self._curves:
             # NOTE: e.g. an imported model without calibration data: there is nothing to
             # re-target from, and silently keeping the fixed thresholds would hide that.
@@ -105,27 +127,36 @@ class Postprocessor:
             )
         cached = self._retargeted.get((metric, target))
         if cached is None:
-            cached = np.array(
-                [self._class_threshold(i, metric, target) for i in range(len(self.labels))],
-                np.float32,
+            chosen = [self._class_threshold(i, metric, target) for i in range(len(self.labels))]
+            cached = (
+                np.array([t for t, _ in chosen], np.float32),
+                np.array([c for _, c in chosen], bool),
             )
             # NOTE: a bounded cache: targets are few in practice, the arrays tiny.
             if len(self._retargeted) < 256:
                 self._retargeted[(metric, target)] = cached
         return cached
 
-    def _class_threshold(self, i: int, metric: str, target: float) -> float:
+    def _class_threshold(self, i: int, metric: str, target: float) -> tuple[float, bool]:
+        """The threshold for ``metric >= target`` and whether the stored counts certify it."""
+        counts = self._counts.get(i)
+        if counts is not None:  # the rule training used (service.calibration)
+            choice = choose(counts, metric, target, self._confidence)
+            return float(counts.thresholds[choice.index]), choice.certified
         curve = self._curves.get(i)
         if curve is None:
-            return float(self.calibrated[i])
+            return float(self.calibrated[i]), False
+        # NOTE: metadata without counts (older or imported models): point estimates only, so
+        # nothing is certified. Precision: the lowest threshold reaching it (the most recall);
+        # recall: the highest; unreachable: the best value seen.
         thresholds, precision, recall = curve
         if metric == "precision":
-            # NOTE: the lowest threshold reaching the precision keeps the most recall;
-            # unreachable → the threshold of the best precision seen (best effort, as training).
             ok = np.flatnonzero(precision >= target)
-            return float(thresholds[ok.min()] if ok.size else thresholds[np.argmax(precision)])
-        ok = np.flatnonzero(recall >= target)  # the highest threshold still reaching the recall
-        return float(thresholds[ok.max()] if ok.size else thresholds[np.argmax(recall)])
+            return float(
+                thresholds[ok.min()] if ok.size else thresholds[np.argmax(precision)]
+            ), False
+        ok = np.flatnonzero(recall >= target)
+        return float(thresholds[ok.max()] if ok.size else thresholds[np.argmax(recall)]), False
 
     def ground_truth(self, truth: Sequence[str | int], n: int) -> np.ndarray:
         if len(truth) != n:

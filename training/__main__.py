@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +19,24 @@ def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (exclusive)")
+    return value
+
+
+def _model_name(text: str) -> str:
+    from service.metadata import NAME_PATTERN
+
+    if not re.fullmatch(NAME_PATTERN, text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a model name: use letters, digits, '_', '.' and '-', starting with "
+            "a letter or digit (it becomes the folder OUT/NAME/)"
+        )
+    return text
+
+
+def _folds(text: str) -> int:
+    value = int(text)
+    if value == 1 or value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: use 0 (validation split only) or 2 or more")
     return value
 
 
@@ -66,7 +85,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="fail on an unreadable file instead of skipping it with a warning",
     )
     g = p.add_argument_group("model")
-    g.add_argument("--name", required=True, help="model name: published as OUT/NAME/<version>/")
+    g.add_argument(
+        "--name",
+        type=_model_name,
+        required=True,
+        help="model name: published as OUT/NAME/<version>/ (letters, digits, '_', '.', '-'; "
+        "starts with a letter or digit)",
+    )
     g.add_argument(
         "--model",
         choices=ARCHITECTURES,
@@ -76,7 +101,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--weights",
         default="none",
-        help="backbone weights: none (default), imagenet (only from the local Keras cache; never downloaded) or a .h5 path",
+        help="backbone weights: none (default: the whole network trains from random weights), "
+        "imagenet (only from the local Keras cache; never downloaded) or a .h5 path",
     )
     g.add_argument(
         "--fine-tune-layers",
@@ -129,7 +155,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "--fine-tune-epochs",
         type=_count(0),
         default=5,
-        help="phase 2 epochs, backbones only, at a 10x lower learning rate (default 5)",
+        help="phase 2 epochs, backbones with given weights only, at a 10x lower learning rate "
+        "(default 5)",
     )
     g.add_argument(
         "--batch-size",
@@ -191,6 +218,26 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         type=_fraction,
         default=None,
         help="per-class thresholds reaching this validation recall instead",
+    )
+    g.add_argument(
+        "--confidence",
+        type=_fraction,
+        default=0.95,
+        help="confidence of the lower bound a threshold must certify the target at (default 0.95)",
+    )
+    g.add_argument(
+        "--calibration-folds",
+        type=_folds,
+        default=5,
+        help="calibrate on out-of-fold predictions over train+val from K extra models "
+        "(default 5; costs about K more fits); 0 = on the validation split only",
+    )
+    g.add_argument(
+        "--min-test-accuracy",
+        type=float,
+        default=None,
+        help="refuse to publish below this test accuracy (default: 1.5x the accuracy of always "
+        "answering the most frequent label, at least +0.1, at most halfway to 1; 0 = publish anyway)",
     )
     g.add_argument(
         "--out", type=Path, default=Path("models"), help="model repository (default models/)"

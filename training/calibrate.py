@@ -1,70 +1,78 @@
-"""Per-class decision thresholds calibrated on the validation split (TF-free).
+"""Per-class decision thresholds with a stated confidence (TF-free).
 
-A label is predicted for an image when its probability is >= the label's threshold. For a target
-precision the lowest threshold reaching it is chosen (the most recall); for a target recall the
-highest one (the most precision). When no threshold reaches the target, ``target_met`` is False
-and the threshold with the best reachable value is recorded instead.
+A label is predicted for an image when its probability is >= the label's threshold. The rule and
+its statistics live in :mod:`service.calibration` (the server re-targets with the same code); this
+module applies it to calibration predictions and stores what the server and the model card need.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve
 
+from service.calibration import Choice, CurveCounts, choose, curve_counts
 from service.metadata import CalibrationCurve, ClassThreshold, Thresholds
 
 MAX_CURVE_POINTS = 1000
 
 
-def class_curve(
-    positive: np.ndarray, scores: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Thresholds (increasing) with the precision and recall of ``score >= threshold``."""
-    precision, recall, thresholds = precision_recall_curve(positive, scores)
-    # NOTE: sklearn appends a final (precision=1, recall=0) point that has no threshold.
-    return thresholds.astype(np.float64), precision[:-1], recall[:-1]
-
-
-def choose(
-    thresholds: np.ndarray, precision: np.ndarray, recall: np.ndarray, policy: str, target: float
-):
-    """Index of the chosen threshold and whether the target was met."""
-    value, other = (precision, recall) if policy == "precision" else (recall, precision)
-    ok = np.flatnonzero(value >= target)
-    if ok.size:
-        # precision: lowest threshold (max recall); recall: highest threshold (max precision)
-        return (int(ok[0]) if policy == "precision" else int(ok[-1])), True
-    best = value.max()
-    candidates = np.flatnonzero(value == best)
-    return int(candidates[np.argmax(other[candidates])]), False
-
-
-def _thinned(t: np.ndarray, p: np.ndarray, r: np.ndarray) -> CalibrationCurve:
-    keep = np.unique(np.linspace(0, len(t) - 1, min(len(t), MAX_CURVE_POINTS)).round().astype(int))
+def _thinned(counts: CurveCounts, chosen: int) -> CalibrationCurve:
+    """At most MAX_CURVE_POINTS points, always including the chosen one (exact re-targeting)."""
+    t = counts.thresholds
+    keep = np.linspace(0, len(t) - 1, min(len(t), MAX_CURVE_POINTS)).round().astype(int)
+    keep = np.unique(np.r_[keep, chosen])
     return CalibrationCurve(
-        thresholds=t[keep].tolist(), precision=p[keep].tolist(), recall=r[keep].tolist()
+        thresholds=t[keep].tolist(),
+        precision=counts.precision[keep].tolist(),
+        recall=counts.recall[keep].tolist(),
+        tp=counts.tp[keep].tolist(),
+        predicted=counts.predicted[keep].tolist(),
+        positives=counts.positives,
+    )
+
+
+def _class_threshold(label: str, counts: CurveCounts, choice: Choice) -> ClassThreshold:
+    i = choice.index
+    precision, recall = float(counts.precision[i]), float(counts.recall[i])
+    return ClassThreshold(
+        label=label,
+        threshold=float(min(max(counts.thresholds[i], 0.0), 1.0)),
+        val_precision=precision,
+        val_recall=recall,
+        # NOTE: never "met" without the guarantee: a certified threshold's point estimate is at
+        # least its bound; an uncertified one's estimate is in val_precision / val_recall.
+        target_met=choice.certified,
+        lower_bound=choice.lower_bound,
+        support=choice.support,
+        certified=choice.certified,
+        best_certified=choice.best_certified,
+        needed=choice.needed,
     )
 
 
 def calibrate(
-    y_val: np.ndarray, probs_val: np.ndarray, labels: list[str], policy: str, target: float
+    y_cal: np.ndarray,
+    probs_cal: np.ndarray,
+    labels: list[str],
+    policy: str,
+    target: float,
+    confidence: float = 0.95,
+    method: str = "validation split",
 ) -> Thresholds:
-    """Per-class thresholds meeting ``policy`` (precision|recall) >= target on validation."""
+    """Per-class thresholds whose lower bound of ``policy`` (precision|recall) reaches ``target``."""
     per_class, curves = [], {}
     for c, label in enumerate(labels):
-        t, p, r = class_curve((y_val == c).astype(int), probs_val[:, c])
-        i, met = choose(t, p, r, policy, target)
-        per_class.append(
-            ClassThreshold(
-                label=label,
-                threshold=float(min(max(t[i], 0.0), 1.0)),
-                val_precision=float(p[i]),
-                val_recall=float(r[i]),
-                target_met=met,
-            )
-        )
-        curves[label] = _thinned(t, p, r)
-    return Thresholds(policy=policy, target=target, per_class=per_class, curves=curves)
+        counts = curve_counts(y_cal == c, probs_cal[:, c])
+        choice = choose(counts, policy, target, confidence)
+        per_class.append(_class_threshold(label, counts, choice))
+        curves[label] = _thinned(counts, choice.index)
+    return Thresholds(
+        policy=policy,
+        target=target,
+        per_class=per_class,
+        curves=curves,
+        confidence=confidence,
+        method=f"{method}; one-sided Clopper-Pearson lower bound at confidence {confidence:g}",
+    )
 
 
 def with_test_results(

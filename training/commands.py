@@ -57,7 +57,12 @@ def run_config(args: argparse.Namespace) -> RunConfig:
             args.strict,
             args.seed,
         ),
-        export=ExportConfig(name=args.name, out_dir=args.out, opset=args.opset),
+        export=ExportConfig(
+            name=args.name,
+            out_dir=args.out,
+            opset=args.opset,
+            min_test_accuracy=args.min_test_accuracy,
+        ),
         augment=AugmentConfig(args.flip, args.rotation, args.zoom, args.translation, args.contrast),
         model=ModelConfig(
             args.model, args.weights, args.fine_tune_layers, args.dropout, args.cnn_width
@@ -75,7 +80,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
             strategy=args.strategy,
             seed=args.seed,
         ),
-        calibration=CalibrationConfig(policy, target),
+        calibration=CalibrationConfig(policy, target, args.confidence, args.calibration_folds),
     )
 
 

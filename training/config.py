@@ -66,10 +66,16 @@ class FitConfig:
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    """Per-class threshold policy: reach ``target`` precision or recall on validation."""
+    """Per-class thresholds whose lower confidence bound of precision (or recall) reaches ``target``.
+
+    ``folds`` >= 2: calibrate on out-of-fold predictions over train+val from that many extra
+    models (cross-fitting); 0: on the validation split only.
+    """
 
     policy: Literal["precision", "recall"] = "precision"
     target: float = 0.95
+    confidence: float = 0.95
+    folds: int = 5
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class ExportConfig:
     opset: int = 17
     parity_tolerance: float = 1e-5
     parity_batch: int = 32
+    min_test_accuracy: float | None = None  # None: clearly above chance (training.gate)
 
 
 @dataclass(frozen=True)

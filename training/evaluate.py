@@ -11,7 +11,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from service.metadata import ClassMetrics, TestMetrics
+from service.metadata import ClassMetrics, Histogram, Reference, TestMetrics
 
 
 def _roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float | None:
@@ -58,3 +58,18 @@ def pr_curves(y_true: np.ndarray, probs: np.ndarray) -> list[tuple[np.ndarray, n
         precision, recall, _ = precision_recall_curve((y_true == c).astype(int), probs[:, c])
         curves.append((precision, recall))
     return curves
+
+
+def reference(probs: np.ndarray, labels: list[str], split: str, bins: int = 10) -> Reference:
+    """What served traffic is compared with for drift: top-1 label shares and confidences."""
+    top = probs.argmax(axis=1)
+    shares = np.bincount(top, minlength=len(labels)) / max(len(top), 1)
+    fractions, edges = np.histogram(probs.max(axis=1), bins=bins, range=(0.0, 1.0))
+    return Reference(
+        split=split,
+        samples=len(probs),
+        label_distribution={label: float(s) for label, s in zip(labels, shares, strict=True)},
+        confidence=Histogram(
+            edges=edges.tolist(), fractions=(fractions / max(len(probs), 1)).tolist()
+        ),
+    )

@@ -71,22 +71,50 @@ def _to_backbone_input(x, channels: int, size: int, preprocess: str):
     return x
 
 
-def build_model(cfg: ModelConfig, num_classes: int, size: int, channels: int) -> keras.Model:
-    """Raw pixels ``[N,size,size,channels]`` -> probabilities. Transfer bases start frozen."""
+def is_transfer(cfg: ModelConfig) -> bool:
+    """A backbone that starts from given weights: frozen first, then partly fine-tuned."""
+    return cfg.architecture != "cnn" and cfg.weights != "none"
+
+
+def _from_scratch(base: keras.Model) -> None:
+    """Random weights: the whole backbone learns, BatchNorm included (in training mode).
+
+    NOTE: momentum 0.9 for the same reason as the small cnn: with few steps, the applications'
+    0.99 leaves moving statistics near their initial values and validation near chance.
+    """
+    base.trainable = True
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+
+
+def build_model(
+    cfg: ModelConfig, num_classes: int, size: int, channels: int, load_weights: bool = True
+) -> keras.Model:
+    """Raw pixels ``[N,size,size,channels]`` -> probabilities.
+
+    Transfer bases start frozen; ``--weights none`` bases train whole. ``load_weights=False``
+    builds the same graph without reading the weight file (the caller loads trained weights).
+    """
     inputs = keras.Input((size, size, channels), name=INPUT_NAME, dtype="float32")
     if cfg.architecture == "cnn":
         logits = _small_cnn(inputs, num_classes, cfg.dropout, cfg.cnn_width)
     else:
         spec = BACKBONES[cfg.architecture]
-        weights = resolve_weights(cfg, size)
+        weights = resolve_weights(cfg, size) if load_weights else None
         x = _to_backbone_input(inputs, channels, size, spec.preprocess)
         base_size = max(size, MIN_BACKBONE_SIZE)
         base = spec.factory(
             include_top=False, weights=weights, input_shape=(base_size, base_size, 3)
         )
         base._name = BASE_NAME  # NOTE: a stable name lets unfreeze() find it in any backbone.
-        base.trainable = False
-        x = base(x, training=False)  # NOTE: BatchNorm stays in inference mode, also when unfrozen.
+        if is_transfer(cfg):
+            base.trainable = False
+            # NOTE: BatchNorm stays in inference mode, also when unfrozen (keras-io's recipe).
+            x = base(x, training=False)
+        else:
+            _from_scratch(base)
+            x = base(x)
         x = keras.layers.GlobalAveragePooling2D()(x)
         x = keras.layers.Dropout(cfg.dropout)(x)
         logits = keras.layers.Dense(num_classes, name="logits")(x)

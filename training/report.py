@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import ConfusionMatrixDisplay
 
-from service.metadata import ModelMetadata
+from service.metadata import ClassThreshold, ModelMetadata, Thresholds
 
 
 def plot_history(history: list[dict[str, float]], path: Path) -> None:
@@ -40,28 +40,44 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path) -> No
     plt.close(fig)
 
 
+def _mark_bound(ax, ct, policy: str) -> None:
+    """The certified level: precision's bound as a horizontal line, recall's as a vertical one."""
+    if ct.lower_bound is None:
+        return
+    style = {"color": "tab:green" if ct.certified else "tab:red", "ls": "--", "lw": 1}
+    text = f"{policy} bound {ct.lower_bound:.3f} ({'certified' if ct.certified else 'uncertified'})"
+    if policy == "precision":
+        ax.axhline(ct.lower_bound, label=text, **style)
+    else:
+        ax.axvline(ct.lower_bound, label=text, **style)
+
+
 def plot_pr_curves(
     test_curves: list[tuple[np.ndarray, np.ndarray]], meta: ModelMetadata, path: Path
 ) -> None:
-    """Test PR curve per class, with the chosen threshold's validation and test points marked."""
+    """Test PR curve per class: the chosen threshold's calibration and test points, its bound."""
+    t = meta.thresholds
     cols = min(4, len(meta.labels))
     rows = -(-len(meta.labels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3 * rows), squeeze=False)
     for ax, label, (precision, recall), ct in zip(
-        axes.flat, meta.labels, test_curves, meta.thresholds.per_class, strict=False
+        axes.flat, meta.labels, test_curves, t.per_class, strict=False
     ):
         ax.plot(recall, precision, label="test PR")
-        ax.plot(ct.val_recall, ct.val_precision, "o", label=f"val @ {ct.threshold:.3f}")
+        ax.plot(ct.val_recall, ct.val_precision, "o", label=f"calibration @ {ct.threshold:.3f}")
         if ct.test_recall is not None:
             ax.plot(ct.test_recall, ct.test_precision, "x", ms=9, label="test @ same")
+        _mark_bound(ax, ct, t.policy)
+        if t.target is not None:
+            ax.plot([], [], " ", label=f"target {t.policy} {t.target:g}")
         ax.set(
-            title=f"{label}{'' if ct.target_met else ' (target unmet)'}",
+            title=f"{label}{'' if ct.certified else ' (uncertified)'}",
             xlabel="recall",
             ylabel="precision",
             xlim=(0, 1.02),
             ylim=(0, 1.02),
         )
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=6, loc="lower left")
     for ax in list(axes.flat)[len(meta.labels) :]:
         ax.axis("off")
     fig.tight_layout()
@@ -69,9 +85,60 @@ def plot_pr_curves(
     plt.close(fig)
 
 
+def _num(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
+
+
+def _threshold_lines(t: Thresholds) -> list[str]:
+    """The per-class table and, when any class is uncertified, a warning in words."""
+    confidence = f"{t.confidence:.0%}" if t.confidence else "n/a"
+    lines = [
+        f"## Thresholds: {t.policy} >= {t.target} certified at {confidence} confidence",
+        "",
+        f"Calibration: {t.method or 'not recorded'}.",
+        "",
+        (
+            f"| label | threshold | certified | {t.policy} lower bound | support | calibration "
+            "precision | calibration recall | test precision | test recall |"
+        ),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in t.per_class:
+        lines.append(
+            f"| {c.label} | {c.threshold:.4f} | {'yes' if c.certified else '**NO**'} "
+            f"| {_num(c.lower_bound)} | {_num(c.support)} | {_num(c.val_precision)} "
+            f"| {_num(c.val_recall)} | {_num(c.test_precision)} | {_num(c.test_recall)} |"
+        )
+    uncertified = [c for c in t.per_class if not c.certified]
+    if uncertified:
+        lines += [
+            "",
+            (
+                f"**Warning: {len(uncertified)} of {len(t.per_class)} classes are NOT "
+                f"certified** for {t.policy} >= {t.target}: their thresholds may not keep "
+                "that promise on new images."
+            ),
+        ]
+        lines += [f"- `{c.label}`: {_uncertified_reason(c, t)}" for c in uncertified]
+    return lines
+
+
+def _uncertified_reason(c: ClassThreshold, t: Thresholds) -> str:
+    best = "n/a" if c.best_certified is None else f"{c.best_certified:.3f}"
+    more = (
+        f"about {c.needed} calibration images of this class would certify the target if its "
+        "observed error rate held"
+        if c.needed
+        else "no threshold reaches the target even as a point estimate: more images will not help"
+    )
+    return f"the highest {t.policy} certifiable with this data is {best}; {more}."
+
+
 def model_card(meta: ModelMetadata) -> str:
-    """Markdown: summary, test metrics table, thresholds table, parity figures."""
-    m, t = meta.metrics, meta.thresholds
+    """Markdown: summary, test metrics table, thresholds table with their bounds, parity figures."""
+    m = meta.metrics
     lines = [
         f"# {meta.name} v{meta.version}",
         "",
@@ -96,18 +163,7 @@ def model_card(meta: ModelMetadata) -> str:
         lines.append(
             f"| {label} | {c.precision:.4f} | {c.recall:.4f} | {c.f1:.4f} | {auc} | {c.support} |"
         )
-    lines += [
-        "",
-        f"## Thresholds: target {t.policy} >= {t.target} on validation",
-        "",
-        "| label | threshold | target met | val precision | val recall | test precision | test recall |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for c in t.per_class:
-        lines.append(
-            f"| {c.label} | {c.threshold:.4f} | {'yes' if c.target_met else 'NO'} | {c.val_precision:.4f} "
-            f"| {c.val_recall:.4f} | {c.test_precision:.4f} | {c.test_recall:.4f} |"
-        )
+    lines += ["", *_threshold_lines(meta.thresholds)]
     parity = ", ".join(f"{k} {v:.2e}" for k, v in meta.parity.items())
     lines += ["", f"Export parity (max abs diff vs Keras): {parity}.", ""]
     return "\n".join(lines)

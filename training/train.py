@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import importlib.util
 import json
 import logging
@@ -17,11 +16,19 @@ import tensorflow as tf
 import tf_keras as keras
 
 from training.augment import build_augmentation
+from training.batchnorm import RecalibrateBatchNorm
 from training.callbacks import BatchDelay, CallbackStateBackup
 from training.config import RunConfig
 from training.data import Dataset
 from training.errors import ResumeError
-from training.models import BASE_NAME, build_model, has_backbone, unfreeze, with_augmentation
+from training.models import (
+    BASE_NAME,
+    build_model,
+    has_backbone,
+    is_transfer,
+    unfreeze,
+    with_augmentation,
+)
 from training.pipeline import make_dataset
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,7 @@ class FitResult:
     model: keras.Model
     history: list[dict[str, float]]
     is_chief: bool
+    phase1_epochs: int = 0  # epochs phase 1 ran (the rest of ``history`` is phase 2)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -98,7 +106,7 @@ def prepare_work_dir(work: Path, cfg: RunConfig) -> None:
     saved.write_text(json.dumps(cfg.to_dict(), indent=2))
 
 
-def _compile(model: keras.Model, lr: float) -> None:
+def compile_model(model: keras.Model, lr: float) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(lr),
         loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -179,7 +187,9 @@ def _load_as(fit_model, model, path: Path, saved_in: str, now: str, n_layers: in
     _set_phase(model, now, n_layers)
 
 
-def _run_phase(fit_model, model, cfg, work, own, phase, first, last, data, strategy) -> int:
+def _run_phase(
+    fit_model, model, cfg, work, own, phase, first, last, data, strategy, extra=()
+) -> int:
     """Fit epochs ``first..last-1`` once per phase, end on its best weights; returns epochs done."""
     state, n = _read_state(own), cfg.model.fine_tune_layers
     if state.get(f"{phase}_done"):
@@ -192,7 +202,7 @@ def _run_phase(fit_model, model, cfg, work, own, phase, first, last, data, strat
         validation_data=data[1],
         initial_epoch=first,
         epochs=last,
-        callbacks=_callbacks(cfg, work, own, phase, best),
+        callbacks=_callbacks(cfg, work, own, phase, best) + list(extra),
         verbose=_verbosity(cfg.fit.quiet),
     )
     # NOTE: after a restore, history holds only the epochs run by this process.
@@ -242,7 +252,7 @@ def fit(cfg: RunConfig, ds: Dataset) -> FitResult:
     with strategy.scope():
         model = build_model(cfg.model, len(ds.labels), size, channels)
         fit_model = with_augmentation(model, build_augmentation(cfg.augment, cfg.fit.seed))
-        _compile(fit_model, cfg.fit.learning_rate)
+        compile_model(fit_model, cfg.fit.learning_rate)
     method, batch = cfg.data.resize_method, cfg.fit.batch_size
     data = (
         make_dataset(
@@ -250,28 +260,47 @@ def fit(cfg: RunConfig, ds: Dataset) -> FitResult:
         ),
         make_dataset(ds.splits["val"], ds.color_mode, size, method, batch),
     )
+    phase1_epochs = 0
     if cfg.fit.epochs > 0:
-        done = _run_phase(
-            fit_model, model, cfg, work, own, "phase1", 0, cfg.fit.epochs, data, strategy
+        done = phase1_epochs = _run_phase(
+            fit_model,
+            model,
+            cfg,
+            work,
+            own,
+            "phase1",
+            0,
+            cfg.fit.epochs,
+            data,
+            strategy,
+            _recalibration(cfg, model, data[0]),
         )
-        if has_backbone(model) and cfg.fit.fine_tune_epochs > 0:
+        if is_transfer(cfg.model) and cfg.fit.fine_tune_epochs > 0:
             with strategy.scope():
                 unfreeze(model, cfg.model.fine_tune_layers)
                 # NOTE: keras-io's recipe: a 10x lower learning rate once base layers can move.
-                _compile(fit_model, cfg.fit.learning_rate / 10)
+                compile_model(fit_model, cfg.fit.learning_rate / 10)
             last = done + cfg.fit.fine_tune_epochs
             _run_phase(fit_model, model, cfg, work, own, "phase2", done, last, data, strategy)
     final = own / "final.weights.h5"
-    _set_phase(model, "phase1", cfg.model.fine_tune_layers)  # the state a fresh build has
+    if is_transfer(cfg.model):
+        _set_phase(model, "phase1", cfg.model.fine_tune_layers)  # the state a fresh build has
     fit_model.save_weights(str(final))
-    return FitResult(_fresh_copy(cfg, ds, final), read_history(own), chief)
+    return FitResult(_fresh_copy(cfg, ds, final), read_history(own), chief, phase1_epochs)
+
+
+def _recalibration(cfg: RunConfig, model: keras.Model, train: tf.data.Dataset) -> list:
+    """From-scratch backbones: true BatchNorm statistics before each validation (one device)."""
+    if not has_backbone(model) or is_transfer(cfg.model) or cfg.fit.strategy != "none":
+        return []
+    return [RecalibrateBatchNorm(model, train)]
 
 
 def _fresh_copy(cfg: RunConfig, ds: Dataset, weights: Path) -> keras.Model:
     """Rebuild outside the distribution strategy (plain variables) and load the trained weights."""
     channels = 1 if ds.color_mode == "grayscale" else 3
-    plain = dataclasses.replace(cfg.model, weights="none")  # NOTE: load_weights overwrites all.
-    model = build_model(plain, len(ds.labels), cfg.data.image_size, channels)
+    # NOTE: the same graph (and trainable flags) as fitted; load_weights overwrites every weight.
+    model = build_model(cfg.model, len(ds.labels), cfg.data.image_size, channels, False)
     fit_model = with_augmentation(model, build_augmentation(cfg.augment, cfg.fit.seed))
     fit_model.load_weights(str(weights))
     return model

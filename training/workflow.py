@@ -7,6 +7,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,8 +15,12 @@ from service.metadata import ModelMetadata, TestMetrics, Thresholds
 from training.calibrate import calibrate, with_test_results
 from training.config import RunConfig
 from training.data import Dataset, load_dataset
-from training.evaluate import compute_metrics, pr_curves
+from training.evaluate import compute_metrics, pr_curves, reference
+from training.gate import check_publishable
 from training.weights import resolve_weights
+
+if TYPE_CHECKING:
+    from training.train import FitResult
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +100,10 @@ def run_training(cfg: RunConfig) -> RunResult:
         metrics.macro_f1,
         metrics.samples,
     )
-    thresholds = calibrate(
-        y_val, probs_val, ds.labels, cfg.calibration.policy, cfg.calibration.target
+    check_publishable(metrics, y_test, len(ds.labels), cfg.export.min_test_accuracy)
+    thresholds = with_test_results(
+        _calibrate(cfg, ds, result, y_val, probs_val), y_test, probs_test
     )
-    thresholds = with_test_results(thresholds, y_test, probs_test)
     parity: dict[str, float] = {}
     golden: list = []
 
@@ -124,6 +129,7 @@ def run_training(cfg: RunConfig) -> RunResult:
             onnx_opset=cfg.export.opset,
             parity=parity,
             golden=golden[0],
+            reference=reference(probs_val, ds.labels, "validation"),
             frameworks=_frameworks(),
             training=cfg.to_dict() | {"dataset": _summary(ds), "history": result.history},
         )
@@ -135,13 +141,38 @@ def run_training(cfg: RunConfig) -> RunResult:
     return RunResult(version_dir, metrics, time.monotonic() - started)
 
 
+def _calibrate(
+    cfg: RunConfig, ds: Dataset, result: FitResult, y_val: np.ndarray, probs_val: np.ndarray
+) -> Thresholds:
+    """Thresholds from cross-fitted predictions (``calibration.folds``) or the validation split."""
+    from training import crossfit
+
+    c = cfg.calibration
+    folds = crossfit.usable_folds(ds, c.folds) if cfg.fit.epochs > 0 else 0
+    if folds:
+        epochs = crossfit.fold_epochs(result, cfg.fit.monitor)
+        y_cal, probs_cal = crossfit.out_of_fold(cfg, ds, folds, epochs)
+        method = crossfit.describe(folds, len(y_cal), epochs)
+    else:
+        if c.folds >= 2:
+            log.warning(
+                "calibrating on the validation split only (cross-fitting needs fitted epochs and "
+                "at least %d train+val images per class)",
+                c.folds,
+            )
+        y_cal, probs_cal = y_val, probs_val
+        method = f"validation split ({len(y_val)} images)"
+    return calibrate(y_cal, probs_cal, ds.labels, c.policy, c.target, c.confidence, method)
+
+
 def _log_thresholds(thresholds: Thresholds) -> None:
-    unmet = [c.label for c in thresholds.per_class if not c.target_met]
+    uncertified = [c.label for c in thresholds.per_class if not c.certified]
     log.info(
-        "thresholds: %s >= %s met on validation for %d/%d classes%s",
+        "thresholds: %s >= %s certified at confidence %s for %d/%d classes%s",
         thresholds.policy,
         thresholds.target,
-        len(thresholds.per_class) - len(unmet),
+        thresholds.confidence,
+        len(thresholds.per_class) - len(uncertified),
         len(thresholds.per_class),
-        f" (not reachable: {unmet})" if unmet else "",
+        f" (uncertified: {uncertified})" if uncertified else "",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -93,6 +94,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             resp.inputs.add(**tensor)
         for tensor in meta["outputs"]:
             resp.outputs.add(**tensor)
+        resp.parameters["labels"].string_param = json.dumps(meta["labels"])
+        if meta["thresholds"] is not None:
+            resp.parameters["thresholds"].string_param = json.dumps(meta["thresholds"])
         return resp
 
     async def ModelInfer(

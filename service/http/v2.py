@@ -55,8 +55,8 @@ async def model_ready(request: Request) -> Response:
 async def model_metadata(request: Request) -> Response:
     path = request.path_params
     meta = _engine(request).model_metadata(path["model"], path.get("version"))
-    labels = meta.pop("labels")
-    return JSONResponse({**meta, "parameters": {"labels": labels}})
+    parameters = {"labels": meta.pop("labels"), "thresholds": meta.pop("thresholds")}
+    return JSONResponse({**meta, "parameters": parameters})
 
 
 async def infer(request: Request) -> Response:

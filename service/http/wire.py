@@ -131,6 +131,8 @@ def classification_body(result: Classification) -> bytes:
         "thresholds": dict(zip(labels, _floats(result.thresholds))),
         "predictions": predictions,
     }
+    if result.certified is not None:
+        body["certified"] = dict(zip(labels, result.certified.tolist()))
     if result.metrics is not None:
         body["metrics"] = metrics_dict(result)
     return json.dumps(body).encode()

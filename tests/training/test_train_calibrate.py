@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import beta
 
 from training.calibrate import calibrate, with_test_results
 
@@ -30,46 +31,59 @@ def _precision_recall(
 
 
 @pytest.mark.parametrize("target", [0.8, 0.95])
-def test_precision_target_is_met_on_validation_where_reachable(target: float) -> None:
+def test_precision_target_is_certified_where_the_data_allows(target: float) -> None:
     y, scores = _synthetic()
-    th = calibrate(y, scores, LABELS, "precision", target)
+    th = calibrate(y, scores, LABELS, "precision", target, confidence=0.95)
     assert [c.label for c in th.per_class] == LABELS
+    assert th.confidence == 0.95 and "Clopper-Pearson" in th.method
     for c, ct in enumerate(th.per_class):
         precision, recall = _precision_recall(y, scores, c, ct.threshold)
         assert precision == pytest.approx(ct.val_precision) and recall == pytest.approx(
             ct.val_recall
         )
-        if ct.target_met:
-            assert precision >= target
-            # the lowest such threshold: one step lower would fail the target or not add recall
+        predicted = int((scores[:, c] >= ct.threshold).sum())
+        assert ct.support == predicted
+        bound = beta.ppf(0.05, precision * predicted, predicted - precision * predicted + 1)
+        assert ct.lower_bound == pytest.approx(bound)
+        assert ct.certified == (ct.lower_bound >= target)
+        if ct.certified:
+            # the most recall among certified thresholds: one step lower is not certified
             lower = [t for t in th.curves[ct.label].thresholds if t < ct.threshold]
             if lower:
-                assert _precision_recall(y, scores, c, max(lower))[0] < target
-    assert th.per_class[0].target_met
-    assert not th.per_class[1].target_met  # pure noise cannot reach 0.8 precision
+                tp = ((scores[:, c] >= max(lower)) & (y == c)).sum()
+                n = (scores[:, c] >= max(lower)).sum()
+                assert beta.ppf(0.05, tp, n - tp + 1) < target or tp == round(
+                    recall * (y == c).sum()
+                )
+    assert th.per_class[0].certified
+    hard = th.per_class[1]
+    assert not hard.certified and not hard.target_met  # pure noise cannot reach 0.8 precision
+    assert hard.needed is None  # and more data at that error rate would not help
 
 
-def test_unreachable_target_records_the_best_reachable_threshold() -> None:
+def test_uncertified_class_reports_the_best_certifiable_level() -> None:
     y, scores = _synthetic()
     th = calibrate(y, scores, LABELS, "precision", 0.99)
-    hard = th.per_class[1]
-    assert hard.target_met is False
-    curve = th.curves["hard"]
-    assert hard.val_precision == pytest.approx(max(curve.precision))
-    assert hard.val_precision < 0.99
+    for ct in th.per_class:
+        if not ct.certified:
+            assert ct.lower_bound == pytest.approx(ct.best_certified)
+            assert ct.best_certified < 0.99
+    easy = th.per_class[0]  # perfectly separated but only ~200 images: 0.99 needs ~300
+    assert not easy.certified and easy.val_precision == 1.0 and easy.needed == 299
 
 
-def test_recall_policy_picks_the_highest_threshold_meeting_recall() -> None:
+def test_recall_policy_keeps_the_most_precision_among_certified_thresholds() -> None:
     y, scores = _synthetic()
     th = calibrate(y, scores, LABELS, "recall", 0.9)
     assert th.policy == "recall" and th.target == 0.9
     for c, ct in enumerate(th.per_class):
-        assert ct.target_met
+        assert ct.certified and ct.support == (y == c).sum()
         _, recall = _precision_recall(y, scores, c, ct.threshold)
-        assert recall >= 0.9
-        higher = [t for t in th.curves[ct.label].thresholds if t > ct.threshold]
-        if higher:
-            assert _precision_recall(y, scores, c, min(higher))[1] < 0.9
+        assert recall >= ct.lower_bound >= 0.9
+        curve = th.curves[ct.label]
+        bounds = beta.ppf(0.05, curve.tp, ct.support - np.asarray(curve.tp) + 1)
+        certified_precision = np.asarray(curve.precision)[bounds >= 0.9]
+        assert ct.val_precision == pytest.approx(certified_precision.max())
 
 
 def test_curves_are_stored_for_retargeting_and_test_results_are_reported() -> None:
@@ -79,6 +93,9 @@ def test_curves_are_stored_for_retargeting_and_test_results_are_reported() -> No
     for c, ct in enumerate(th.per_class):
         curve = th.curves[ct.label]
         assert len(curve.thresholds) == len(curve.precision) == len(curve.recall) > 10
+        assert len(curve.tp) == len(curve.predicted) == len(curve.thresholds)
+        assert curve.positives == (y == c).sum()
+        assert ct.threshold in curve.thresholds  # kept when thinned: re-targeting is exact
         assert curve.thresholds == sorted(curve.thresholds)
         precision, recall = _precision_recall(y_test, scores_test, c, ct.threshold)
         assert (ct.test_precision, ct.test_recall) == pytest.approx((precision, recall))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,8 @@ def test_mixed_photo_folder_trains_as_rgb_and_skips_the_corrupt_file(cli, tmp_pa
         str(tmp_path / "w"),
         "--target-recall",
         "0.9",
+        "--min-test-accuracy",
+        "0",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "corrupt.jpg" in done.stderr and "skipped 1 unreadable file(s)" in done.stderr
@@ -154,3 +157,28 @@ def test_digits_repo_fixture_is_a_valid_published_version(digits_repo: Path, cli
     for name in ("training_curves.png", "confusion_matrix.png", "pr_curves.png", "MODEL_CARD.md"):
         assert (version / "report" / name).stat().st_size > 0
     assert not [p for p in (digits_repo / "digits").iterdir() if p.name.startswith(".tmp")]
+    _calibration_is_cross_fitted_and_reported(version)
+
+
+def _calibration_is_cross_fitted_and_reported(version: Path) -> None:
+    meta = load_metadata(version)
+    t, sizes = meta.thresholds, meta.training["dataset"]["split_sizes"]
+    assert t.method.startswith("cross-fitted") and t.confidence == 0.95
+    pooled = sizes["train"] + sizes["val"]
+    assert f"on {pooled} train+val images from 5 extra models" in t.method
+    for c in t.per_class:
+        curve = t.curves[c.label]
+        assert curve.positives > sizes["val"] / 10  # every train+val image of the class
+        assert c.lower_bound is not None and c.support is not None and c.best_certified is not None
+        assert c.certified == (c.lower_bound >= t.target)
+    ref = meta.reference
+    assert ref.split == "validation" and ref.samples == sizes["val"]
+    assert sum(ref.label_distribution.values()) == pytest.approx(1.0)
+    assert sum(ref.confidence.fractions) == pytest.approx(1.0) and len(ref.confidence.edges) == 11
+    card = (version / "report" / "MODEL_CARD.md").read_text()
+    uncertified = [c for c in t.per_class if not c.certified]
+    assert not re.search(r"\bmet\b", card)  # a target is certified or not, never just "met"
+    if uncertified:
+        assert f"Warning: {len(uncertified)} of 10 classes are NOT certified" in card
+        for c in uncertified:
+            assert f"| {c.label} | {c.threshold:.4f} | **NO** |" in card

@@ -57,6 +57,10 @@ def test_two_workers_finish_and_the_chief_exports(tmp_path: Path) -> None:
             "4",
             "--strategy",
             "multiworker",
+            "--min-test-accuracy",
+            "0",
+            "--calibration-folds",
+            "0",
         ]
         procs.append(
             subprocess.Popen(

@@ -47,6 +47,10 @@ def test_sigkill_mid_epoch_then_resume_loses_nothing(tmp_path: Path, cli) -> Non
         str(EPOCHS),
         "--patience",
         "50",
+        "--min-test-accuracy",
+        "0",
+        "--calibration-folds",
+        "0",
     ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "VISOR_TEST_BATCH_DELAY_S": "0.15"}
     proc = subprocess.Popen(
@@ -112,6 +116,8 @@ def _resume_over(tmp_path: Path, cli, saved_config: str):
         "--epochs",
         "1",
         "--resume",
+        "--min-test-accuracy",
+        "0",
     )
 
 
