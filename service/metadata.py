@@ -88,7 +88,8 @@ class ClassThreshold(_Strict):
     val_recall: float | None = None
     target_met: bool = Field(
         default=False,
-        description="The point estimate reached the target (not a guarantee: see `certified`).",
+        description="True only when the target is certified (see `certified`); kept so older "
+        "readers never take an uncertified class for met.",
     )
     test_precision: float | None = None
     test_recall: float | None = None
