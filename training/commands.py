@@ -20,6 +20,7 @@ from training.config import (
 )
 from training.data import scan_labelled, write_digits
 from training.errors import EvaluateError, TrainingError
+from training.flags import from_args
 
 log = logging.getLogger("training")
 
@@ -43,44 +44,23 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
+    """The parsed ``train`` flags → the run's config (training/flags.py maps fields to flags)."""
     policy = "recall" if args.target_recall is not None else "precision"
-    target = (
-        args.target_recall if args.target_recall is not None else (args.target_precision or 0.95)
-    )
+    target = args.target_recall if policy == "recall" else args.target_precision
+    calibration = {"policy": policy} | ({"target": target} if target is not None else {})
     return RunConfig(
-        data=DataConfig(
-            args.data,
-            args.image_size,
-            args.val_fraction,
-            args.test_fraction,
-            args.resize_method,
-            args.strict,
-            args.seed,
-        ),
-        export=ExportConfig(
-            name=args.name,
-            out_dir=args.out,
-            opset=args.opset,
-            min_test_accuracy=args.min_test_accuracy,
-        ),
-        augment=AugmentConfig(args.flip, args.rotation, args.zoom, args.translation, args.contrast),
-        model=ModelConfig(
-            args.model, args.weights, args.fine_tune_layers, args.dropout, args.cnn_width
-        ),
-        fit=FitConfig(
+        data=from_args(DataConfig, args),
+        export=from_args(ExportConfig, args),
+        augment=from_args(AugmentConfig, args),
+        model=from_args(ModelConfig, args),
+        fit=from_args(
+            FitConfig,
+            args,
             work_dir=args.work_dir or Path("build/training") / args.name,
-            epochs=args.epochs,
-            fine_tune_epochs=args.fine_tune_epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            patience=args.patience,
-            monitor=args.monitor,
-            resume=args.resume,
             quiet=args.quiet,
-            strategy=args.strategy,
             seed=args.seed,
         ),
-        calibration=CalibrationConfig(policy, target, args.confidence, args.calibration_folds),
+        calibration=from_args(CalibrationConfig, args, **calibration),
     )
 
 

@@ -7,61 +7,108 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from service.metadata import ResizeMethod  # one definition for both halves
+from training.flags import at_least, fraction, model_name, option
+from training.flags import folds as flags_folds
+
 Architecture = Literal["cnn", "mobilenetv2", "efficientnetb0", "resnet50"]
 Strategy = Literal["none", "mirrored", "multiworker"]
-ResizeMethod = Literal["bilinear", "nearest", "bicubic", "area", "lanczos3"]
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Where the images are and how they are split and decoded."""
 
-    data_dir: Path
-    image_size: int = 32
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    resize_method: ResizeMethod = "bilinear"
-    strict: bool = False  # fail on an unreadable file instead of skipping it
-    seed: int = 1337
+    data_dir: Path = option(
+        help="class folders DIR/<label>/*, or DIR/{train,val,test}/<label>/*", flag="--data"
+    )
+    image_size: int = option(32, help="model input height = width in pixels", parse=at_least(8))
+    val_fraction: float = option(0.15, help="validation share per class", parse=fraction)
+    test_fraction: float = option(0.15, help="test share per class", parse=fraction)
+    resize_method: ResizeMethod = option(
+        "bilinear", help="Pillow resampling used to resize; the server uses the same"
+    )
+    strict: bool = option(
+        False, help="fail on an unreadable file instead of skipping it with a warning"
+    )
+    seed: int = option(1337, help="seed for the split, shuffling, initialisation")
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """Keras preprocessing layers applied during fitting only (0 / "none" disables one)."""
 
-    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
-    rotation: float = 0.05
-    zoom: float = 0.1
-    translation: float = 0.1
-    contrast: float = 0.1
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = option(
+        "none", help="random flips while fitting"
+    )
+    rotation: float = option(0.05, help="random rotation, fraction of a full turn; 0 = off")
+    zoom: float = option(0.1, help="random zoom fraction; 0 = off")
+    translation: float = option(0.1, help="random shift, fraction of the size; 0 = off")
+    contrast: float = option(0.1, help="random contrast factor; 0 = off")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Which network to build."""
 
-    architecture: Architecture = "cnn"
-    weights: str = "none"  # none | imagenet | path to a backbone .h5
-    fine_tune_layers: int = 20
-    dropout: float = 0.2
-    cnn_width: int = 16  # filters of the small cnn's first stage (then x2, x4); backbones ignore it
+    architecture: Architecture = option(
+        "cnn",
+        help="cnn (small, from scratch) or a tf_keras.applications backbone",
+        flag="--model",
+    )
+    weights: str = option(
+        "none",
+        help="backbone weights: none (the whole network trains from random weights), imagenet "
+        "(only from the local Keras cache; never downloaded) or a .h5 path",
+    )
+    fine_tune_layers: int = option(
+        20, help="top backbone layers unfrozen in phase 2", parse=at_least(0)
+    )
+    dropout: float = option(0.2, help="dropout before the classifier")
+    cnn_width: int = option(
+        16,
+        help="filters in the small cnn's first stage; later stages use 2x and 4x (ignored by "
+        "backbones; docs/training.md gives the cost per image)",
+        parse=at_least(1),
+    )
 
 
 @dataclass(frozen=True)
 class FitConfig:
     """Optimisation, callbacks, checkpoints and distribution."""
 
-    work_dir: Path = Path("build/training")
-    epochs: int = 30
-    fine_tune_epochs: int = 5
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    patience: int = 6
-    monitor: str = "val_loss"
-    resume: bool = False
-    quiet: bool = False
-    strategy: Strategy = "none"
-    seed: int = 1337
+    work_dir: Path = option(
+        Path("build/training"),
+        help="checkpoints, CSV + TensorBoard logs, resume state (default build/training/NAME)",
+        cli_default=None,
+    )
+    epochs: int = option(
+        30,
+        help="phase 1 epochs (frozen base for backbones with given weights); 0 = no fitting, "
+        "still evaluate/export",
+        parse=at_least(0),
+    )
+    fine_tune_epochs: int = option(
+        5,
+        help="phase 2 epochs, backbones with given weights only, at a 10x lower learning rate",
+        parse=at_least(0),
+    )
+    batch_size: int = option(32, help="global batch size, split across replicas", parse=at_least(1))
+    learning_rate: float = option(1e-3, help="Adam learning rate of phase 1")
+    patience: int = option(
+        6,
+        help="early-stopping patience in epochs; LR halves after patience/2 flat epochs",
+        parse=at_least(1),
+    )
+    monitor: Literal["val_loss", "val_accuracy"] = option(
+        "val_loss", help="metric for best checkpoint, early stopping and LR reduction"
+    )
+    resume: bool = option(False, help="continue the run in --work-dir from its last epoch")
+    quiet: bool = False  # the CLI's global --quiet
+    strategy: Strategy = option(
+        "none", help="tf.distribute strategy; multiworker reads TF_CONFIG, only the chief exports"
+    )
+    seed: int = 1337  # the CLI's --seed (DataConfig's), one seed for the whole run
 
 
 @dataclass(frozen=True)
@@ -69,25 +116,45 @@ class CalibrationConfig:
     """Per-class thresholds whose lower confidence bound of precision (or recall) reaches ``target``.
 
     ``folds`` >= 2: calibrate on out-of-fold predictions over train+val from that many extra
-    models (cross-fitting); 0: on the validation split only.
+    models (cross-fitting); 0: on the validation split only. ``policy`` and ``target`` come from
+    the CLI's --target-precision / --target-recall (one of the two).
     """
 
     policy: Literal["precision", "recall"] = "precision"
     target: float = 0.95
-    confidence: float = 0.95
-    folds: int = 5
+    confidence: float = option(
+        0.95,
+        help="confidence of the lower bound a threshold must certify the target at",
+        parse=fraction,
+    )
+    folds: int = option(
+        5,
+        help="calibrate on out-of-fold predictions over train+val from K extra models (costs "
+        "about K more fits); 0 = on the validation split only",
+        flag="--calibration-folds",
+        parse=flags_folds,
+    )
 
 
 @dataclass(frozen=True)
 class ExportConfig:
     """Where and how the version folder is published."""
 
-    name: str
-    out_dir: Path
-    opset: int = 17
+    name: str = option(
+        help="model name: published as OUT/NAME/<version>/ (letters, digits, '_', '.', '-'; "
+        "starts with a letter or digit)",
+        parse=model_name,
+    )
+    out_dir: Path = option(Path("models"), help="model repository", flag="--out")
+    opset: int = option(17, help="ONNX opset", parse=at_least(13))
     parity_tolerance: float = 1e-5
     parity_batch: int = 32
-    min_test_accuracy: float | None = None  # None: clearly above chance (training.gate)
+    min_test_accuracy: float | None = option(
+        None,
+        help="refuse to publish below this test accuracy (default: 1.5x the accuracy of always "
+        "answering the most frequent label, at least +0.1, at most halfway to 1; 0 = publish "
+        "anyway)",
+    )
 
 
 @dataclass(frozen=True)
