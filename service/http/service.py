@@ -25,7 +25,7 @@ from starlette.routing import Route
 from service.auth import ApiKeyInterceptor, ApiKeys
 from service.engine import Engine
 from service.errors import InvalidInput, ModelUnavailable, VisorError
-from service.http import wire
+from service.http import connections, deadline, wire
 from service.http.middleware import GuardMiddleware, error_body
 from service.http.schemas import ClassifyInput, ClassifyOutput, EvaluateInput, EvaluateOutput
 from service.http.v2 import create_v2_app, server_metadata
@@ -171,6 +171,10 @@ class Visor:
 
 
 Visor.add_asgi_middleware(_guard)  # type: ignore[arg-type]
+# NOTE: a BentoML worker imports this module right before it builds its ASGI app and uvicorn
+# server: the one point where Visor can change how either is built.
+deadline.install()
+connections.install(load_settings())
 
 
 def _error(err: VisorError) -> Response:

@@ -1,0 +1,113 @@
+"""Read timeouts and a connection cap for the HTTP port: uvicorn's protocol, watched per phase.
+
+uvicorn (under BentoML) has only a keep-alive timeout, armed after a response: a connection that
+never sends a request, sends its headers a byte a second (slowloris) or trickles its body is
+held open for ever, and uvicorn's ``limit_concurrency`` answers 503 to a request but keeps every
+idle connection. Nothing at the ASGI level can help (the app sees a request only once its
+headers are in), so the guard sits in the protocol: each connection is in one phase at a time,
+and a phase that lasts past its limit closes the connection.
+
+- ``idle``: no request in progress (a fresh connection, or after a response) → ``idle_timeout_s``
+- ``header``: part of a request line or headers arrived → ``http_header_timeout_s`` from then
+- ``body``: headers in, body still arriving → ``http_body_timeout_s`` from the headers
+- ``busy``: the app is working on the request → no limit here (the request deadline rules)
+
+BentoML builds the uvicorn ``Config`` inside its worker with ``http="auto"``; ``install()`` points
+that name at ``GuardedHttpProtocol`` (a subclass of the protocol "auto" would pick).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from service.settings import Settings
+
+IDLE, HEADER, BODY, BUSY = "idle", "header", "body", "busy"
+
+
+class ConnectionLimits:
+    """The per-phase limits (seconds) and the connection cap of one worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.seconds = {
+            IDLE: settings.idle_timeout_s,
+            HEADER: settings.http_header_timeout_s,
+            BODY: settings.http_body_timeout_s,
+        }
+        self.max_connections = settings.max_connections
+
+
+class GuardedHttpProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    """uvicorn's HTTP/1.1 protocol with a timer on the phase each connection is in."""
+
+    limits: ConnectionLimits | None = None  # set by install(); None: uvicorn as it is
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._phase: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        limits = self.limits
+        if limits is not None and len(self.connections) > limits.max_connections:
+            # NOTE: over the cap: close before reading anything, the cheapest refusal there is.
+            transport.close()
+            return
+        self._watch()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        waiting = self._phase in (IDLE, HEADER)
+        super().data_received(data)
+        # NOTE: bytes while idle that did not start a request cycle are part of a request line
+        # or headers; the header clock starts with the first of them, not with each.
+        self._watch(partial=waiting and not self._in_request())
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch()
+
+    def _in_request(self) -> bool:
+        cycle: Any = self.cycle
+        return cycle is not None and not cycle.response_complete
+
+    def _current_phase(self, partial: bool) -> str:
+        if self._in_request():
+            return BODY if self.cycle.more_body else BUSY
+        if partial or self._phase == HEADER:
+            return HEADER
+        return IDLE
+
+    def _watch(self, partial: bool = False) -> None:
+        if self.limits is None or self.transport.is_closing():
+            return
+        phase = self._current_phase(partial)
+        if phase == self._phase and phase != IDLE:
+            return  # NOTE: the clock of a phase runs from its start, however many bytes arrive
+        self._cancel_timer()
+        self._phase = phase
+        limit = self.limits.seconds.get(phase)
+        if limit:
+            self._timer = self.loop.call_later(limit, self._expire, phase)
+
+    def _expire(self, phase: str) -> None:
+        self._timer = None
+        if self._phase == phase and not self.transport.is_closing():
+            self.transport.close()
+
+    def _cancel_timer(self) -> None:
+        timer, self._timer = getattr(self, "_timer", None), None
+        if timer is not None:
+            timer.cancel()
+
+
+def install(settings: Settings) -> None:
+    """Make this process's uvicorn (BentoML's worker) serve HTTP with ``GuardedHttpProtocol``."""
+    from uvicorn import config
+
+    GuardedHttpProtocol.limits = ConnectionLimits(settings)
+    config.HTTP_PROTOCOLS["auto"] = f"{__name__}:GuardedHttpProtocol"
