@@ -65,6 +65,18 @@ class Settings(BaseSettings):
         1024, ge=1, description="Queued images before 503/RESOURCE_EXHAUSTED."
     )
     inference_threads: int = Field(2, ge=1, description="Threads running decode and inference.")
+    decode_tasks_per_request: int = Field(
+        1,
+        ge=1,
+        description="Images of one request decoding at once: requests take turns in the decode "
+        "threads, so a small request never waits for a large one to finish decoding.",
+    )
+    max_request_pixels: int = Field(
+        100_000_000,
+        ge=1,
+        description="Pixels (width x height, summed over its images) one request may decode; "
+        "more is a 413/RESOURCE_EXHAUSTED before any decoding.",
+    )
     gil_switch_interval_ms: float = Field(
         1.0,
         gt=0,
