@@ -1,4 +1,4 @@
-"""Read timeouts and a connection cap for the HTTP port: uvicorn's protocol, watched per phase.
+"""The HTTP port's connections: read timeouts, a cap, and no new ones once SIGTERM arrived.
 
 uvicorn (under BentoML) has only a keep-alive timeout, armed after a response: a connection that
 never sends a request, sends its headers a byte a second (slowloris) or trickles its body is
@@ -13,14 +13,19 @@ and a phase that lasts past its limit closes the connection.
 - ``busy``: the app is working on the request → no limit here (the request deadline rules)
 
 BentoML builds the uvicorn ``Config`` inside its worker with ``http="auto"``; ``install()`` points
-that name at ``GuardedHttpProtocol`` (a subclass of the protocol "auto" would pick).
+that name at ``GuardedHttpProtocol`` (a subclass of the protocol "auto" would pick). At SIGTERM,
+``close_listener`` makes the port refuse new connections (see its docstring).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
 from typing import Any
 
+import psutil
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from service.settings import Settings
@@ -111,3 +116,16 @@ def install(settings: Settings) -> None:
 
     GuardedHttpProtocol.limits = ConnectionLimits(settings)
     config.HTTP_PROTOCOLS["auto"] = f"{__name__}:GuardedHttpProtocol"
+
+
+def close_listener(port: int) -> None:
+    """Stop the kernel accepting connections on ``port``, for every process sharing its socket.
+
+    BentoML's supervisor and each worker hold the same listening socket; uvicorn closing its
+    own descriptor leaves it listening. ``shutdown`` acts on the socket itself: new connections
+    are refused, and those waiting unaccepted in its backlog are reset now rather than at exit.
+    """
+    for conn in psutil.Process().net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.fd >= 0:
+            with socket.socket(fileno=os.dup(conn.fd)) as sock, contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)

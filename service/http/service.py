@@ -89,7 +89,7 @@ class Visor:
             self.grpc_server = await start_grpc_server(
                 self.engine, self.settings, interceptors=interceptors
             )
-            self._chain_signals()
+        self._chain_signals()
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
@@ -163,6 +163,9 @@ class Visor:
             previous = signal.getsignal(sig)
 
             def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+                # NOTE: the supervisor holds the HTTP socket too: without this, connections made
+                # during the drain wait in its backlog until exit, then get reset.
+                connections.close_listener(self.settings.http_port)
                 loop.call_soon_threadsafe(self._stop_grpc)
                 if callable(previous):
                     previous(signum, frame)
