@@ -1,4 +1,5 @@
-"""Slow and idle clients on both ports of a real server: closed by the configured timeouts.
+"""Limits of a real server: slow and idle clients closed by the configured timeouts on both ports,
+the connection cap, and a request larger than the whole queue refused as the client's error.
 
 The server runs with one-second limits; every check only asks "closed before a generous bound",
 never how fast. Raw sockets play the clients: one that sends nothing, one that sends its headers a
@@ -16,9 +17,11 @@ import httpx
 import pytest
 
 from tests.http.conftest import Server, start_server, tiny_repo
+from tests.service.svc_helpers import encode, image_pixels
 
 BOUND_S = 20.0  # generous: the limits below are 1 s
 CAP = 6
+QUEUE = 4
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +34,7 @@ def server(workdir: Path) -> Iterator[Server]:
         http_body_timeout_s=1.0,
         grpc_handshake_timeout_s=1.0,
         max_connections=CAP,
+        max_queue_size=QUEUE,
     )
     yield srv
     srv.stop()
@@ -113,3 +117,21 @@ def test_keep_alive_client_still_served(server: Server) -> None:
     with httpx.Client(base_url=server.http, timeout=10) as client:
         assert client.get("/readyz").status_code == 200
         assert client.get("/v2/health/ready").status_code == 200
+
+
+@pytest.mark.parametrize("route", ["/classify", "/v2/models/tiny/infer"])
+def test_request_larger_than_the_queue_is_400(server: Server, route: str) -> None:
+    png = encode(image_pixels("top"))
+    with httpx.Client(base_url=server.http, timeout=20) as client:
+        for n in (QUEUE + 1, QUEUE):
+            if route == "/classify":
+                files = [("image", (f"{i}.png", png, "image/png")) for i in range(n)]
+                response = client.post(route, files=files)
+            else:
+                tensor = {"name": "image", "shape": [n, 8, 8, 1], "datatype": "UINT8"}
+                response = client.post(route, json={"inputs": [{**tensor, "data": [0] * n * 64}]})
+            if n > QUEUE:
+                assert response.status_code == 400, response.text
+                assert "can ever queue" in response.json()["error"]
+            else:  # the server keeps serving, and a request that fits is answered
+                assert response.status_code == 200, response.text
