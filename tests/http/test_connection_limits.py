@@ -91,8 +91,10 @@ def test_slow_http2_preface_closed_on_grpc_port(server: Server) -> None:
     assert closed_by_server(_port(server.grpc), HTTP2_PREFACE)
 
 
-def test_connections_past_the_cap_closed_at_once(server: Server) -> None:
-    socks = [socket.create_connection(("127.0.0.1", _port(server.http))) for _ in range(CAP + 4)]
+@pytest.mark.parametrize("port", ["http", "grpc"])
+def test_connections_past_the_cap_closed_at_once(server: Server, port: str) -> None:
+    address = ("127.0.0.1", _port(getattr(server, port)))
+    socks = [socket.create_connection(address) for _ in range(CAP + 4)]
     try:
         # NOTE: the surplus is closed before the idle timeout could close anything: read each
         # socket with a short wait, and count the ones still open right after.
