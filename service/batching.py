@@ -58,11 +58,9 @@ class Reservation:
 
     def take(self, batcher: AdaptiveBatcher, images: int) -> bool:
         """Turn the held room into queued images; False if it was not held on ``batcher``."""
-        if self._batcher is not batcher or images > self._images:
-            self.release()
-            return False
+        held = self._batcher is batcher and images <= self._images
         self.release()
-        return True
+        return held
 
     def release(self) -> None:
         if self._batcher is not None:
