@@ -45,3 +45,19 @@ def test_outcomes_sort_refusals_from_errors() -> None:
     assert outcome(RuntimeError("HTTP 500: bug")) == "error"
     summary = summarise({"served": [1.0, 3.0], "refused": [], "error": []}, seconds=2.0)
     assert summary["served"]["per_s"] == 1.0 and summary["refused"]["count"] == 0
+
+
+def test_server_side_p99_bound_from_bentoml_histogram() -> None:
+    from loadtests.overload import server_p99_bound_ms
+
+    name = "bentoml_service_request_duration_seconds"
+    lines = [f"# TYPE {name} histogram"]
+    for le, count in (("0.005", 98), ("0.01", 99), ("0.025", 100), ("+Inf", 100)):
+        lines.append(f'{name}_bucket{{http_response_code="503",le="{le}"}} {count}')
+        lines.append(f'{name}_bucket{{http_response_code="200",le="{le}"}} 0')
+    lines += [
+        f'{name}_count{{http_response_code="503"}} 100',
+        f'{name}_sum{{http_response_code="503"}} 0.3',
+    ]
+    assert server_p99_bound_ms("\n".join(lines) + "\n") == 10.0
+    assert server_p99_bound_ms("\n".join(lines) + "\n", status="504") is None
