@@ -137,7 +137,7 @@ class Settings(BaseSettings):
         description="Close a gRPC connection that has not finished its HTTP/2 handshake by then.",
     )
     grpc_max_connection_age_s: float = Field(
-        600.0,
+        1800.0,
         gt=0,
         description="Ask a gRPC client to reconnect (GOAWAY) after this long; with the grace "
         "below it bounds a stalled or trickled call.",
