@@ -128,6 +128,9 @@ class Settings(BaseSettings):
         gt=0,
         description="Close an HTTP connection whose request body takes longer after its headers.",
     )
+    http_max_header_bytes: int = Field(
+        65536, ge=1024, description="Request line and headers of one HTTP request (431 past it)."
+    )
     max_connections: int = Field(
         1000, ge=1, description="Open connections per port and worker; more are closed at once."
     )

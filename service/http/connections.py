@@ -31,6 +31,10 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from service.settings import Settings
 
 IDLE, HEADER, BODY, BUSY = "idle", "header", "body", "busy"
+HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
+    b"connection: close\r\n\r\n"
+)
 
 
 class ConnectionLimits:
@@ -43,6 +47,7 @@ class ConnectionLimits:
             BODY: settings.http_body_timeout_s,
         }
         self.max_connections = settings.max_connections
+        self.max_header_bytes = settings.http_max_header_bytes
 
 
 class GuardedHttpProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
@@ -54,6 +59,7 @@ class GuardedHttpProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         super().connection_made(transport)
         self._phase: str | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
         limits = self.limits
         if limits is not None and len(self.connections) > limits.max_connections:
             # NOTE: over the cap: close before reading anything, the cheapest refusal there is.
@@ -70,11 +76,25 @@ class GuardedHttpProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         super().data_received(data)
         # NOTE: bytes while idle that did not start a request cycle are part of a request line
         # or headers; the header clock starts with the first of them, not with each.
-        self._watch(partial=waiting and not self._in_request())
+        partial = waiting and not self._in_request()
+        if partial and self._headers_too_large(len(data)):
+            return
+        self._watch(partial=partial)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._watch()
+
+    def _headers_too_large(self, size: int) -> bool:
+        # NOTE: httptools keeps every header byte until the headers end, with no limit of its
+        # own: without this a client could send megabytes of headers within the header timeout.
+        self._header_bytes += size
+        if self.limits is None or self._header_bytes <= self.limits.max_header_bytes:
+            return False
+        if not self.transport.is_closing():
+            self.transport.write(HEADERS_TOO_LARGE)
+            self.transport.close()
+        return True
 
     def _in_request(self) -> bool:
         cycle: Any = self.cycle
@@ -95,6 +115,8 @@ class GuardedHttpProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
             return  # NOTE: the clock of a phase runs from its start, however many bytes arrive
         self._cancel_timer()
         self._phase = phase
+        if phase != HEADER:
+            self._header_bytes = 0
         limit = self.limits.seconds.get(phase)
         if limit:
             self._timer = self.loop.call_later(limit, self._expire, phase)

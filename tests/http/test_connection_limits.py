@@ -8,6 +8,7 @@ byte at a time (slowloris), one that trickles its body, and more connections tha
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -137,3 +138,14 @@ def test_request_larger_than_the_queue_is_400(server: Server, route: str) -> Non
                 assert "can ever queue" in response.json()["error"]
             else:  # the server keeps serving, and a request that fits is answered
                 assert response.status_code == 200, response.text
+
+
+def test_oversized_headers_get_431(server: Server) -> None:
+    huge = b"GET /readyz HTTP/1.1\r\nHost: visor\r\n" + b"X-Pad: " + b"p" * 200_000
+    with socket.create_connection(("127.0.0.1", _port(server.http))) as sock:
+        sock.settimeout(BOUND_S)
+        with contextlib.suppress(OSError):  # the server may close before it read it all
+            sock.sendall(huge)
+        answer = sock.recv(4096)
+    # the header timeout would close the connection without a word: a 431 is the size limit
+    assert answer.startswith(b"HTTP/1.1 431")
