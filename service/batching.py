@@ -21,7 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import DeadlineExceeded, InternalError, ModelUnavailable, QueueFull
+from service.errors import (
+    DeadlineExceeded,
+    InternalError,
+    InvalidInput,
+    ModelUnavailable,
+    QueueFull,
+)
 from service.metrics import VersionMetrics
 
 
@@ -39,6 +45,27 @@ class BatchPolicy:
     max_queue_delay_s: float
     max_queue_size: int  # images
     concurrency: int  # batches of this version running at once
+
+
+class Reservation:
+    """Queue room held for one request's images while they decode; ``release()`` is idempotent."""
+
+    __slots__ = ("_batcher", "_images")
+
+    def __init__(self, batcher: AdaptiveBatcher, images: int) -> None:
+        self._batcher: AdaptiveBatcher | None = batcher
+        self._images = images
+
+    def take(self, batcher: AdaptiveBatcher, images: int) -> bool:
+        """Turn the held room into queued images; False if it was not held on ``batcher``."""
+        held = self._batcher is batcher and images <= self._images
+        self.release()
+        return held
+
+    def release(self) -> None:
+        if self._batcher is not None:
+            self._batcher._reserved -= self._images
+            self._batcher = None
 
 
 class AdaptiveBatcher:
@@ -59,6 +86,7 @@ class AdaptiveBatcher:
         self._metrics = metrics
         self._queue: deque[_Request] = deque()
         self._queued = 0  # images in the queue
+        self._reserved = 0  # images admitted, still decoding
         self._depth_shown = -1  # the queue_depth gauge's value
         self._in_flight = 0  # batches running
         self._timer: asyncio.TimerHandle | None = None
@@ -76,22 +104,52 @@ class AdaptiveBatcher:
     async def predict(self, pixels: np.ndarray, deadline: float | None = None) -> np.ndarray:
         return await self.submit(pixels, deadline)
 
-    def submit(self, pixels: np.ndarray, deadline: float | None = None) -> asyncio.Future:
+    def reserve(self, images: int) -> Reservation:
+        """Hold queue room for ``images`` still to be decoded: refuses at once, before any work.
+
+        Reserved images count against ``max_queue_size`` like queued ones, so requests whose
+        images are still decoding cannot all pass this check and be refused only afterwards.
+        """
+        self._admit(images)
+        self._reserved += images
+        return Reservation(self, images)
+
+    def submit(
+        self,
+        pixels: np.ndarray,
+        deadline: float | None = None,
+        reservation: Reservation | None = None,
+    ) -> asyncio.Future:
         """Queue one request (raises QueueFull/ModelUnavailable at once); returns its future."""
-        if self._closed:
-            raise ModelUnavailable(f"model {self.name} is unloading; retry")
         n = len(pixels)
-        if self._queued + n > self._policy.max_queue_size:
-            raise QueueFull(
-                f"model {self.name} has {self._queued} images queued (limit "
-                f"{self._policy.max_queue_size}); retry later"
-            )
+        if reservation is not None and reservation.take(self, n):
+            if self._closed:
+                raise ModelUnavailable(f"model {self.name} is unloading; retry")
+        else:
+            self._admit(n)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append(_Request(pixels, future, deadline, loop.time()))
         self._queued += n
         self._pump(loop)
         return future
+
+    def _admit(self, n: int) -> None:
+        if self._closed:
+            raise ModelUnavailable(f"model {self.name} is unloading; retry")
+        limit = self._policy.max_queue_size
+        if n > limit:
+            # NOTE: no retry can ever succeed: a client error, not RESOURCE_EXHAUSTED.
+            raise InvalidInput(
+                f"{n} images in one request: more images than this server can ever queue for "
+                f"model {self.name} ({limit}, VISOR_MAX_QUEUE_SIZE); send at most {limit} per "
+                "request"
+            )
+        if self._queued + self._reserved + n > limit:
+            raise QueueFull(
+                f"model {self.name} has {self._queued + self._reserved} images queued (limit "
+                f"{limit}); retry later"
+            )
 
     async def drain(self) -> None:
         """Refuse new requests, then wait until queued and running batches finished."""

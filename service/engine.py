@@ -20,6 +20,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from service import codecs
+from service.batching import Reservation
+from service.decoding import FairDecoder
 from service.errors import (
     InternalError,
     ModelNotFound,
@@ -52,6 +54,12 @@ class Engine:
         self.metrics = Metrics.shared(registry)
         self._infer_pool = ThreadPoolExecutor(settings.inference_threads, "visor-infer")
         self._decode_pool = ThreadPoolExecutor(settings.inference_threads, "visor-decode")
+        self._decoder = FairDecoder(
+            self._decode_pool,
+            settings.decode_tasks_per_request,
+            settings.max_request_pixels,
+            settings.max_image_pixels,
+        )
         self._listeners: list[Callable[[], None]] = []
         self.repository = Repository(settings, self._infer_pool, self.metrics, self._changed)
         self._poller: asyncio.Task | None = None
@@ -227,27 +235,31 @@ class Engine:
         protocol: str,
         deadline: float | None = None,
     ) -> Classification:
-        """Encoded images → Classification; decoding runs in a worker thread."""
+        """Encoded images → Classification; refused before decoding when they cannot queue."""
         lv = self._lookup_counted(name, version, protocol)
         try:
             codecs.check_batch_size(len(images), self.settings.max_images_per_request)
-            loop = asyncio.get_running_loop()
-            pixels = await loop.run_in_executor(
-                self._decode_pool,
-                codecs.decode_images,
-                images,
-                lv.meta.input,
-                self.settings.max_image_pixels,
-            )
+            # NOTE: admission before decoding: a full queue (or a request larger than it) is
+            # refused at once, not after its images waited for and took the decode threads.
+            reservation = lv.batcher.reserve(len(images))
         except VisorError as exc:
             lv.metrics.count_request(protocol, exc.grpc_code.name)
             raise
-        if lv.batcher.closed and version in (None, ""):
-            # NOTE: the version was swapped out while we decoded; the newest takes the request
-            # when it expects the same input (otherwise its batcher says UNAVAILABLE: retry).
-            newer = self._lookup(name, None)
-            lv = newer if newer.meta.input == lv.meta.input else lv
-        return await self._classify(lv, pixels, options, protocol, deadline)
+        try:
+            try:
+                pixels = await self._decoder.decode(images, lv.meta.input)
+            except VisorError as exc:
+                lv.metrics.count_request(protocol, exc.grpc_code.name)
+                raise
+            if lv.batcher.closed and version in (None, ""):
+                # NOTE: the version was swapped out while we decoded; the newest takes the
+                # request when it expects the same input (otherwise its batcher says
+                # UNAVAILABLE: retry).
+                newer = self._lookup(name, None)
+                lv = newer if newer.meta.input == lv.meta.input else lv
+            return await self._classify(lv, pixels, options, protocol, deadline, reservation)
+        finally:
+            reservation.release()  # NOTE: a no-op once the batcher queued the images
 
     async def classify_array(
         self,
@@ -295,6 +307,7 @@ class Engine:
         options: InferOptions,
         protocol: str,
         deadline: float | None,
+        reservation: Reservation | None = None,
     ) -> Classification:
         try:
             pixels = codecs.check_pixels(
@@ -307,7 +320,7 @@ class Engine:
                 if options.ground_truth is not None
                 else None
             )
-            output = await lv.batcher.submit(pixels, deadline)
+            output = await lv.batcher.submit(pixels, deadline, reservation)
             result = self._result(lv, output, k, (thresholds, source, certified), truth)
         except VisorError as exc:
             lv.metrics.count_request(protocol, exc.grpc_code.name)

@@ -71,6 +71,18 @@ class Settings(BaseSettings):
         1024, ge=1, description="Queued images before 503/RESOURCE_EXHAUSTED."
     )
     inference_threads: int = Field(2, ge=1, description="Threads running decode and inference.")
+    decode_tasks_per_request: int = Field(
+        1,
+        ge=1,
+        description="Images of one request decoding at once: requests take turns in the decode "
+        "threads, so a small request never waits for a large one to finish decoding.",
+    )
+    max_request_pixels: int = Field(
+        100_000_000,
+        ge=1,
+        description="Pixels (width x height, summed over its images) one request may decode; "
+        "more is a 413/RESOURCE_EXHAUSTED before any decoding.",
+    )
     gil_switch_interval_ms: float = Field(
         1.0,
         gt=0,
@@ -107,6 +119,46 @@ class Settings(BaseSettings):
     )
     grpc_reflection: bool = Field(True, description="Enable gRPC server reflection.")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="HTTP body limit (413).")
+    # --- slow and idle clients (docs/service.md "Timeouts and connection limits") ------------
+    idle_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Close a connection with no request in progress for this long (HTTP "
+        "keep-alive and never-used connections; gRPC max_connection_idle).",
+    )
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="Close an HTTP connection whose request headers take longer."
+    )
+    http_body_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Close an HTTP connection whose request body takes longer after its headers.",
+    )
+    http_max_header_bytes: int = Field(
+        65536, ge=1024, description="Request line and headers of one HTTP request (431 past it)."
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="Open connections per port and worker; more are closed at once."
+    )
+    grpc_handshake_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Close a gRPC connection that has not finished its HTTP/2 handshake by then.",
+    )
+    grpc_max_connection_age_s: float = Field(
+        1800.0,
+        gt=0,
+        description="Ask a gRPC client to reconnect (GOAWAY) after this long; with the grace "
+        "below it bounds a stalled or trickled call.",
+    )
+    grpc_max_connection_age_grace_s: float = Field(
+        60.0,
+        gt=0,
+        description="Time calls in flight get after that GOAWAY before the connection is closed.",
+    )
+    grpc_max_concurrent_streams: int = Field(
+        100, ge=1, description="Calls in progress at once on one gRPC connection."
+    )
     max_images_per_request: int = Field(
         256, ge=1, description="More images in one request is a 400/INVALID_ARGUMENT."
     )

@@ -44,6 +44,27 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        *connection_limits(settings),
+    ]
+
+
+def connection_limits(settings: Settings) -> list[tuple[str, int]]:
+    """Idle, handshake and age limits and the connection cap (docs/service.md, "Timeouts")."""
+
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
+    return [
+        # NOTE: a TCP connection that sends nothing, or its HTTP/2 preface a byte at a time,
+        # never completes the handshake: this closes it (idle_ms only counts once it has).
+        ("grpc.server_handshake_timeout_ms", ms(settings.grpc_handshake_timeout_s)),
+        ("grpc.max_connection_idle_ms", ms(settings.idle_timeout_s)),
+        # NOTE: gRPC has no read timeout for a call's message; age + grace bound how long a
+        # trickled message can hold a connection.
+        ("grpc.max_connection_age_ms", ms(settings.grpc_max_connection_age_s)),
+        ("grpc.max_connection_age_grace_ms", ms(settings.grpc_max_connection_age_grace_s)),
+        ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
     ]
 
 

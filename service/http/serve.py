@@ -81,6 +81,7 @@ def serve(settings: Settings) -> None:
             host=settings.host,
             port=settings.http_port,
             timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
+            timeout_keep_alive=max(1, math.ceil(settings.idle_timeout_s)),
         )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

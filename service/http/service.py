@@ -25,7 +25,7 @@ from starlette.routing import Route
 from service.auth import ApiKeys
 from service.engine import Engine
 from service.errors import InvalidInput, ModelUnavailable, VisorError
-from service.http import wire
+from service.http import connections, deadline, wire
 from service.http.feedback import feedback
 from service.http.middleware import GuardMiddleware, error_body, visor_error_response
 from service.http.pages import page_routes
@@ -94,7 +94,7 @@ class Visor:
 
             self.grpc = GrpcFrontend(self.engine, self.settings)
             await self.grpc.start()
-            self._chain_signals()
+        self._chain_signals()
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
@@ -168,7 +168,11 @@ class Visor:
             previous = signal.getsignal(sig)
 
             def handler(signum: int, frame: Any, previous: Any = previous) -> None:
-                loop.call_soon_threadsafe(self.grpc.begin_stop)
+                # NOTE: the supervisor holds the HTTP socket too: without this, connections made
+                # during the drain wait in its backlog until exit, then get reset.
+                connections.close_listener(self.settings.http_port)
+                if self.grpc is not None:
+                    loop.call_soon_threadsafe(self.grpc.begin_stop)
                 if callable(previous):
                     previous(signum, frame)
 
@@ -176,6 +180,10 @@ class Visor:
 
 
 Visor.add_asgi_middleware(_guard)  # type: ignore[arg-type]
+# NOTE: a BentoML worker imports this module right before it builds its ASGI app and uvicorn
+# server: the one point where Visor can change how either is built.
+deadline.install()
+connections.install(load_settings())
 
 
 def _error(err: VisorError) -> Response:

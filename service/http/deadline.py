@@ -1,0 +1,60 @@
+"""BentoML's per-request timeout, without the timer that outlives every request.
+
+BentoML (1.4.x, and its main branch) wraps every HTTP request in ``TimeoutMiddleware``, which
+arms ``loop.call_later(traffic.timeout, ...)`` and never cancels it: each request leaves a
+``TimerHandle``, a future and a copy of the request's ``contextvars.Context`` on the event loop
+for the whole ``traffic.timeout`` (Visor: 300 s). Under load that is the worker's memory growth
+(tracemalloc: ``traffic.py:29`` and ``asyncio/base_events.py``, docs/benchmarks.md "Soak"); with
+BentoML's tracing on, the copied context pins each request's OpenTelemetry span as well.
+``traffic.timeout`` must be > 0, so configuration cannot switch the middleware off, and no
+BentoML release cancels the timer. ``install()`` swaps the class BentoML builds its middleware
+stack from for this one: the same contract (504 when no answer has started in time), with the
+timer cancelled as soon as the answer starts or the request ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class RequestTimeoutMiddleware:
+    """504 when the app has not started its answer within ``timeout`` seconds."""
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        started = False
+        timer = asyncio.timeout(self.timeout)
+
+        async def timed_send(message: Message) -> None:
+            nonlocal started
+            if not started:
+                started = True
+                timer.reschedule(None)  # NOTE: the answer started: streaming it has no cutoff
+            await send(message)
+
+        try:
+            async with timer:
+                await self.app(scope, receive, timed_send)
+        except TimeoutError:
+            if started or not timer.expired():
+                raise
+            body = {"error": f"Not able to process the request in {self.timeout} seconds"}
+            await JSONResponse(body, status_code=504)(scope, receive, send)
+
+
+def install() -> None:
+    """Make BentoML build every HTTP app of this process with ``RequestTimeoutMiddleware``."""
+    # NOTE: BentoML's BaseAppFactory imports the class from this module each time it builds an
+    # app (inside its `middlewares` property), so replacing the module attribute before the
+    # worker builds its app is enough; tests/http/test_deadline.py fails if that ever changes.
+    from bentoml._internal.server.http import traffic
+
+    traffic.TimeoutMiddleware = RequestTimeoutMiddleware  # type: ignore[misc]
