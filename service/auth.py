@@ -14,6 +14,7 @@ import grpc
 from pydantic import SecretStr
 
 from service.errors import Unauthenticated
+from service.metrics import Metrics
 
 # NOTE: gRPC methods a probe or tool calls without a key (health checks, reflection), and the
 # OIP server health calls, open like HTTP's /v2/health/live and /v2/health/ready.
@@ -90,6 +91,8 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         try:
             self._keys.check(key_from_headers(pairs))
         except Unauthenticated as err:
+            if method.endswith(("/ModelInfer", "/ModelStreamInfer")):
+                Metrics.shared().count_refusal("grpc", err.grpc_code.name)
             return _refusal(await continuation(handler_call_details), err.message)
         return await continuation(handler_call_details)
 

@@ -200,9 +200,7 @@ class Engine:
             label = "" if number is None else str(number)
             if number is not None and self.repository.info(name, number) is None:
                 label = "_unknown"
-        key = (name, label, protocol, code)
-        self.metrics.requests.labels(*key).inc()
-        self.metrics.failures.labels(*key).inc()
+        self.metrics.count_refusal(protocol, code, name, label)
 
     async def infer(
         self, request: InferRequest, *, protocol: str, deadline: float | None = None

@@ -164,6 +164,14 @@ class Metrics:
             "visor_drift_samples", "Served images in the drift window.", mv, registry=registry
         )
 
+    def count_refusal(
+        self, protocol: str, code: str, model: str = "_unknown", version: str = ""
+    ) -> None:
+        """A request refused before it named a model this server knows (auth, limits, format)."""
+        key = (model, version, protocol, code)
+        self.requests.labels(*key).inc()
+        self.failures.labels(*key).inc()
+
     @classmethod
     def shared(cls, registry: CollectorRegistry | None = None) -> Metrics:
         """The one ``Metrics`` of ``registry`` (default: prometheus_client's global registry)."""

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import ApiKeys, key_from_headers
 from service.errors import PayloadTooLarge, Unauthenticated, VisorError
+from service.metrics import Metrics
 
 log = logging.getLogger("visor.http")
 
@@ -76,6 +77,7 @@ class GuardMiddleware:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body:
                 raise self._too_large(int(declared))
         except VisorError as err:
+            _count_refusal(path, err)
             await _discard_body(receive, limit=4 * self.max_body)
             return await send_error(send, err)
         await self._forward(scope, receive, send)
@@ -112,6 +114,14 @@ class GuardMiddleware:
             f"The request body is {size} bytes, over this server's limit of {self.max_body} "
             "bytes (VISOR_MAX_BODY_BYTES): send fewer or smaller images per request."
         )
+
+
+def _count_refusal(path: str, err: VisorError) -> None:
+    """An inference request refused here (key, body limit) counts in visor_requests_total too."""
+    if path in ("/classify", "/evaluate"):
+        Metrics.shared().count_refusal("http", err.grpc_code.name)
+    elif path.startswith("/v2/models/") and path.endswith("/infer"):
+        Metrics.shared().count_refusal("rest_v2", err.grpc_code.name)
 
 
 async def _discard_body(receive: Receive, limit: int) -> None:
