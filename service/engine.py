@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import sys
 import uuid
@@ -75,6 +76,12 @@ class Engine:
                 self.settings.models,
             )
         await self.repository.sync()
+        if self.settings.gc_freeze:
+            # NOTE: everything alive now (imports, sessions, the app) lives as long as the
+            # process. Frozen, the collector stops walking it: a full collection over the
+            # ~10^5 objects of a serving process otherwise stalls the event loop, and every
+            # request waiting on it, for tens of milliseconds (docs/benchmarks.md, overload).
+            gc.freeze()
         self._started = True
         self._changed()
         if self.settings.poll_interval_s > 0:

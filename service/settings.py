@@ -178,6 +178,11 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         50_000_000, ge=1, description="Decompression-bomb limit for encoded images."
     )
+    gc_freeze: bool = Field(
+        True,
+        description="Move every object alive once the models are loaded out of the garbage "
+        "collector's reach (gc.freeze): full collections stop stalling requests.",
+    )
     log_level: str = Field("INFO", description="Python logging level of the server.")
     http_access_log: bool = Field(
         False, description="BentoML's per-request access log (off: it costs time on every request)."

@@ -176,3 +176,18 @@ def test_engine_sets_the_gil_switch_interval(make_settings, registry) -> None:
         assert sys.getswitchinterval() == pytest.approx(0.0025)
     finally:
         sys.setswitchinterval(before)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_engine_freezes_what_is_alive_once_started(make_settings, registry, freeze) -> None:
+    import asyncio
+    import gc
+
+    gc.unfreeze()
+    engine = Engine(make_settings(gc_freeze=freeze), registry=registry)
+    try:
+        asyncio.run(engine.start())
+        assert (gc.get_freeze_count() > 0) is freeze
+    finally:
+        asyncio.run(engine.stop())
+        gc.unfreeze()
