@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import time
 import urllib.request
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from loadtests.client import LoadSpec
 from loadtests.client import _grpc_sender as grpc_sender
 from loadtests.client import _http_sender as http_sender
 from loadtests.payloads import Payloads, make_payloads, read_input_shape
+from loadtests.report import update_block
 
 TARGETS = {
     "rest-v2": "REST v2 (binary tensor)",
@@ -199,14 +199,7 @@ def _server(r: dict) -> str:
 
 
 def update_docs(docs: Path, block: str) -> None:
-    begin, end = "<!-- overload:begin -->", "<!-- overload:end -->"
-    text, wrapped = docs.read_text(), f"{begin}\n{block}\n{end}"
-    if begin in text:
-        pattern = re.escape(begin) + r".*?" + re.escape(end)
-        text = re.sub(pattern, lambda _: wrapped, text, flags=re.DOTALL)
-    else:
-        text = text.rstrip("\n") + f"\n\n## Overload: refusals past the queue\n\n{wrapped}\n"
-    docs.write_text(text)
+    update_block(docs, "overload", block, "## Overload: refusals past the queue")
 
 
 def main(argv: list[str] | None = None) -> None:

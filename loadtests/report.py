@@ -42,15 +42,23 @@ def update_docs(docs: Path, bench: dict) -> None:
             )
         )
     )
-    begin, end = f"<!-- bench:{key}:begin -->", f"<!-- bench:{key}:end -->"
-    block = f"{begin}\n{render(bench)}\n{end}"
+    md_path.write_text(with_block(text, f"bench:{key}", render(bench)))
+
+
+def with_block(text: str, key: str, block: str, heading: str = "") -> str:
+    """``text`` with the part between ``<!-- KEY:begin -->`` and ``<!-- KEY:end -->`` replaced
+    by ``block``; appended (under ``heading``, when given) if the markers are not there yet."""
+    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
+    wrapped = f"{begin}\n{block}\n{end}"
     if begin in text and end in text:
-        text = re.sub(
-            re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.DOTALL
-        )
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    md_path.write_text(text)
+        pattern = re.escape(begin) + r".*?" + re.escape(end)
+        return re.sub(pattern, lambda _: wrapped, text, flags=re.DOTALL)
+    return text.rstrip() + "\n\n" + (f"{heading}\n\n" if heading else "") + wrapped + "\n"
+
+
+def update_block(docs: Path, key: str, block: str, heading: str) -> None:
+    """Rewrite one marked block of a Markdown file (see ``with_block``)."""
+    docs.write_text(with_block(docs.read_text(), key, block, heading))
 
 
 def run_key(bench: dict) -> str:

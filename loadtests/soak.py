@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from scipy import stats
 
 from loadtests import procs
 from loadtests.payloads import make_payloads, read_input_shape
+from loadtests.report import update_block
 
 PROTOCOLS = {"rest-v2": "REST v2 (binary tensor)", "http": "/classify (multipart)", "grpc": "gRPC"}
 TARGET_MB_PER_MIN = 1.0
@@ -161,15 +161,7 @@ def render(run: dict, baseline: dict | None) -> str:
 
 
 def update_docs(docs: Path, block: str) -> None:
-    begin, end = "<!-- soak:begin -->", "<!-- soak:end -->"
-    text = docs.read_text()
-    wrapped = f"{begin}\n{block}\n{end}"
-    if begin in text:
-        pattern = re.escape(begin) + r".*?" + re.escape(end)
-        text = re.sub(pattern, lambda _: wrapped, text, flags=re.DOTALL)
-    else:
-        text = text.rstrip("\n") + f"\n\n## Soak: memory under steady load\n\n{wrapped}\n"
-    docs.write_text(text)
+    update_block(docs, "soak", block, "## Soak: memory under steady load")
 
 
 def main(argv: list[str] | None = None) -> None:
