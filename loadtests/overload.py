@@ -203,7 +203,6 @@ def update_docs(docs: Path, block: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import subprocess
     import sys
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -228,8 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = args.out / f"overload-{stamp}"
     payloads = make_payloads(read_input_shape(args.models, args.model), run_dir / "payloads")
-    git = ["git", "-C", str(args.tree), "rev-parse", "--short", "HEAD"]
-    commit = subprocess.run(git, check=False, capture_output=True, text=True).stdout.strip()
+    commit = procs.commit_of(args.tree)
     run = {
         "stamp": stamp,
         "commit": args.commit or commit or str(args.tree),

@@ -346,3 +346,9 @@ class ResourceSampler:
         self._stop.set()
         self._thread.join(timeout=5)
         self._sample()
+
+
+def commit_of(tree: Path) -> str:
+    """The short commit of the checkout at ``tree`` ('' when it is not a git checkout)."""
+    git = ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"]
+    return subprocess.run(git, check=False, capture_output=True, text=True).stdout.strip()

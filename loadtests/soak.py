@@ -183,12 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = args.out / f"soak-{stamp}"
     payloads = make_payloads(read_input_shape(args.models, args.model), run_dir / "payloads")
-    commit = subprocess.run(
-        ["git", "-C", str(args.tree), "rev-parse", "--short", "HEAD"],
-        check=False,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    commit = procs.commit_of(args.tree)
     run = {
         "stamp": stamp,
         "commit": args.commit or commit or str(args.tree),
