@@ -219,6 +219,7 @@ class Repository:
             settings.max_queue_delay_ms / 1000.0,
             settings.max_queue_size,
             settings.inference_threads,
+            settings.inline_lone_requests,
         )
         batcher = AdaptiveBatcher(f"{name} v{version}", backend.run, self._executor, policy, vm)
         monitor = VersionMonitor(meta, self._metrics, settings) if settings.monitoring else None

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         "second, spinning ORT session: spinning's latency for lone requests, none of its cost "
         "under load.",
     )
+    inline_lone_requests: bool = Field(
+        True,
+        description="Run a request that finds its model idle (nothing queued or running, no "
+        "load in the last 0.1 s) on the event loop itself: no thread hand-over for a lone "
+        "request; under load requests are batched as usual.",
+    )
     require_provider: bool = Field(
         False,
         description="Refuse to load a model whose active provider is not the first wanted one.",

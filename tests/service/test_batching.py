@@ -179,3 +179,68 @@ async def test_requests_that_cannot_share_a_batch_fail_and_the_batcher_goes_on(p
         with pytest.raises(InternalError, match="batch of 2 requests"):
             await waiter
     assert (await b.predict(one(5)))[0, 0] == 10
+
+
+class ThreadRecorder(FakeBackend):
+    """FakeBackend that also records which thread ran each batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.threads.append(threading.get_ident())
+        return super().run(x)
+
+
+def inline_batcher(backend, pool, **kw):
+    return AdaptiveBatcher(
+        "t v1", backend.run, pool, BatchPolicy(8, 0.005, 64, 1, inline_lone=True), **kw
+    )
+
+
+async def test_a_lone_client_runs_on_the_loop_between_probes(pool) -> None:
+    from service.batching import _INLINE_RATION
+
+    backend = ThreadRecorder()
+    b = inline_batcher(backend, pool)
+    loop_thread = threading.get_ident()
+    rounds = 3 * (_INLINE_RATION + 1)
+    for i in range(rounds):
+        out = await b.predict(one(i))
+        assert out[0, 0] == 2 * i
+    on_loop = [t == loop_thread for t in backend.threads]
+    # the first request of each ration is a probe on a pool thread; the ration runs inline
+    assert on_loop == ([False] + [True] * _INLINE_RATION) * 3
+
+
+async def test_a_crowd_after_lone_requests_is_batched(pool) -> None:
+    from service.batching import _INLINE_RATION
+
+    backend = ThreadRecorder()
+    b = inline_batcher(backend, pool)
+    await b.predict(one(0))  # the probe earns a ration of inline runs
+    backend.batches.clear()
+    backend.threads.clear()
+    loop_thread = threading.get_ident()
+    crowd = [asyncio.ensure_future(b.predict(one(i))) for i in range(1, 25)]
+    outs = await asyncio.gather(*crowd)
+    assert [float(o[0, 0]) for o in outs] == [2.0 * i for i in range(1, 25)]
+    inline_runs = sum(t == loop_thread for t in backend.threads)
+    assert inline_runs <= _INLINE_RATION
+    assert max(backend.batches) > 1, backend.batches  # the rest were batched
+    # and the crowd stopped inline runs: the next lone request waits for quiet on a thread
+    backend.threads.clear()
+    await b.predict(one(99))
+    assert backend.threads != [loop_thread]
+
+
+async def test_an_inline_failure_fails_that_request_only(pool) -> None:
+    backend = ThreadRecorder()
+    b = inline_batcher(backend, pool)
+    await b.predict(one(0))
+    backend.fail = True
+    with pytest.raises(InternalError):
+        await b.predict(one(1))
+    backend.fail = False
+    assert (await b.predict(one(2)))[0, 0] == 4
