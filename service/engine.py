@@ -6,8 +6,10 @@ Front-ends translate wire formats to these calls and back; every decision lives 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
+import json
 import logging
 import sys
 import uuid
@@ -15,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -25,6 +27,7 @@ from service.batching import Reservation
 from service.decoding import FairDecoder
 from service.errors import (
     InternalError,
+    InvalidInput,
     ModelNotFound,
     ModelUnavailable,
     UnknownRequest,
@@ -38,6 +41,9 @@ from service.repository import Repository
 from service.settings import Settings
 from service.types import Classification, InferOptions, ModelInfo, ModelStatus
 from service.versions import LoadedVersion
+
+if TYPE_CHECKING:
+    from service.workers import Siblings
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,7 @@ class Engine:
         self._poller: asyncio.Task | None = None
         self._started = False
         self._stopping = False
+        self.siblings: Siblings | None = None  # this worker's siblings (service.workers)
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -369,25 +376,70 @@ class Engine:
         return result
 
     # --- feedback --------------------------------------------------------------------------
-    def feedback(
+    async def feedback(
         self, request_id: str, labels: Sequence[str | int | None], index: int | None = None
     ) -> FeedbackResult:
-        """Ground truth for an answered request (its ``request_id``): feeds the live metrics."""
+        """Ground truth for an answered request (its ``request_id``): feeds the live metrics.
+
+        The request may have been answered by a sibling worker (``service.workers``): the id is
+        then looked up there.
+        """
+        done = self.feedback_here(request_id, labels, index)
+        if done is None and self.siblings is not None:
+            done = await self._feedback_siblings(request_id, labels, index)
+        if done is not None:
+            return done
+        self.metrics.live_feedback_unmatched.inc()
+        s = self.settings
+        raise UnknownRequest(
+            f"Request id {request_id!r} is unknown or expired: feedback is kept for the last "
+            f"{s.monitor_predictions} requests of each served model version, for "
+            f"{s.monitor_prediction_ttl_s:g} s"
+            + ("" if s.monitoring else " (and live verification is off: VISOR_MONITORING=false)")
+            + "."
+        )
+
+    def feedback_here(
+        self, request_id: str, labels: Sequence[str | int | None], index: int | None = None
+    ) -> FeedbackResult | None:
+        """Feedback for a request this worker answered; None when it holds no such id."""
         for versions in self.repository.serving.values():
             for lv in versions.values():
                 if lv.monitor is not None:
                     done = lv.monitor.feedback(request_id, labels, index)
                     if done is not None:
                         return done
-        self.metrics.live_feedback_unmatched.inc()
-        s = self.settings
-        raise UnknownRequest(
-            f"Request id {request_id!r} is unknown or expired: feedback is kept for the last "
-            f"{s.monitor_predictions} requests of each served model version, for "
-            f"{s.monitor_prediction_ttl_s:g} s, in the worker process that answered"
-            + ("" if s.monitoring else " (and live verification is off: VISOR_MONITORING=false)")
-            + "."
-        )
+        return None
+
+    async def _feedback_siblings(
+        self, request_id: str, labels: Sequence[str | int | None], index: int | None
+    ) -> FeedbackResult | None:
+        from service.workers import FEEDBACK, SiblingError, feedback_payload
+
+        assert self.siblings is not None
+        payload = feedback_payload(request_id, list(labels), index)
+        refusal: SiblingError | None = None
+        for answer in await self.siblings.ask_all(FEEDBACK, payload):
+            if isinstance(answer, bytes):
+                return FeedbackResult(**json.loads(answer))
+            if answer.status != UnknownRequest.grpc_code.value[0]:
+                refusal = answer  # NOTE: the sibling holds the id but refused the labels
+        if refusal is not None:
+            raise InvalidInput(refusal.message)
+        return None
+
+    async def answer_sibling_feedback(self, payload: bytes, _timeout: float | None) -> bytes:
+        """A sibling's feedback lookup: the result as JSON, or SiblingError (never re-asked)."""
+        from service.workers import SiblingError
+
+        fields = json.loads(payload)
+        try:
+            done = self.feedback_here(fields["request_id"], fields["labels"], fields["index"])
+        except VisorError as err:
+            raise SiblingError(err.grpc_code.value[0], err.message) from None
+        if done is None:
+            raise SiblingError(UnknownRequest.grpc_code.value[0], "unknown request id")
+        return json.dumps(dataclasses.asdict(done)).encode()
 
 
 @functools.cache

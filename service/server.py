@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from service.engine import Engine
 from service.settings import Settings
+from service.workers import Siblings, join_siblings, siblings_folder
 
 if TYPE_CHECKING:
     from service.grpc.server import GrpcFrontend
@@ -28,6 +29,7 @@ class VisorServer:
         self.settings = settings
         self.engine = Engine(settings)
         self.grpc: GrpcFrontend | None = None
+        self.siblings: Siblings | None = None
 
     async def start(self) -> None:
         from service.grpc.server import GrpcFrontend
@@ -41,6 +43,7 @@ class VisorServer:
         await self.grpc.start()
         if self.settings.workers == 1:
             await self.engine.start()
+        self.siblings = await join_siblings(self.engine, self.grpc.servicer)
         log.info(
             "Visor ready: %d model version(s) serving",
             sum(1 for m in self.engine.models() if m.ready),
@@ -49,6 +52,8 @@ class VisorServer:
     async def stop(self) -> None:
         if self.grpc is not None:
             await self.grpc.stop()
+        if self.siblings is not None:
+            await self.siblings.stop()
         await self.engine.stop()
 
     async def run_until_signalled(self) -> None:
@@ -78,6 +83,11 @@ def serve_grpc(settings: Settings) -> None:
     if settings.workers == 1:
         _worker(settings)
         return
+    with siblings_folder(settings.workers):
+        _run_workers(settings)
+
+
+def _run_workers(settings: Settings) -> None:
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=_worker, args=(settings,), name=f"visor-grpc-{i}")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -110,7 +110,24 @@ class Settings(BaseSettings):
         le=65535,
         description="gRPC (Open Inference Protocol v2) port; 0 = any free port.",
     )
-    workers: int = Field(1, ge=1, description="Worker processes, each with its own engine.")
+    workers: int | Literal["auto"] = Field(
+        "auto",
+        description="Worker processes, each with its own engine, sharing both ports. auto: one "
+        "per usable core (at most 4) when every model is small (ONNX file up to "
+        "auto_workers_max_model_mb) and on the CPU, else 1; decided once at start.",
+    )
+    auto_workers_max_model_mb: float = Field(
+        1.0,
+        gt=0,
+        description="Largest ONNX file (MB) for which --workers auto runs a worker per core: "
+        "past it the model, not the protocol, is the bottleneck, and ONNX Runtime already "
+        "uses every core.",
+    )
+    grpc_spread: bool = Field(
+        True,
+        description="With several workers, a worker busier than its siblings hands gRPC "
+        "ModelInfer calls to them, so one client connection is served by every worker.",
+    )
     grpc_max_message_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="gRPC message limit, both directions."
     )
@@ -227,6 +244,25 @@ class Settings(BaseSettings):
     drift_refresh_every: int = Field(
         100, ge=1, description="Recompute the drift gauges every this many served images."
     )
+
+    @field_validator("workers")
+    @classmethod
+    def _positive_workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be 1 or more, or auto")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_workers(self) -> Settings:
+        # NOTE: resolved here, once, so every reader sees a number, and the workers a parent
+        # starts (which rebuild Settings from VISOR_WORKERS) agree with it.
+        if self.workers == "auto":
+            from service.workers import auto_workers
+
+            self.workers = auto_workers(
+                self.models, list(self.providers), self.auto_workers_max_model_mb
+            )
+        return self
 
     @field_validator("version_policy")
     @classmethod

@@ -23,7 +23,7 @@ class FeedbackServicer(ext_grpc.FeedbackServicer):
         labels = [label or None for label in request.labels]
         index = request.index if request.HasField("index") else None
         try:
-            done = self._engine.feedback(request.request_id, labels, index)
+            done = await self._engine.feedback(request.request_id, labels, index)
         except VisorError as err:
             await context.abort(err.grpc_code, err.message)
         return ext.FeedbackResponse(

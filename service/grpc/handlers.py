@@ -24,7 +24,6 @@ _UNARY = (
     "ModelReady",
     "ServerMetadata",
     "ModelMetadata",
-    "ModelInfer",
 )
 
 
@@ -45,6 +44,9 @@ def _deserializer(message: type) -> Callable[[bytes], Any]:
             return Undecodable(str(err) or type(err).__name__)
 
     return parse
+
+
+parse_infer_request = _deserializer(pb.ModelInferRequest)
 
 
 def _unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
@@ -69,6 +71,11 @@ def add_inference_service(servicer: Any, server: grpc.aio.Server) -> None:
             request_deserializer=_deserializer(getattr(pb, f"{name}Request")),
             response_serializer=getattr(pb, f"{name}Response").SerializeToString,
         )
+    # NOTE: ModelInfer takes and returns bytes: a call handed to a sibling worker travels as it
+    # came, unparsed (service/workers.py); one answered here is parsed as the others are.
+    handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
+        servicer.infer_bytes_call, request_deserializer=None, response_serializer=None
+    )
     stream: Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], Any] = (
         servicer.ModelStreamInfer
     )

@@ -15,11 +15,14 @@ from service.errors import ModelUnavailable, VisorError
 from service.grpc import convert
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.grpc.handlers import Undecodable
+from service.grpc.handlers import Undecodable, parse_infer_request
 from service.settings import Settings
+from service.workers import INFER, SiblingError, SiblingGone, Siblings
 
 log = logging.getLogger(__name__)
 EXTENSIONS = ["model_stream_infer"]  # besides the engine's, which both wires share
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
 
 def _ascii(text: str) -> str:
@@ -34,6 +37,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.stopping = False  # set by GrpcFrontend.stop: new inference calls get UNAVAILABLE
         self._active = 0  # inference calls in progress
         self._idle: asyncio.Event | None = None
+        self.siblings: Siblings | None = None  # set when this worker shares calls (workers.py)
 
     async def wait_idle(self, timeout: float) -> None:
         """Wait (at most ``timeout``) until no inference call is in progress."""
@@ -111,6 +115,41 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await context.abort(
                 grpc.StatusCode.INTERNAL, "internal error (a bug in Visor); see the server log"
             )
+
+    async def infer_bytes_call(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """``ModelInfer`` as registered: handed to a less busy sibling worker, or answered here."""
+        siblings = self.siblings
+        if siblings is not None and not self.stopping:
+            link = siblings.pick(self._active)
+            if link is not None:
+                try:
+                    return await link.call(INFER, data, context.time_remaining())
+                except SiblingError as err:
+                    if err.status != _UNAVAILABLE:
+                        await context.abort(_CODES[err.status], err.message)
+                    # NOTE: the sibling is stopping (or its model reloading): answer here
+                except SiblingGone:
+                    pass  # NOTE: the sibling stopped; inference has no side effects: answer here
+        request = parse_infer_request(data)
+        if isinstance(request, Undecodable):
+            await context.abort(request.error.grpc_code, request.error.message)
+        return (await self.ModelInfer(request, context)).SerializeToString()
+
+    async def answer_sibling(self, data: bytes, timeout: float | None) -> bytes:
+        """A ``ModelInfer`` a sibling worker handed over: its answer's bytes, or SiblingError."""
+        request = parse_infer_request(data)
+        try:
+            if isinstance(request, Undecodable):
+                raise request.error
+            return (await self._infer(request, self._deadline(timeout))).SerializeToString()
+        except VisorError as err:
+            raise SiblingError(err.grpc_code.value[0], err.message) from None
+        except Exception:
+            log.exception("ModelInfer failed")
+            raise SiblingError(
+                grpc.StatusCode.INTERNAL.value[0],
+                "internal error (a bug in Visor); see the server log",
+            ) from None
 
     async def ModelStreamInfer(
         self,

@@ -21,7 +21,7 @@ async def feedback(request: Request) -> Response:
     """Record ground truth; 404 for an unknown or expired request id, 400 for bad labels."""
     try:
         request_id, labels, index = _read(await request.body())
-        done = request.app.state.engine.feedback(request_id, labels, index)
+        done = await request.app.state.engine.feedback(request_id, labels, index)
     except VisorError as err:
         # NOTE: answered here: the mounted app's own error middleware would turn a raised
         # VisorError into a 500 before Visor's guard sees it.

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from service.settings import Settings
+from service.workers import siblings_folder
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -76,12 +77,14 @@ def serve(settings: Settings) -> None:
     metrics_dir = tempfile.mkdtemp(prefix="visor-prometheus-")
     BentoMLContainer.prometheus_multiproc_dir.set(metrics_dir)
     try:
-        serve_http(
-            Visor,
-            host=settings.host,
-            port=settings.http_port,
-            timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
-            timeout_keep_alive=max(1, math.ceil(settings.idle_timeout_s)),
-        )
+        # NOTE: the workers' sockets for sharing gRPC calls and feedback (service/workers.py)
+        with siblings_folder(settings.workers):
+            serve_http(
+                Visor,
+                host=settings.host,
+                port=settings.http_port,
+                timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
+                timeout_keep_alive=max(1, math.ceil(settings.idle_timeout_s)),
+            )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

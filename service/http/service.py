@@ -32,6 +32,7 @@ from service.http.pages import page_routes
 from service.http.schemas import ClassifyInput, ClassifyOutput, EvaluateInput, EvaluateOutput
 from service.http.v2 import create_v2_app, server_metadata
 from service.settings import Settings
+from service.workers import Siblings, join_siblings
 
 log = logging.getLogger("visor.http")
 
@@ -77,7 +78,10 @@ class Visor:
     def __init__(self) -> None:
         self.settings = load_settings()
         self.engine = Engine(self.settings)
-        self.grpc: Any = None  # a GrpcFrontend once started (its import is deferred: gRPC-less runs)
+        self.grpc: Any = (
+            None  # a GrpcFrontend once started (its import is deferred: gRPC-less runs)
+        )
+        self.siblings: Siblings | None = None
 
     @bentoml.on_startup
     async def start(self) -> None:
@@ -94,12 +98,17 @@ class Visor:
 
             self.grpc = GrpcFrontend(self.engine, self.settings)
             await self.grpc.start()
+        self.siblings = await join_siblings(
+            self.engine, self.grpc.servicer if self.grpc is not None else None
+        )
         self._chain_signals()
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
         if self.grpc is not None:
             await self.grpc.stop()
+        if self.siblings is not None:
+            await self.siblings.stop()
         await self.engine.stop()
 
     # NOTE: async, so BentoML answers /readyz and /livez on the loop (a sync hook costs a

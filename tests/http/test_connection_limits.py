@@ -36,6 +36,7 @@ def server(workdir: Path) -> Iterator[Server]:
         grpc_handshake_timeout_s=1.0,
         max_connections=CAP,
         max_queue_size=QUEUE,
+        workers=1,  # NOTE: the caps are per worker; with two, CAP + 4 connections fit in both
     )
     yield srv
     srv.stop()

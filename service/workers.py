@@ -1,0 +1,351 @@
+"""Several worker processes of one server: how many (``--workers auto``), and how they share
+gRPC calls that reach one of them on a single connection.
+
+How many. A small model leaves one Python event loop the bottleneck: per request the loop spends
+a few hundred microseconds on the protocol, the model a few tens, so a second loop on a second
+core nearly doubles what the server answers. A large model is the bottleneck itself, ONNX
+Runtime already spreads one batch over every core, and a second worker only doubles the memory.
+``auto`` therefore gives one worker per usable core (at most ``MAX_AUTO_WORKERS``) when every
+model in the repository is small (its ONNX file at most ``VISOR_AUTO_WORKERS_MAX_MODEL_MB``) and
+runs on the CPU, and one worker otherwise. It is decided once, at start.
+
+Sharing. The workers share the gRPC port (SO_REUSEPORT), and the kernel spreads connections, not
+calls: one client on one HTTP/2 connection reaches one worker. So each worker also listens on a
+Unix socket in a folder private to the server, and a worker whose own calls outnumber those it
+has handed to a sibling forwards the next ``ModelInfer`` there, as the bytes it received: the
+sibling parses, infers and answers it exactly as if the call had come to it, and the answer's
+bytes (or its status and message) go back through the first worker. Forwarding costs the first
+worker a fraction of a local call (no parsing, no model), and it is never done for a call that
+finds the worker idle, so a lone request pays nothing. Feedback for a request id another worker
+answered is looked up there too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ENV_DIR = "VISOR_WORKERS_DIR"  # NOTE: set by the parent for its workers; not a user setting
+MAX_AUTO_WORKERS = 4
+
+# A frame: its length (of what follows), the call id, a kind (request) or status (answer), a
+# timeout in seconds (requests; 0 = none), then the payload.
+_HEAD = struct.Struct("<IIBd")
+_LEN = struct.Struct("<I")
+INFER, FEEDBACK = 1, 2
+OK = 0  # any other status of an answer is a grpc.StatusCode's number; the payload its message
+_RESCAN_S = 1.0
+_MAX_FRAME = 1 << 31
+
+
+def auto_workers(models: Path, providers: list[str], max_model_mb: float) -> int:
+    """The worker count ``--workers auto`` means for this repository on this machine."""
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        return 1
+    gpu = {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(providers[:1])
+    if gpu and (Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia").exists()):
+        return 1  # NOTE: one session keeps the GPU busy; more would only split its memory
+    sizes = [_model_bytes(v) for v in _versions(models)]
+    if not sizes or max(sizes) > max_model_mb * 1e6:
+        return 1
+    return min(cores, MAX_AUTO_WORKERS)
+
+
+def _versions(models: Path) -> list[Path]:
+    if not models.is_dir():
+        return []
+    return [
+        v
+        for m in models.iterdir()
+        if m.is_dir() and not m.name.startswith(".")
+        for v in m.iterdir()
+        if v.is_dir() and v.name.isdigit()
+    ]
+
+
+def _model_bytes(version: Path) -> int:
+    onnx = version / "model.onnx"
+    if onnx.is_file():
+        return onnx.stat().st_size
+    return sum(p.stat().st_size for p in version.rglob("*") if p.is_file())
+
+
+class SiblingError(Exception):
+    """A forwarded call's failure: ``status`` is a grpc.StatusCode number, OK never."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class SiblingGone(Exception):
+    """The sibling closed its socket (stopped or died) before answering."""
+
+
+class _Frames(asyncio.Protocol):
+    """Length-prefixed frames over one Unix socket, both directions; ``on_frame`` per frame."""
+
+    def __init__(self, on_frame: Callable[[int, int, float, bytes], None]) -> None:
+        self._on_frame = on_frame
+        self._buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        while len(buf) >= _LEN.size:
+            (size,) = _LEN.unpack_from(buf)
+            end = _LEN.size + size
+            if len(buf) < end:
+                return
+            _, call, kind, timeout = _HEAD.unpack_from(buf)
+            payload = bytes(buf[_HEAD.size : end])
+            del buf[:end]
+            self._on_frame(call, kind, timeout, payload)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send(self, call: int, kind: int, timeout: float, payload: bytes) -> None:
+        assert self.transport is not None
+        size = _HEAD.size - _LEN.size + len(payload)
+        if size >= _MAX_FRAME:
+            raise ValueError("message too large to forward")
+        self.transport.write(_HEAD.pack(size, call, kind, timeout) + payload)
+
+
+class _Link:
+    """This worker's connection to one sibling: forwarded calls and their answers."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.pending: dict[int, asyncio.Future] = {}
+        self._next = 0
+        self._frames: _Frames | None = None
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        _, self._frames = await loop.create_unix_connection(
+            lambda: _Frames(self._answer), str(self.path)
+        )
+        self._frames.closed.add_done_callback(lambda _: self._gone())
+
+    @property
+    def up(self) -> bool:
+        return self._frames is not None and not self._frames.closed.done()
+
+    async def call(self, kind: int, payload: bytes, timeout: float | None) -> bytes:
+        if not self.up:
+            raise SiblingGone(str(self.path))
+        self._next = (self._next + 1) & 0xFFFFFFFF
+        call = self._next
+        future = asyncio.get_running_loop().create_future()
+        self.pending[call] = future
+        try:
+            self._frames.send(call, kind, timeout or 0.0, payload)  # type: ignore[union-attr]
+            status, answer = await future
+        finally:
+            self.pending.pop(call, None)
+        if status != OK:
+            raise SiblingError(status, answer.decode("utf-8", "replace"))
+        return answer
+
+    def _answer(self, call: int, status: int, _timeout: float, payload: bytes) -> None:
+        future = self.pending.get(call)
+        if future is not None and not future.done():
+            future.set_result((status, payload))
+
+    def _gone(self) -> None:
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(SiblingGone(str(self.path)))
+        self.pending.clear()
+
+    def close(self) -> None:
+        if self._frames is not None and self._frames.transport is not None:
+            self._frames.transport.close()
+
+
+Handler = Callable[[bytes, float | None], Awaitable[bytes]]
+
+
+class Siblings:
+    """This worker's socket for its siblings' calls, and its links to theirs.
+
+    ``handlers[kind](payload, timeout)`` answers a sibling's call: the answer's bytes, or a
+    ``SiblingError`` whose status and message travel back.
+    """
+
+    def __init__(self, folder: Path, handlers: dict[int, Handler]) -> None:
+        self.folder = folder
+        self._handlers = handlers
+        self.path = folder / f"worker-{os.getpid()}.sock"
+        self._links: dict[Path, _Link] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self._watch: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._serving_frames: set[_Frames] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._server = await loop.create_unix_server(self._serving, self.path)
+        await self._rescan()
+        self._watch = asyncio.create_task(self._keep_watching())
+        log.info("worker %d: sharing gRPC calls with its siblings via %s", os.getpid(), self.folder)
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        if self._server is not None:
+            self._server.close()
+        for link in self._links.values():
+            link.close()
+        # NOTE: the server stops after its own in-flight calls finished; calls a sibling is
+        # still waiting for end here, and that sibling answers them itself (SiblingGone).
+        for task in self._tasks:
+            task.cancel()
+        for frames in list(self._serving_frames):
+            if frames.transport is not None:
+                frames.transport.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def pick(self, local_calls: int) -> _Link | None:
+        """The sibling to hand the next call to, or None to answer it here.
+
+        A sibling is chosen when this worker's calls in progress outnumber those it has handed
+        to that sibling and that are not answered yet: a busy or slow sibling answers later,
+        holds more, and is given less.
+        """
+        ups = [link for link in self._links.values() if link.up]
+        best = min(ups, key=lambda link: len(link.pending), default=None)
+        return best if best is not None and len(best.pending) < local_calls else None
+
+    async def ask_all(self, kind: int, payload: bytes) -> list[bytes | SiblingError]:
+        """The same call to every sibling (feedback lookups): each answer or failure."""
+        links = [link for link in self._links.values() if link.up]
+        answers = await asyncio.gather(
+            *(link.call(kind, payload, None) for link in links), return_exceptions=True
+        )
+        return [a for a in answers if isinstance(a, (bytes, SiblingError))]
+
+    # --- serving a sibling's calls -------------------------------------------------------
+    def _serving(self) -> _Frames:
+        """The protocol of one sibling's connection: each frame answered in its own task."""
+
+        def on_frame(call: int, kind: int, timeout: float, payload: bytes) -> None:
+            task = asyncio.create_task(self._answer(frames, call, kind, timeout, payload))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        frames = _Frames(on_frame)
+        self._serving_frames.add(frames)
+        frames.closed.add_done_callback(lambda _: self._serving_frames.discard(frames))
+        return frames
+
+    async def _answer(
+        self, frames: _Frames, call: int, kind: int, timeout: float, payload: bytes
+    ) -> None:
+        handler = self._handlers.get(kind)
+        try:
+            if handler is None:
+                raise SiblingError(12, f"unknown call kind {kind}")  # UNIMPLEMENTED
+            answer, status = await handler(payload, timeout or None), OK
+        except SiblingError as err:
+            answer, status = err.message.encode(), err.status
+        except Exception:  # the sibling gets INTERNAL; this worker keeps serving
+            log.exception("a call forwarded by a sibling failed")
+            answer, status = b"internal error (a bug in Visor); see the server log", 13
+        if frames.transport is not None and not frames.transport.is_closing():
+            frames.send(call, status, 0.0, answer)
+
+    # --- finding siblings ----------------------------------------------------------------
+    async def _keep_watching(self) -> None:
+        while True:
+            await asyncio.sleep(_RESCAN_S)
+            try:
+                await self._rescan()
+            except OSError as exc:  # NOTE: the folder went away: the server is stopping
+                log.debug("sibling rescan failed: %s", exc)
+
+    async def _rescan(self) -> None:
+        for path in self.folder.glob("worker-*.sock"):
+            if path == self.path:
+                continue
+            link = self._links.get(path)
+            if link is not None and link.up:
+                continue
+            link = _Link(path)
+            try:
+                await link.connect()
+            except OSError:
+                continue  # NOTE: a sibling that stopped leaves its socket file: try next time
+            self._links[path] = link
+
+
+def feedback_payload(request_id: str, labels: list[Any], index: int | None) -> bytes:
+    return json.dumps({"request_id": request_id, "labels": labels, "index": index}).encode()
+
+
+def deadline_after(timeout: float | None, default: float) -> float:
+    """An absolute ``time.monotonic()`` deadline for a forwarded call."""
+    return time.monotonic() + (timeout if timeout is not None else default)
+
+
+async def join_siblings(engine: Any, servicer: Any | None) -> Siblings | None:
+    """Open this worker's socket to its siblings when the server runs several workers.
+
+    ``engine`` answers their feedback lookups; ``servicer`` (the gRPC one, when gRPC is served
+    and VISOR_GRPC_SPREAD is on) their ModelInfer calls, and hands its own to them.
+    """
+    folder = os.environ.get(ENV_DIR)
+    settings = engine.settings
+    if not folder or settings.workers < 2 or not Path(folder).is_dir():
+        return None
+    handlers: dict[int, Handler] = {FEEDBACK: engine.answer_sibling_feedback}
+    spread = servicer is not None and settings.grpc_spread
+    if spread:
+        handlers[INFER] = servicer.answer_sibling
+    siblings = Siblings(Path(folder), handlers)
+    await siblings.start()
+    engine.siblings = siblings
+    if spread:
+        servicer.siblings = siblings
+    return siblings
+
+
+@contextlib.contextmanager
+def siblings_folder(workers: int):
+    """A private folder for the workers' sockets, named to them in ``VISOR_WORKERS_DIR``."""
+    if workers < 2:
+        yield None
+        return
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="visor-workers-")
+    os.chmod(folder, 0o700)
+    os.environ[ENV_DIR] = folder
+    try:
+        yield Path(folder)
+    finally:
+        os.environ.pop(ENV_DIR, None)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,218 @@
+"""Several workers: how many ``--workers auto`` gives, and how workers share gRPC calls and
+feedback through their sockets (service/workers.py). Real sockets and real server processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import psutil
+import pytest
+from svc_helpers import H, W, free_port, reference_probabilities, write_version
+
+from service.grpc.generated import grpc_predict_v2_pb2 as pb
+from service.grpc.generated import visor_ext_pb2 as ext
+from service.settings import Settings
+from service.workers import INFER, SiblingError, SiblingGone, Siblings, auto_workers
+
+ROOT = Path(__file__).resolve().parents[2]
+CPU = ["CPUExecutionProvider"]
+
+
+@pytest.fixture
+def four_cores(monkeypatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+
+
+def test_auto_gives_a_worker_per_core_for_small_models_only(tmp_path, four_cores) -> None:
+    repo = tmp_path / "models"
+    assert auto_workers(repo, CPU, 1.0) == 1  # no repository yet
+    write_version(repo, "tiny", 1)
+    assert auto_workers(repo, CPU, 1.0) == 4
+    big = repo / "big" / "1"
+    big.mkdir(parents=True)
+    (big / "model.onnx").write_bytes(b"\0" * 1_500_000)
+    assert auto_workers(repo, CPU, 1.0) == 1  # the largest model decides
+    assert auto_workers(repo, CPU, 2.0) == 4
+
+
+def test_auto_is_one_worker_on_one_core(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
+    write_version(tmp_path, "tiny", 1)
+    assert auto_workers(tmp_path, CPU, 1.0) == 1
+
+
+def test_settings_resolve_auto_once_and_refuse_nonsense(tmp_path, four_cores) -> None:
+    write_version(tmp_path, "tiny", 1)
+    assert Settings(models=tmp_path, _env_file=None).workers == 4
+    assert Settings(models=tmp_path, workers="3", _env_file=None).workers == 3
+    for bad in (0, "many", -2):
+        with pytest.raises(ValueError, match="workers"):
+            Settings(models=tmp_path, workers=bad, _env_file=None)
+
+
+# --- two sibling endpoints in one loop -----------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_siblings_forward_bytes_errors_and_notice_a_sibling_gone(tmp_path) -> None:
+    seen: list[tuple[bytes, float | None]] = []
+
+    async def echo(payload: bytes, timeout: float | None) -> bytes:
+        seen.append((payload, timeout))
+        if payload == b"refuse":
+            raise SiblingError(grpc.StatusCode.INVALID_ARGUMENT.value[0], "bad input here")
+        if payload == b"hang":
+            await asyncio.sleep(30)
+        return payload[::-1]
+
+    a, b = Siblings(tmp_path, {INFER: echo}), Siblings(tmp_path, {INFER: echo})
+    b.path = tmp_path / "worker-b.sock"  # NOTE: both live in this process: distinct names
+    await a.start()
+    await b.start()
+    await a._rescan()
+    try:
+        assert a.pick(0) is None  # an idle worker answers its own calls
+        link = a.pick(1)
+        assert link is not None and link.path == b.path
+        assert await link.call(INFER, b"abc" * 1000, 2.5) == b"cba" * 1000
+        assert seen[-1][1] == 2.5
+        with pytest.raises(SiblingError) as err:
+            await link.call(INFER, b"refuse", None)
+        assert err.value.status == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert err.value.message == "bad input here"
+        assert seen[-1][1] is None
+        # calls in flight count against the sibling: with one pending, one local call is not
+        # enough to hand it another
+        hung = asyncio.ensure_future(link.call(INFER, b"hang", None))
+        await asyncio.sleep(0.05)
+        assert a.pick(1) is None and a.pick(2) is link
+        await b.stop()
+        with pytest.raises(SiblingGone):
+            await asyncio.wait_for(hung, 5)
+        assert a.pick(5) is None  # a stopped sibling is never picked
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+# --- a real server with two workers --------------------------------------------------------
+
+
+def _serve(repo: Path, port: int, workers: int, *extra: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "service", "serve", "--models", str(repo), "--grpc-only"]
+    argv += ["--grpc-port", str(port), "--host", "127.0.0.1", "--workers", str(workers), *extra]
+    return subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "VISOR_POLL_INTERVAL_S": "0"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _pixels(i: int) -> np.ndarray:
+    pixels = np.zeros((1, H, W, 1), np.uint8)
+    pixels[0, : H // 2, :] = 150 if i % 2 else 0  # odd: the top rows lit
+    pixels[0, :, : W // 2] += np.uint8(i % 101)  # and every call a little different
+    return pixels
+
+
+def _request(i: int) -> bytes:
+    req = pb.ModelInferRequest(model_name="tiny", id=str(i))
+    req.inputs.add(name="image", datatype="UINT8", shape=[1, H, W, 1])
+    req.raw_input_contents.append(_pixels(i).tobytes())
+    return req.SerializeToString()
+
+
+async def _drive(port: int, calls: int, concurrency: int) -> list[pb.ModelInferResponse]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:  # ONE connection
+        infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=None,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        ready = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelReady",
+            request_serializer=pb.ModelReadyRequest.SerializeToString,
+            response_deserializer=pb.ModelReadyResponse.FromString,
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if (await ready(pb.ModelReadyRequest(name="tiny"), timeout=2)).ready:
+                    break
+            except grpc.aio.AioRpcError:
+                pass
+            assert time.monotonic() < deadline, "the server never became ready"
+            await asyncio.sleep(0.2)
+        answers: list = [None] * calls
+        todo = iter(range(calls))
+
+        async def client() -> None:
+            for i in todo:
+                answers[i] = await infer(_request(i), timeout=30)
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        # a malformed call is refused the same way whichever worker answers it
+        for _ in range(8):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await infer(b"\xff\xff\xff", timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # feedback for every answer, over the same connection: each id is found by whichever
+        # worker answered it
+        feedback = channel.unary_unary(
+            "/visor.v1.Feedback/SendFeedback",
+            request_serializer=ext.FeedbackRequest.SerializeToString,
+            response_deserializer=ext.FeedbackResponse.FromString,
+        )
+        for answer in answers[:200]:
+            done = await feedback(
+                ext.FeedbackRequest(request_id=_request_id(answer), labels=["top"]), timeout=10
+            )
+            assert done.accepted == 1
+        return answers
+
+
+def _request_id(answer: pb.ModelInferResponse) -> str:
+    return answer.parameters["request_id"].string_param
+
+
+def _worker_cpu(proc: subprocess.Popen) -> dict[int, float]:
+    kids = psutil.Process(proc.pid).children()
+    return {k.pid: sum(k.cpu_times()[:2]) for k in kids if "spawn_main" in " ".join(k.cmdline())}
+
+
+def test_one_connection_is_served_by_both_workers(tmp_path) -> None:
+    repo = tmp_path / "models"
+    write_version(repo, "tiny", 1)
+    port = free_port()
+    proc = _serve(repo, port, 2)
+    try:
+        answers = asyncio.run(_drive(port, 30, 4))  # warm both workers' first calls
+        before = _worker_cpu(proc)
+        answers = asyncio.run(_drive(port, 3000, 16))
+        after = _worker_cpu(proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert len(before) == 2, output
+    # every answer is right, whichever worker gave it
+    for i, answer in enumerate(answers):
+        assert answer.id == str(i)
+        probs = np.frombuffer(answer.raw_output_contents[0], np.float32)
+        np.testing.assert_allclose(probs, reference_probabilities(_pixels(i))[0], atol=1e-5)
+    ids = {_request_id(a) for a in answers}
+    assert len(ids) == len(answers)
+    # both workers worked for the one connection (the one that accepted it forwards calls)
+    used = sorted(after[pid] - before[pid] for pid in before)
+    assert used[0] > 0.1 * used[1], (used, output)
