@@ -182,7 +182,7 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def _spawn(name: str, argv: list[str], env: dict, log_path: Path, cwd: Path = ROOT) -> Server:
+def spawn(name: str, argv: list[str], env: dict, log_path: Path, cwd: Path = ROOT) -> Server:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         started = time.monotonic()
@@ -241,7 +241,7 @@ def start_visor(
         "--grpc-port",
         str(grpc_port),
     ]
-    server = _spawn("visor", argv, visor_env(protocol, device, env), log_path, cwd=tree)
+    server = spawn("visor", argv, visor_env(protocol, device, env), log_path, cwd=tree)
     server.http_port, server.grpc_port = http_port, grpc_port
     if protocol in ("both", "grpc"):
         check = lambda: grpc_model_ready(grpc_port, model)
@@ -253,23 +253,6 @@ def start_visor(
             grpc_check() and http_ok(f"http://{LOOPBACK}:{http_port}/v2/models/{model}/ready")
         )
     server.wait_ready(check, ready_timeout)
-    return server
-
-
-def start_naive(version_dir: Path, log_path: Path, ready_timeout: float = 180.0) -> Server:
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "loadtests.naive_server",
-        "--version-dir",
-        str(version_dir),
-        "--port",
-        str(port),
-    ]
-    server = _spawn("naive", argv, {"PYTHONUNBUFFERED": "1"}, log_path)
-    server.http_port = port
-    server.wait_ready(lambda: http_ok(f"http://{LOOPBACK}:{port}/health"), ready_timeout)
     return server
 
 
