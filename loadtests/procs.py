@@ -7,6 +7,7 @@ a grace period), so nothing outlives a run.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -335,3 +336,37 @@ def commit_of(tree: Path) -> str:
     """The short commit of the checkout at ``tree`` ('' when it is not a git checkout)."""
     git = ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"]
     return subprocess.run(git, check=False, capture_output=True, text=True).stdout.strip()
+
+
+def add_run_args(p: argparse.ArgumentParser, kind: str) -> None:
+    """The options every recorded run (soak, overload) takes: model, checkout, outputs."""
+    p.add_argument("--models", type=Path, default=Path("models"))
+    p.add_argument("--model", default="digits")
+    p.add_argument("--tree", type=Path, default=ROOT, help="checkout whose server runs")
+    p.add_argument("--commit", help="what --tree holds, when it is not a git checkout")
+    p.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results")
+    p.add_argument("--docs", type=Path, help=f"markdown file whose {kind} block to rewrite")
+
+
+def start_run(args: argparse.Namespace, kind: str, argv: list[str] | None) -> tuple[dict, Path]:
+    """A recorded run's header (stamp, commit, model, command) and its payload folder."""
+    from loadtests.payloads import make_payloads, read_input_shape
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    folder = args.out / f"{kind}-{stamp}" / "payloads"
+    payloads = make_payloads(read_input_shape(args.models, args.model), folder)
+    command = f"python -m loadtests.{kind} " + " ".join(sys.argv[1:] if argv is None else argv)
+    commit = args.commit or commit_of(args.tree) or str(args.tree)
+    return {"stamp": stamp, "commit": commit, "model": args.model, "command": command}, payloads
+
+
+def finish_run(args: argparse.Namespace, kind: str, run: dict, block: str, heading: str) -> None:
+    """Write the run's JSON, print its Markdown block, and put the block in ``--docs``."""
+    from loadtests.report import update_block
+
+    out = args.out / f"{kind}-{run['stamp']}.json"
+    out.write_text(json.dumps(run, indent=1))
+    print(block)
+    print(f"{kind}: wrote {out}")
+    if args.docs:
+        update_block(args.docs, kind, block, heading)

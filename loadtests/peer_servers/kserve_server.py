@@ -11,20 +11,13 @@ tensors included) with the FP32 probabilities. Runs in its own virtual environme
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from loadtests.peer_servers.onnx_model import OnnxModel
+from loadtests.peer_servers.onnx_model import OnnxModel, parse_args
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--version-dir", type=Path, required=True)
-    p.add_argument("--name", required=True, help="the model name clients ask for")
-    p.add_argument("--http-port", type=int, required=True)
-    p.add_argument("--grpc-port", type=int, required=True)
-    args = p.parse_args()
+    args = parse_args(__doc__)
     # NOTE: kserve builds its argument parser at import time and reads sys.argv there.
     sys.argv = [sys.argv[0], "--enable_latency_logging", "false"]
     import kserve

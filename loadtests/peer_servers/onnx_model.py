@@ -8,6 +8,7 @@ the float32 cast that ``loadtests.raw_ort`` does too.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -31,3 +32,13 @@ class OnnxModel:
         """UINT8 ``[N, H, W, C]`` -> FP32 probabilities ``[N, classes]``."""
         x = np.ascontiguousarray(pixels, dtype=np.float32)
         return self.session.run([self.output_name], {self.input_name: x})[0]
+
+
+def parse_args(doc: str, *ports: str) -> argparse.Namespace:
+    """A peer server's command line: the version folder, the model's name and its ports."""
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--version-dir", type=Path, required=True)
+    p.add_argument("--name", required=True, help="the model name clients ask for")
+    for port in ("http", "grpc", *ports):
+        p.add_argument(f"--{port}-port", type=int, required=True)
+    return p.parse_args()

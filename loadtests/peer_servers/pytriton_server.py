@@ -13,23 +13,13 @@ base Python's LIBDIR on LD_LIBRARY_PATH. Runs in its own virtual environment
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 
-from loadtests.peer_servers.onnx_model import OnnxModel
+from loadtests.peer_servers.onnx_model import OnnxModel, parse_args
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--version-dir", type=Path, required=True)
-    p.add_argument("--name", required=True, help="the model name clients ask for")
-    p.add_argument("--http-port", type=int, required=True)
-    p.add_argument("--grpc-port", type=int, required=True)
-    p.add_argument("--metrics-port", type=int, required=True)
-    p.add_argument("--max-batch", type=int, default=64)
-    args = p.parse_args()
+    args = parse_args(__doc__, "metrics")
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
@@ -51,7 +41,7 @@ def main() -> None:
             infer_func=infer,
             inputs=[Tensor(name=model.input_name, dtype=np.uint8, shape=model.shape)],
             outputs=[Tensor(name=model.output_name, dtype=np.float32, shape=(-1,))],
-            config=ModelConfig(max_batch_size=args.max_batch, batcher=DynamicBatcher()),
+            config=ModelConfig(max_batch_size=64, batcher=DynamicBatcher()),
             strict=True,
         )
         triton.serve()
