@@ -84,39 +84,11 @@ def test_loadtest_runs_locust_and_summarises(digits_repo: Path, tmp_path: Path) 
         assert request in names, f"{request} never ran"
 
 
-TINY_TARGETS = """
-[[target]]
-id = "tiny-grpc"
-what = "grpc req/s at c=2"
-model = "digits"
-protocol = "grpc"
-concurrency = 2
-metric = "rps"
-compare = ">="
-limit = 1
-judge = "median"
-
-[[target]]
-id = "tiny-memory"
-what = "peak PSS at c=2"
-model = "*"
-protocol = "grpc"
-concurrency = 2
-metric = "peak_pss_mb"
-compare = "<="
-limit = 100000
-judge = "max"
-
-[[target]]
-id = "other-model"
-what = "judged on another model only"
-model = "mobilenetv2"
-protocol = "grpc"
-concurrency = 2
-metric = "rps"
-compare = ">="
-limit = 1
-judge = "median"
+TINY_TARGETS = """target = [
+  { id = "tiny-grpc", model = "digits", protocol = "grpc", concurrency = 2, metric = "rps", compare = ">=", limit = 1, judge = "median", what = "grpc req/s at c=2" },
+  { id = "tiny-memory", model = "*", protocol = "grpc", concurrency = 2, metric = "peak_pss_mb", compare = "<=", limit = 100000, judge = "max", what = "peak PSS at c=2" },
+  { id = "other-model", model = "mobilenetv2", protocol = "grpc", concurrency = 2, metric = "rps", compare = ">=", limit = 1, judge = "median", what = "judged on another model only" },
+]
 """
 
 
