@@ -4,7 +4,7 @@ VENV   ?= .venv
 MODELS ?= models
 PY      = $(VENV)/bin/python
 
-.PHONY: serve test install lint loadtest bench image image-smoke clean help
+.PHONY: serve test install lint loadtest bench peers image image-smoke clean help
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
@@ -35,12 +35,15 @@ loadtest:  ## locust, headless and bounded (USERS, SPAWN_RATE, RUN_TIME, MIX): C
 	$(PY) -m loadtests.loadtest --models $(MODELS) --model $(LT_MODEL) --users $(USERS) \
 		--spawn-rate $(SPAWN_RATE) --run-time $(RUN_TIME) --mix $(MIX)
 
-# Benchmark: raw ONNX Runtime limit vs Visor (gRPC, HTTP) vs a naive Keras server; never part of `make test`.
+# Benchmark: raw ONNX Runtime limit vs Visor (gRPC, REST, HTTP) vs its peers; never part of `make test`.
 BENCH_MODEL ?= mobilenetv2
 BENCH_ARGS  ?=
-bench:  ## benchmark BENCH_MODEL (mobilenetv2|digits); writes docs/benchmarks.{md,json,png}
+bench:  ## benchmark BENCH_MODEL (mobilenetv2|digits) with the peers `make peers` installed; writes docs/benchmarks.{md,json,png}
 	VENV=$(VENV) PYTHON=$(PYTHON) scripts/install.sh full
 	$(PY) -m loadtests.bench --model $(BENCH_MODEL) $(BENCH_ARGS)
+
+peers:  ## the benchmark's peer servers (KServe, PyTriton), each in its own venv under build/peers/
+	scripts/peer-venvs.sh
 
 # Container image (podman or docker; ENGINE=docker). Tagged with the version the k8s manifests pin.
 ENGINE    ?= podman

@@ -40,8 +40,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from loadtests import procs
-from loadtests.bench import ensure_model, single_model_repo
-from loadtests.client import TARGETS, LoadSpec, run_processes
+from loadtests.bench import ensure_model, single_model_repo, window
+from loadtests.client import TARGETS
 from loadtests.payloads import make_payloads, read_input_shape
 
 
@@ -76,10 +76,9 @@ def parse_tree(text: str) -> tuple[str, Path]:
 def parse_point(text: str) -> tuple[str, int]:
     """``target:concurrency``, e.g. ``grpc:32``."""
     target, _, conc = text.partition(":")
-    if target not in TARGETS or target == "naive" or not conc.isdigit() or int(conc) < 1:
+    if target not in TARGETS or not conc.isdigit() or int(conc) < 1:
         raise argparse.ArgumentTypeError(
-            f"point {text!r}: write TARGET:CONCURRENCY with TARGET one of "
-            f"{', '.join(t for t in TARGETS if t != 'naive')}"
+            f"point {text!r}: write TARGET:CONCURRENCY with TARGET one of {', '.join(TARGETS)}"
         )
     return target, int(conc)
 
@@ -141,56 +140,25 @@ def main(argv: list[str] | None = None) -> dict:
     repo, _ = single_model_repo(source, run_dir / "models")
     payloads = make_payloads(read_input_shape(repo, args.model), run_dir / "payloads", count=32)
 
+    args.client_procs = 1
     windows: dict[tuple[str, str, int], list[dict]] = {}
     with ExitStack() as stack:
-        servers, samplers = {}, {}
+        servers = {}
         for name, env in args.variant:
             tree = trees.get(name, procs.ROOT)
-            server = procs.start_visor(
-                repo, args.model, run_dir / f"{name}.log", env=env, tree=tree
-            )
+            log = run_dir / f"{name}.log"
+            server = procs.start_visor(repo, args.model, log, env=env, tree=tree)
+            server.name = name  # NOTE: the name each window's line is printed with
             servers[name] = stack.enter_context(server)
-            samplers[name] = stack.enter_context(procs.ResourceSampler(server))
             where = f" from {tree}" if name in trees else ""
             print(f"ab: {name} ready in {server.cold_start_s:.1f} s {env or '(defaults)'}{where}")
         for rep in range(args.reps):
             order = names if rep % 2 == 0 else names[::-1]
             for target, conc in args.point:
                 for name in order:
-                    spec = LoadSpec(
-                        target,
-                        procs.LOOPBACK,
-                        servers[name].port_for(target),
-                        args.model,
-                        payloads,
-                        conc,
-                        args.duration,
-                        args.warmup,
-                        10**9,
-                        1,
-                        channels=args.grpc_channels,
-                    )
-                    result = run_processes(spec, 1)
-                    summary = result.summary()
-                    if summary["errors"]:
-                        print(f"  {name}: {summary['errors']} errors: {summary['error_sample']}")
-                    window = result.window_epoch
-                    summary["server_cpu_cores"] = samplers[name].cpu_cores(*window)
-                    summary["machine_idle_cores"] = samplers[name].idle_cores(*window)
-                    summary["machine_steal_cores"] = samplers[name].steal_cores(*window)
-                    loop = samplers[name].loop_cores(*window)
-                    summary["loop_ms_per_request"] = (
-                        1000 * loop / summary["rps"] if summary["rps"] else float("nan")
-                    )
-                    windows.setdefault((name, target, conc), []).append(summary)
-                    print(
-                        f"  rep {rep} {target}:{conc} {name:>12s} {summary['rps']:8.1f} req/s"
-                        f"  p50 {summary['p50_ms']:7.2f} ms  server {summary['server_cpu_cores']:.2f}"
-                        f" cores  loop {summary['loop_ms_per_request']:.3f} ms/req"
-                        f"  idle {summary['machine_idle_cores']:.2f}"
-                        f" steal {summary['machine_steal_cores']:.2f}",
-                        flush=True,
-                    )
+                    w = window(args, servers[name], target, conc, args.model, payloads)
+                    w["loop_ms_per_request"] = 1000 * w["loop_cores"] / w["rps"]
+                    windows.setdefault((name, target, conc), []).append(w)
     report = {
         "command": "python -m loadtests.ab " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": args.model,

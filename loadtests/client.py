@@ -12,9 +12,9 @@ Prints one JSON object: requests/s, images/s, latency percentiles, errors and th
 
 Targets: ``grpc`` (ModelInfer, UINT8 raw tensor), ``grpc-bytes`` (ModelInfer, BYTES tensor of
 encoded images), ``grpc-stream`` (the same requests as ``grpc`` over one ModelStreamInfer stream
-per connection, each carrying an id its answer is matched by), ``http`` (multipart POST /classify), ``rest-v2`` (POST /v2/models/M/infer, UINT8 tensor in the
-binary-tensor extension),
-``naive`` (multipart POST /classify on loadtests/naive_server.py).
+per connection, each carrying an id its answer is matched by), ``http`` (multipart POST
+/classify), ``rest-v2`` (POST /v2/models/M/infer, UINT8 tensor in the binary-tensor extension).
+The gRPC and REST v2 requests are plain Open Inference Protocol, so the peers answer them too.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 
 from loadtests.payloads import Payloads
 
-TARGETS = ("grpc", "grpc-bytes", "grpc-stream", "http", "rest-v2", "naive")
+TARGETS = ("grpc", "grpc-bytes", "grpc-stream", "http", "rest-v2")
 BOUNDARY = "visorloadtestboundary7c1f"
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
@@ -271,7 +271,7 @@ async def _http_sender(spec: LoadSpec, payloads: Payloads, stack: list) -> Send:
         url = f"http://{spec.host}:{spec.port}/classify"
         headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
         requests = [(body, headers) for body in multipart_bodies(spec, payloads)]
-    connector = aiohttp.TCPConnector(limit=spec.concurrency, force_close=spec.target == "naive")
+    connector = aiohttp.TCPConnector(limit=spec.concurrency)
     session = aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=spec.timeout)
     )

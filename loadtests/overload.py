@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 import urllib.request
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +27,7 @@ from loadtests import procs
 from loadtests.client import LoadSpec
 from loadtests.client import _grpc_sender as grpc_sender
 from loadtests.client import _http_sender as http_sender
-from loadtests.payloads import Payloads, make_payloads, read_input_shape
-from loadtests.report import update_block
+from loadtests.payloads import Payloads
 
 TARGETS = {
     "rest-v2": "REST v2 (binary tensor)",
@@ -198,16 +195,9 @@ def _server(r: dict) -> str:
     )
 
 
-def update_docs(docs: Path, block: str) -> None:
-    update_block(docs, "overload", block, "## Overload: refusals past the queue")
-
-
 def main(argv: list[str] | None = None) -> None:
-    import sys
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--models", type=Path, default=Path("models"))
-    p.add_argument("--model", default="digits")
+    procs.add_run_args(p, "overload")
     p.add_argument(
         "--targets",
         nargs="+",
@@ -219,32 +209,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per protocol")
     p.add_argument("--warmup", type=float, default=3.0)
-    p.add_argument("--tree", type=Path, default=procs.ROOT, help="checkout whose server runs")
-    p.add_argument("--commit", help="what --tree holds, when it is not a git checkout")
-    p.add_argument("--out", type=Path, default=procs.ROOT / "loadtests" / "results")
-    p.add_argument("--docs", type=Path, help="markdown file whose overload block to rewrite")
     args = p.parse_args(argv)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = args.out / f"overload-{stamp}"
-    payloads = make_payloads(read_input_shape(args.models, args.model), run_dir / "payloads")
-    commit = procs.commit_of(args.tree)
-    run = {
-        "stamp": stamp,
-        "commit": args.commit or commit or str(args.tree),
-        "model": args.model,
-        "queue": args.queue,
-        "concurrency": args.concurrency,
-        "seconds": args.seconds,
-        "command": "python -m loadtests.overload " + " ".join(argv or sys.argv[1:]),
-        "targets": [run_target(args, t, payloads, run_dir) for t in args.targets],
-    }
-    out = args.out / f"overload-{stamp}.json"
-    out.write_text(json.dumps(run, indent=1))
-    block = render(run)
-    print(block)
-    print(f"overload: wrote {out}")
-    if args.docs:
-        update_docs(args.docs, block)
+    run, payloads = procs.start_run(args, "overload", argv)
+    run.update(queue=args.queue, concurrency=args.concurrency, seconds=args.seconds)
+    run["targets"] = [run_target(args, t, payloads, payloads.parent) for t in args.targets]
+    procs.finish_run(args, "overload", run, render(run), "## Overload: refusals past the queue")
 
 
 if __name__ == "__main__":

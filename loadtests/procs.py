@@ -7,6 +7,7 @@ a grace period), so nothing outlives a run.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -182,7 +183,7 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def _spawn(name: str, argv: list[str], env: dict, log_path: Path, cwd: Path = ROOT) -> Server:
+def spawn(name: str, argv: list[str], env: dict, log_path: Path, cwd: Path = ROOT) -> Server:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         started = time.monotonic()
@@ -241,7 +242,7 @@ def start_visor(
         "--grpc-port",
         str(grpc_port),
     ]
-    server = _spawn("visor", argv, visor_env(protocol, device, env), log_path, cwd=tree)
+    server = spawn("visor", argv, visor_env(protocol, device, env), log_path, cwd=tree)
     server.http_port, server.grpc_port = http_port, grpc_port
     if protocol in ("both", "grpc"):
         check = lambda: grpc_model_ready(grpc_port, model)
@@ -253,23 +254,6 @@ def start_visor(
             grpc_check() and http_ok(f"http://{LOOPBACK}:{http_port}/v2/models/{model}/ready")
         )
     server.wait_ready(check, ready_timeout)
-    return server
-
-
-def start_naive(version_dir: Path, log_path: Path, ready_timeout: float = 180.0) -> Server:
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "loadtests.naive_server",
-        "--version-dir",
-        str(version_dir),
-        "--port",
-        str(port),
-    ]
-    server = _spawn("naive", argv, {"PYTHONUNBUFFERED": "1"}, log_path)
-    server.http_port = port
-    server.wait_ready(lambda: http_ok(f"http://{LOOPBACK}:{port}/health"), ready_timeout)
     return server
 
 
@@ -352,3 +336,37 @@ def commit_of(tree: Path) -> str:
     """The short commit of the checkout at ``tree`` ('' when it is not a git checkout)."""
     git = ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"]
     return subprocess.run(git, check=False, capture_output=True, text=True).stdout.strip()
+
+
+def add_run_args(p: argparse.ArgumentParser, kind: str) -> None:
+    """The options every recorded run (soak, overload) takes: model, checkout, outputs."""
+    p.add_argument("--models", type=Path, default=Path("models"))
+    p.add_argument("--model", default="digits")
+    p.add_argument("--tree", type=Path, default=ROOT, help="checkout whose server runs")
+    p.add_argument("--commit", help="what --tree holds, when it is not a git checkout")
+    p.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results")
+    p.add_argument("--docs", type=Path, help=f"markdown file whose {kind} block to rewrite")
+
+
+def start_run(args: argparse.Namespace, kind: str, argv: list[str] | None) -> tuple[dict, Path]:
+    """A recorded run's header (stamp, commit, model, command) and its payload folder."""
+    from loadtests.payloads import make_payloads, read_input_shape
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    folder = args.out / f"{kind}-{stamp}" / "payloads"
+    payloads = make_payloads(read_input_shape(args.models, args.model), folder)
+    command = f"python -m loadtests.{kind} " + " ".join(sys.argv[1:] if argv is None else argv)
+    commit = args.commit or commit_of(args.tree) or str(args.tree)
+    return {"stamp": stamp, "commit": commit, "model": args.model, "command": command}, payloads
+
+
+def finish_run(args: argparse.Namespace, kind: str, run: dict, block: str, heading: str) -> None:
+    """Write the run's JSON, print its Markdown block, and put the block in ``--docs``."""
+    from loadtests.report import update_block
+
+    out = args.out / f"{kind}-{run['stamp']}.json"
+    out.write_text(json.dumps(run, indent=1))
+    print(block)
+    print(f"{kind}: wrote {out}")
+    if args.docs:
+        update_block(args.docs, kind, block, heading)

@@ -17,18 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 from scipy import stats
 
 from loadtests import procs
-from loadtests.payloads import make_payloads, read_input_shape
-from loadtests.report import update_block
 
 PROTOCOLS = {"rest-v2": "REST v2 (binary tensor)", "http": "/classify (multipart)", "grpc": "gRPC"}
 TARGET_MB_PER_MIN = 1.0
@@ -160,48 +156,23 @@ def render(run: dict, baseline: dict | None) -> str:
     return "\n".join(lines)
 
 
-def update_docs(docs: Path, block: str) -> None:
-    update_block(docs, "soak", block, "## Soak: memory under steady load")
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--models", type=Path, default=Path("models"))
-    p.add_argument("--model", default="digits")
+    procs.add_run_args(p, "soak")
     p.add_argument("--protocols", nargs="+", choices=list(PROTOCOLS), default=list(PROTOCOLS))
     p.add_argument("--minutes", type=float, default=5.0, help="fitted minutes of load")
     p.add_argument("--warmup", type=float, default=1.0, help="minutes of load before the fit")
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--every", type=float, default=2.0, help="seconds between RSS samples")
     p.add_argument("--max-requests", type=int, default=2_000_000, help="hard cap per protocol")
-    p.add_argument("--tree", type=Path, default=procs.ROOT, help="checkout whose server runs")
-    p.add_argument("--commit", help="what --tree holds, when it is not a git checkout")
-    p.add_argument("--out", type=Path, default=procs.ROOT / "loadtests" / "results")
-    p.add_argument("--docs", type=Path, help="markdown file whose soak block to rewrite")
     p.add_argument("--baseline", type=Path, help="an earlier soak JSON shown beside this run")
     args = p.parse_args(argv)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = args.out / f"soak-{stamp}"
-    payloads = make_payloads(read_input_shape(args.models, args.model), run_dir / "payloads")
-    commit = procs.commit_of(args.tree)
-    run = {
-        "stamp": stamp,
-        "commit": args.commit or commit or str(args.tree),
-        "model": args.model,
-        "concurrency": args.concurrency,
-        "minutes": args.minutes,
-        "warmup_min": args.warmup,
-        "command": "python -m loadtests.soak " + " ".join(argv or sys.argv[1:]),
-        "protocols": [soak_one(args, t, payloads, run_dir) for t in args.protocols],
-    }
-    out = args.out / f"soak-{stamp}.json"
-    out.write_text(json.dumps(run, indent=1))
+    run, payloads = procs.start_run(args, "soak", argv)
+    run.update(concurrency=args.concurrency, minutes=args.minutes, warmup_min=args.warmup)
+    run["protocols"] = [soak_one(args, t, payloads, payloads.parent) for t in args.protocols]
     baseline = json.loads(args.baseline.read_text()) if args.baseline else None
     block = render(run, baseline)
-    print(block)
-    print(f"soak: wrote {out}")
-    if args.docs:
-        update_docs(args.docs, block)
+    procs.finish_run(args, "soak", run, block, "## Soak: memory under steady load")
 
 
 if __name__ == "__main__":

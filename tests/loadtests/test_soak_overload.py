@@ -8,7 +8,8 @@ import grpc
 import pytest
 
 from loadtests.overload import outcome, summarise
-from loadtests.soak import fit_slope, update_docs
+from loadtests.report import update_block
+from loadtests.soak import fit_slope
 
 
 def test_slope_ignores_the_warm_up_and_is_in_mb_per_minute() -> None:
@@ -26,8 +27,8 @@ def test_too_few_samples_give_no_slope() -> None:
 def test_docs_block_is_replaced_not_duplicated(tmp_path: Path) -> None:
     docs = tmp_path / "benchmarks.md"
     docs.write_text("# Benchmarks\n\nkept\n")
-    update_docs(docs, "first")
-    update_docs(docs, "second")
+    update_block(docs, "soak", "first", "## Soak")
+    update_block(docs, "soak", "second", "## Soak")
     text = docs.read_text()
     assert "kept" in text and "second" in text and "first" not in text
     assert text.count("<!-- soak:begin -->") == 1
