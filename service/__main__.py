@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -95,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
     )
+    logging.getLogger("service").info(
+        "%d worker process(es)%s", settings.workers, " (auto)" if _auto_workers(args) else ""
+    )
     if settings.protocol == "grpc":
         from service.server import serve_grpc
 
@@ -114,6 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     serve(settings)
     return 0
+
+
+def _auto_workers(args: dict) -> bool:
+    given = args.get("workers", os.environ.get("VISOR_WORKERS", "auto"))
+    return str(given).strip().lower() == "auto"
 
 
 if __name__ == "__main__":
