@@ -69,7 +69,8 @@ def live_server(
     meta = json.loads((version_dir / "metadata.json").read_text())
     meta["reference"] = _reference(version_dir, sample)  # additive: metadata.json has no sha
     (version_dir / "metadata.json").write_text(json.dumps(meta))
-    server = start_server(work, models, drift_min_samples=5, drift_refresh_every=1)
+    # NOTE: one worker: each worker exports its own live gauges (label pid), read here as one
+    server = start_server(work, models, drift_min_samples=5, drift_refresh_every=1, workers=1)
     yield server
     server.stop()
 
