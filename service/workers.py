@@ -11,8 +11,8 @@ runs on the CPU, and one worker otherwise. It is decided once, at start.
 
 Sharing. The workers share the gRPC port (SO_REUSEPORT), and the kernel spreads connections, not
 calls: one client on one HTTP/2 connection reaches one worker. So each worker also listens on a
-Unix socket in a folder private to the server, and a worker whose own calls outnumber those it
-has handed to a sibling forwards the next ``ModelInfer`` there, as the bytes it received: the
+Unix socket in a folder private to the server, and a worker that already has a call in progress
+forwards the next ``ModelInfer`` to a sibling, as the bytes it received: the
 sibling parses, infers and answers it exactly as if the call had come to it, and the answer's
 bytes (or its status and message) go back through the first worker. Forwarding costs the first
 worker a fraction of a local call (no parsing, no model), and it is never done for a call that
@@ -231,13 +231,21 @@ class Siblings:
     def pick(self, local_calls: int) -> _Link | None:
         """The sibling to hand the next call to, or None to answer it here.
 
-        A sibling is chosen when this worker's calls in progress outnumber those it has handed
-        to that sibling and that are not answered yet: a busy or slow sibling answers later,
-        holds more, and is given less.
+        A worker with no call in progress answers the call itself (a lone request pays no
+        hop); a busy one hands it to the sibling holding the fewest of its unanswered calls, so
+        a slow sibling is given less. Measured on digits over one connection
+        (docs/benchmarks.md): handing every call over under load beat splitting the calls
+        evenly between the accepting worker and its sibling. Forwarding is cheap for the
+        accepting worker (no parsing, no model); its loop becomes a router, and the others'
+        loops do the work.
         """
-        ups = [link for link in self._links.values() if link.up]
-        best = min(ups, key=lambda link: len(link.pending), default=None)
-        return best if best is not None and len(best.pending) < local_calls else None
+        if local_calls < 1:
+            return None
+        return min(
+            (link for link in self._links.values() if link.up),
+            key=lambda link: len(link.pending),
+            default=None,
+        )
 
     async def ask_all(self, kind: int, payload: bytes) -> list[bytes | SiblingError]:
         """The same call to every sibling (feedback lookups): each answer or failure."""
