@@ -11,8 +11,9 @@ runs on the CPU, and one worker otherwise. It is decided once, at start.
 
 Sharing. The workers share the gRPC port (SO_REUSEPORT), and the kernel spreads connections, not
 calls: one client on one HTTP/2 connection reaches one worker. So each worker also listens on a
-Unix socket in a folder private to the server, and a worker that already has a call in progress
-forwards the next ``ModelInfer`` to a sibling, as the bytes it received: the
+Unix socket in a folder private to the server, and publishes how many calls it is working on in
+a small shared-memory file beside it. A worker busier than a sibling forwards the next
+``ModelInfer`` there, as the bytes it received: the
 sibling parses, infers and answers it exactly as if the call had come to it, and the answer's
 bytes (or its status and message) go back through the first worker. Forwarding costs the first
 worker a fraction of a local call (no parsing, no model), and it is never done for a call that
@@ -26,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import mmap
 import os
 import struct
 import time
@@ -41,6 +43,7 @@ MAX_AUTO_WORKERS = 4
 # A frame: its length (of what follows), the call id, a kind (request) or status (answer), a
 # timeout in seconds (requests; 0 = none), then the payload.
 _HEAD = struct.Struct("<IIBd")
+_BOARD = struct.Struct("<i")  # a worker's calls in progress, in its .load file (shared memory)
 _LEN = struct.Struct("<I")
 INFER, FEEDBACK = 1, 2
 OK = 0  # any other status of an answer is a grpc.StatusCode's number; the payload its message
@@ -138,13 +141,21 @@ class _Link:
         self.pending: dict[int, asyncio.Future] = {}
         self._next = 0
         self._frames: _Frames | None = None
+        self._board: mmap.mmap | None = None
 
     async def connect(self) -> None:
+        with path_board(self.path).open("rb") as f:
+            self._board = mmap.mmap(f.fileno(), _BOARD.size, prot=mmap.PROT_READ)
         loop = asyncio.get_running_loop()
         _, self._frames = await loop.create_unix_connection(
             lambda: _Frames(self._answer), str(self.path)
         )
         self._frames.closed.add_done_callback(lambda _: self._gone())
+
+    @property
+    def load(self) -> int:
+        """Calls the sibling is working on now (its own and forwarded ones), as it published."""
+        return _BOARD.unpack_from(self._board)[0] if self._board is not None else 0
 
     @property
     def up(self) -> bool:
@@ -180,6 +191,14 @@ class _Link:
     def close(self) -> None:
         if self._frames is not None and self._frames.transport is not None:
             self._frames.transport.close()
+        if self._board is not None:
+            self._board.close()
+            self._board = None
+
+
+def path_board(socket_path: Path) -> Path:
+    """The file where the worker listening on ``socket_path`` publishes its load."""
+    return socket_path.with_suffix(".load")
 
 
 Handler = Callable[[bytes, float | None], Awaitable[bytes]]
@@ -201,11 +220,16 @@ class Siblings:
         self._watch: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._serving_frames: set[_Frames] = set()
+        self._board: mmap.mmap | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        board = path_board(self.path)
+        board.write_bytes(_BOARD.pack(0))
+        with board.open("r+b") as f:
+            self._board = mmap.mmap(f.fileno(), _BOARD.size)
         self._server = await loop.create_unix_server(self._serving, self.path)
         await self._rescan()
         self._watch = asyncio.create_task(self._keep_watching())
@@ -225,27 +249,32 @@ class Siblings:
         for frames in list(self._serving_frames):
             if frames.transport is not None:
                 frames.transport.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        for path in (self.path, path_board(self.path)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        if self._board is not None:
+            self._board.close()
+            self._board = None
+
+    def publish(self, calls: int) -> None:
+        """Tell the siblings how many calls this worker is working on now."""
+        if self._board is not None:
+            _BOARD.pack_into(self._board, 0, calls)
 
     def pick(self, local_calls: int) -> _Link | None:
         """The sibling to hand the next call to, or None to answer it here.
 
-        A worker with no call in progress answers the call itself (a lone request pays no
-        hop); a busy one hands it to the sibling holding the fewest of its unanswered calls, so
-        a slow sibling is given less. Measured on digits over one connection
-        (docs/benchmarks.md): handing every call over under load beat splitting the calls
-        evenly between the accepting worker and its sibling. Forwarding is cheap for the
-        accepting worker (no parsing, no model); its loop becomes a router, and the others'
-        loops do the work.
+        ``local_calls``: the calls this worker is working on. The call goes to the sibling
+        working on the fewest (as each publishes in its ``.load`` file, plus the calls handed to
+        it and not yet answered) when that is fewer than this worker's. So an idle worker
+        answers its own call (a lone request pays no hop), one connection's calls are shared
+        out, and workers equally loaded by their own connections do not trade calls.
         """
-        if local_calls < 1:
-            return None
-        return min(
-            (link for link in self._links.values() if link.up),
-            key=lambda link: len(link.pending),
-            default=None,
-        )
+        best, fewest = None, local_calls
+        for link in self._links.values():
+            if link.up and (load := max(link.load, len(link.pending))) < fewest:
+                best, fewest = link, load
+        return best
 
     async def ask_all(self, kind: int, payload: bytes) -> list[bytes | SiblingError]:
         """The same call to every sibling (feedback lookups): each answer or failure."""

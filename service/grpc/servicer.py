@@ -224,10 +224,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if self.stopping:
             raise ModelUnavailable("the server is shutting down; retry on another replica")
         self._active += 1
+        if self.siblings is not None:
+            self.siblings.publish(self._active)
         try:
             return await self._infer_call(request, deadline, into)
         finally:
             self._active -= 1
+            if self.siblings is not None:
+                self.siblings.publish(self._active)
             if self._idle is not None and not self._active:
                 self._idle.set()
 
