@@ -11,9 +11,10 @@ runs on the CPU, and one worker otherwise. It is decided once, at start.
 
 Sharing. The workers share the gRPC port (SO_REUSEPORT), and the kernel spreads connections, not
 calls: one client on one HTTP/2 connection reaches one worker. So each worker also listens on a
-Unix socket in a folder private to the server, and publishes how many calls it is working on in
-a small shared-memory file beside it. A worker busier than a sibling forwards the next
-``ModelInfer`` there, as the bytes it received: the
+Unix socket in a folder private to the server, and publishes how many calls it holds and how busy
+its event loop is in a small shared-memory file beside it. A worker whose loop is saturated
+forwards the next ``ModelInfer`` to a less busy sibling holding fewer calls, as the bytes it
+received: the
 sibling parses, infers and answers it exactly as if the call had come to it, and the answer's
 bytes (or its status and message) go back through the first worker. Forwarding costs the first
 worker a fraction of a local call (no parsing, no model), and it is never done for a call that
@@ -43,11 +44,13 @@ MAX_AUTO_WORKERS = 4
 # A frame: its length (of what follows), the call id, a kind (request) or status (answer), a
 # timeout in seconds (requests; 0 = none), then the payload.
 _HEAD = struct.Struct("<IIBd")
-_BOARD = struct.Struct("<i")  # a worker's calls in progress, in its .load file (shared memory)
+# A worker's calls held and its event loop's busy share, in its .load file (shared memory).
+_BOARD = struct.Struct("<if")
 _LEN = struct.Struct("<I")
 INFER, FEEDBACK = 1, 2
 OK = 0  # any other status of an answer is a grpc.StatusCode's number; the payload its message
 _RESCAN_S = 1.0
+_BUSY_PERIOD_S = 0.1  # how often a worker measures its loop's busy share
 _MAX_FRAME = 1 << 31
 
 
@@ -153,9 +156,9 @@ class _Link:
         self._frames.closed.add_done_callback(lambda _: self._gone())
 
     @property
-    def load(self) -> int:
-        """Calls the sibling is working on now (its own and forwarded ones), as it published."""
-        return _BOARD.unpack_from(self._board)[0] if self._board is not None else 0
+    def load(self) -> tuple[int, float]:
+        """The calls the sibling holds and its loop's busy share, as it published them."""
+        return _BOARD.unpack_from(self._board) if self._board is not None else (0, 0.0)
 
     @property
     def up(self) -> bool:
@@ -211,13 +214,17 @@ class Siblings:
     ``SiblingError`` whose status and message travel back.
     """
 
-    def __init__(self, folder: Path, handlers: dict[int, Handler]) -> None:
+    def __init__(self, folder: Path, handlers: dict[int, Handler], busy: float = 0.85) -> None:
         self.folder = folder
+        self._busy_at = busy  # forward only while this worker's loop is at least this busy
+        self.busy = 0.0  # this worker's loop: CPU seconds per second, over the last period
+        self._calls = 0
         self._handlers = handlers
         self.path = folder / f"worker-{os.getpid()}.sock"
         self._links: dict[Path, _Link] = {}
         self._server: asyncio.AbstractServer | None = None
         self._watch: asyncio.Task | None = None
+        self._meter: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._serving_frames: set[_Frames] = set()
         self._board: mmap.mmap | None = None
@@ -227,17 +234,19 @@ class Siblings:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         board = path_board(self.path)
-        board.write_bytes(_BOARD.pack(0))
+        board.write_bytes(_BOARD.pack(0, 0.0))
         with board.open("r+b") as f:
             self._board = mmap.mmap(f.fileno(), _BOARD.size)
         self._server = await loop.create_unix_server(self._serving, self.path)
         await self._rescan()
         self._watch = asyncio.create_task(self._keep_watching())
+        self._meter = asyncio.create_task(self._measure_busy())
         log.info("worker %d: sharing gRPC calls with its siblings via %s", os.getpid(), self.folder)
 
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
+        for task in (self._watch, self._meter):
+            if task is not None:
+                task.cancel()
         if self._server is not None:
             self._server.close()
         for link in self._links.values():
@@ -257,23 +266,46 @@ class Siblings:
             self._board = None
 
     def publish(self, calls: int) -> None:
-        """Tell the siblings how many calls this worker is working on now."""
+        """Tell the siblings how many calls this worker holds now."""
+        self._calls = calls
         if self._board is not None:
-            _BOARD.pack_into(self._board, 0, calls)
+            _BOARD.pack_into(self._board, 0, calls, self.busy)
+
+    async def _measure_busy(self) -> None:
+        # NOTE: the loop thread's own CPU time (this task runs on it): a loop that spends
+        # nearly all of it working is the worker's bottleneck, whatever the machine does.
+        loop = asyncio.get_running_loop()
+        cpu, wall = time.thread_time(), loop.time()
+        while True:
+            await asyncio.sleep(_BUSY_PERIOD_S)
+            cpu2, wall2 = time.thread_time(), loop.time()
+            self.busy = (cpu2 - cpu) / max(wall2 - wall, 1e-6)
+            cpu, wall = cpu2, wall2
+            self.publish(self._calls)
 
     def pick(self, local_calls: int) -> _Link | None:
         """The sibling to hand the next call to, or None to answer it here.
 
-        ``local_calls``: the calls this worker is working on. The call goes to the sibling
-        working on the fewest (as each publishes in its ``.load`` file, plus the calls handed to
-        it and not yet answered) when that is fewer than this worker's. So an idle worker
-        answers its own call (a lone request pays no hop), one connection's calls are shared
-        out, and workers equally loaded by their own connections do not trade calls.
+        ``local_calls``: the calls this worker holds (see ``InferenceServicer``). Calls are
+        handed on only while this worker's event loop is saturated (busy at least ``busy`` of
+        the time): a forwarded call costs both loops more in all than answering it costs one,
+        so it pays only when the accepting loop is the bottleneck and a sibling's is not
+        (docs/benchmarks.md: on 2 cores shared with the client, forwarding an unsaturated
+        worker's calls cost throughput). The call then goes to the sibling whose loop is less
+        busy, holding the fewest calls (as published in its ``.load`` file, or handed to it and
+        not yet answered, whichever is more), when that is fewer than this worker holds. So an
+        idle worker answers its own call (a lone request pays no hop), and workers loaded
+        evenly by their own connections do not trade calls.
         """
+        if self.busy < self._busy_at:
+            return None
         best, fewest = None, local_calls
         for link in self._links.values():
-            if link.up and (load := max(link.load, len(link.pending))) < fewest:
-                best, fewest = link, load
+            if not link.up:
+                continue
+            calls, busy = link.load
+            if busy < self.busy and (held := max(calls, len(link.pending))) < fewest:
+                best, fewest = link, held
         return best
 
     async def ask_all(self, kind: int, payload: bytes) -> list[bytes | SiblingError]:
@@ -361,7 +393,7 @@ async def join_siblings(engine: Any, servicer: Any | None) -> Siblings | None:
     spread = servicer is not None and settings.grpc_spread
     if spread:
         handlers[INFER] = servicer.answer_sibling
-    siblings = Siblings(Path(folder), handlers)
+    siblings = Siblings(Path(folder), handlers, settings.grpc_spread_busy)
     await siblings.start()
     engine.siblings = siblings
     if spread:

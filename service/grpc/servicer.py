@@ -38,6 +38,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._active = 0  # inference calls in progress
         self._idle: asyncio.Event | None = None
         self.siblings: Siblings | None = None  # set when this worker shares calls (workers.py)
+        self._calls = 0  # ModelInfer calls that came to this worker and are not answered yet
+        self._for_siblings = 0  # calls siblings handed to this worker, not answered yet
 
     async def wait_idle(self, timeout: float) -> None:
         """Wait (at most ``timeout``) until no inference call is in progress."""
@@ -119,8 +121,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def infer_bytes_call(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """``ModelInfer`` as registered: handed to a less busy sibling worker, or answered here."""
         siblings = self.siblings
-        if siblings is not None and not self.stopping:
-            link = siblings.pick(self._active)
+        if siblings is None:
+            return await self._answer_here(data, context)
+        # NOTE: a worker's load is every ModelInfer it holds: calls that came to it (answered
+        # here or handed on) and calls its siblings handed to it. One connection's calls then
+        # go to the sibling until it holds as many; workers loaded evenly trade none.
+        load = self._calls + self._for_siblings
+        self._calls += 1
+        siblings.publish(load + 1)
+        try:
+            link = None if self.stopping else siblings.pick(load)
             if link is not None:
                 try:
                     return await link.call(INFER, data, context.time_remaining())
@@ -130,6 +140,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     # NOTE: the sibling is stopping (or its model reloading): answer here
                 except SiblingGone:
                     pass  # NOTE: the sibling stopped; inference has no side effects: answer here
+            return await self._answer_here(data, context)
+        finally:
+            self._calls -= 1
+            siblings.publish(self._calls + self._for_siblings)
+
+    async def _answer_here(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         request = parse_infer_request(data)
         if isinstance(request, Undecodable):
             await context.abort(request.error.grpc_code, request.error.message)
@@ -137,8 +153,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def answer_sibling(self, data: bytes, timeout: float | None) -> bytes:
         """A ``ModelInfer`` a sibling worker handed over: its answer's bytes, or SiblingError."""
-        request = parse_infer_request(data)
+        siblings = self.siblings
+        self._for_siblings += 1
+        if siblings is not None:
+            siblings.publish(self._calls + self._for_siblings)
         try:
+            request = parse_infer_request(data)
             if isinstance(request, Undecodable):
                 raise request.error
             return (await self._infer(request, self._deadline(timeout))).SerializeToString()
@@ -150,6 +170,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 grpc.StatusCode.INTERNAL.value[0],
                 "internal error (a bug in Visor); see the server log",
             ) from None
+        finally:
+            self._for_siblings -= 1
+            if siblings is not None:
+                siblings.publish(self._calls + self._for_siblings)
 
     async def ModelStreamInfer(
         self,
@@ -224,14 +248,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if self.stopping:
             raise ModelUnavailable("the server is shutting down; retry on another replica")
         self._active += 1
-        if self.siblings is not None:
-            self.siblings.publish(self._active)
         try:
             return await self._infer_call(request, deadline, into)
         finally:
             self._active -= 1
-            if self.siblings is not None:
-                self.siblings.publish(self._active)
             if self._idle is not None and not self._active:
                 self._idle.set()
 

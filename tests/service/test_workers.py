@@ -78,7 +78,11 @@ async def test_siblings_forward_bytes_errors_and_notice_a_sibling_gone(tmp_path)
     await a.start()
     await b.start()
     await a._rescan()
+    a._meter.cancel()  # NOTE: a's loop is declared saturated below; b measures its own (idle)
     try:
+        a.busy = 0.5
+        assert a.pick(8) is None  # an unsaturated worker answers its calls, however many
+        a.busy = 1.0
         assert a.pick(0) is None  # an idle worker answers its own calls
         link = a.pick(1)
         assert link is not None and link.path == b.path
@@ -110,12 +114,19 @@ async def test_siblings_forward_bytes_errors_and_notice_a_sibling_gone(tmp_path)
 
 
 def _serve(repo: Path, port: int, workers: int, *extra: str) -> subprocess.Popen:
+    # NOTE: VISOR_GRPC_SPREAD_BUSY=0: calls are handed on whatever the loop's load, so the
+    # sharing is exercised on a machine where the client leaves the server's loop unsaturated
     argv = [sys.executable, "-m", "service", "serve", "--models", str(repo), "--grpc-only"]
     argv += ["--grpc-port", str(port), "--host", "127.0.0.1", "--workers", str(workers), *extra]
     return subprocess.Popen(
         argv,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "VISOR_POLL_INTERVAL_S": "0"},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "VISOR_POLL_INTERVAL_S": "0",
+            "VISOR_GRPC_SPREAD_BUSY": "0",
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
