@@ -17,7 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import beta
+
+# NOTE: scipy.stats.beta.ppf(q, a, b) is betaincinv(a, b, q); importing scipy.stats costs every
+# serving process ~0.5 s and ~50 MB, scipy.special a fraction of that.
+from scipy.special import betaincinv
 
 Policy = str  # "precision" | "recall"
 MAX_NEEDED = 10_000_000
@@ -26,12 +29,13 @@ MAX_NEEDED = 10_000_000
 def lower_bound(successes: np.ndarray, trials: np.ndarray, confidence: float) -> np.ndarray:
     """One-sided Clopper-Pearson lower bound of a binomial proportion (0 where nothing succeeded).
 
-    ``successes`` may be fractional (for :func:`needed_trials`); scipy's beta quantile does the work.
+    ``successes`` may be fractional (for :func:`needed_trials`); the beta distribution's quantile
+    (scipy's inverse regularised incomplete beta function) does the work.
     """
     k = np.asarray(successes, dtype=np.float64)
     n = np.asarray(trials, dtype=np.float64)
     safe_k = np.where(k > 0, k, 1.0)
-    bound = beta.ppf(1.0 - confidence, safe_k, np.maximum(n - k + 1.0, 1e-12))
+    bound = betaincinv(safe_k, np.maximum(n - k + 1.0, 1e-12), 1.0 - confidence)
     return np.where(k > 0, bound, 0.0)
 
 

@@ -7,6 +7,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.special import betaincinv  # NOTE: Beta quantiles, as in service/calibration.py
 
 # NOTE: PSI takes log(observed / expected); a bin empty on either side would make it infinite.
 # Empty bins count as this fraction instead (the usual practice for PSI), so one unseen label
@@ -22,12 +23,10 @@ def clopper_pearson_lower(
     The bound is the ``1 - confidence`` quantile of Beta(k, n - k + 1); 0 when k = 0 and NaN
     where there are no trials (nothing to bound).
     """
-    from scipy.stats import beta  # NOTE: lazy: scipy.stats takes a while to import
-
     k = np.asarray(successes, dtype=np.float64)
     n = np.asarray(trials, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        bound = beta.ppf(1.0 - confidence, k, n - k + 1.0)
+        bound = betaincinv(k, n - k + 1.0, 1.0 - confidence)
     bound = np.where(k > 0, bound, 0.0)
     return np.where(n > 0, bound, np.nan)
 
@@ -37,12 +36,10 @@ def clopper_pearson_upper(
 ) -> np.ndarray:
     """One-sided upper confidence bounds: the ``confidence`` quantile of Beta(k + 1, n - k);
     1 when k = n, NaN where there are no trials."""
-    from scipy.stats import beta
-
     k = np.asarray(successes, dtype=np.float64)
     n = np.asarray(trials, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        bound = beta.ppf(confidence, k + 1.0, n - k)
+        bound = betaincinv(k + 1.0, n - k, confidence)
     bound = np.where(k < n, bound, 1.0)
     return np.where(n > 0, bound, np.nan)
 
