@@ -55,7 +55,7 @@ class BatchPolicy:
 # the loop free) during which no other request came; any request that finds the version busy
 # ends the ration and stops inline runs for _QUIET_S. A crowd costs at most one ration of
 # batch-1 runs per _QUIET_S; a lone client gets all but one request in _INLINE_RATION + 1 inline.
-_INLINE_RATION = 4
+_INLINE_RATION = 16
 _QUIET_S = 1.0
 
 

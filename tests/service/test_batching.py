@@ -223,9 +223,9 @@ async def test_a_crowd_after_lone_requests_is_batched(pool) -> None:
     backend.batches.clear()
     backend.threads.clear()
     loop_thread = threading.get_ident()
-    crowd = [asyncio.ensure_future(b.predict(one(i))) for i in range(1, 25)]
+    crowd = [asyncio.ensure_future(b.predict(one(i))) for i in range(1, 41)]
     outs = await asyncio.gather(*crowd)
-    assert [float(o[0, 0]) for o in outs] == [2.0 * i for i in range(1, 25)]
+    assert [float(o[0, 0]) for o in outs] == [2.0 * i for i in range(1, 41)]
     inline_runs = sum(t == loop_thread for t in backend.threads)
     assert inline_runs <= _INLINE_RATION
     assert max(backend.batches) > 1, backend.batches  # the rest were batched
