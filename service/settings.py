@@ -187,7 +187,11 @@ class Settings(BaseSettings):
         description="Time calls in flight get after that GOAWAY before the connection is closed.",
     )
     grpc_max_concurrent_streams: int = Field(
-        100, ge=1, description="Calls in progress at once on one gRPC connection."
+        1024,
+        ge=1,
+        description="Calls in progress at once on one gRPC connection. gRPC counts a call until "
+        "the server has finished with it, which under load lags the client: at 100, a client "
+        "with 64 calls in flight on one connection had 1.6% of them refused (REFUSED_STREAM).",
     )
     max_images_per_request: int = Field(
         256, ge=1, description="More images in one request is a 400/INVALID_ARGUMENT."
