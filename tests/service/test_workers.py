@@ -213,7 +213,7 @@ def test_one_connection_is_served_by_both_workers(tmp_path) -> None:
     try:
         answers = asyncio.run(_drive(port, 30, 4))  # warm both workers' first calls
         before = _worker_cpu(proc)
-        # NOTE: 64 in flight on one connection: at the old stream cap (100) ~1.6% were refused
+        # NOTE: 64 in flight on one connection, as at the benchmark's heaviest point
         answers = asyncio.run(_drive(port, 3000, 64))
         after = _worker_cpu(proc)
     finally:
