@@ -25,7 +25,7 @@ secs() { "$py" -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):
 # 1. the model: the default digits model, trained as `make serve` does
 mkdir -p "$work"
 VENV=$venv VISOR_DEFAULT_DATA="$work/data" scripts/default-model.sh "$models"
-png=$(find "$work/data" -name '*.png' | sort | head -n 1)
+png=$(find "$work/data" -name '*.png' | sort | sed -n 1p)  # NOTE: not head: SIGPIPE under pipefail
 [ -n "$png" ] || fail "no PNG in $work/data"
 
 # 2. the image
