@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
@@ -97,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
     )
     logging.getLogger("service").info(
-        "%d worker process(es)%s", settings.workers, " (auto)" if _auto_workers(args) else ""
+        "%d worker process(es)%s", settings.workers, " (auto)" if settings.workers_auto else ""
     )
     if settings.protocol == "grpc":
         from service.server import serve_grpc
@@ -118,11 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     serve(settings)
     return 0
-
-
-def _auto_workers(args: dict) -> bool:
-    given = args.get("workers", os.environ.get("VISOR_WORKERS", "auto"))
-    return str(given).strip().lower() == "auto"
 
 
 if __name__ == "__main__":

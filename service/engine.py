@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -41,9 +41,7 @@ from service.repository import Repository
 from service.settings import Settings
 from service.types import Classification, InferOptions, ModelInfo, ModelStatus
 from service.versions import LoadedVersion
-
-if TYPE_CHECKING:
-    from service.workers import Siblings
+from service.workers import FEEDBACK, SiblingError, Siblings, feedback_payload
 
 log = logging.getLogger(__name__)
 
@@ -414,8 +412,6 @@ class Engine:
     async def _feedback_siblings(
         self, request_id: str, labels: Sequence[str | int | None], index: int | None
     ) -> FeedbackResult | None:
-        from service.workers import FEEDBACK, SiblingError, feedback_payload
-
         assert self.siblings is not None
         payload = feedback_payload(request_id, list(labels), index)
         refusal: SiblingError | None = None
@@ -430,8 +426,6 @@ class Engine:
 
     async def answer_sibling_feedback(self, payload: bytes, _timeout: float | None) -> bytes:
         """A sibling's feedback lookup: the result as JSON, or SiblingError (never re-asked)."""
-        from service.workers import SiblingError
-
         fields = json.loads(payload)
         try:
             done = self.feedback_here(fields["request_id"], fields["labels"], fields["index"])

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -256,6 +256,13 @@ class Settings(BaseSettings):
         100, ge=1, description="Recompute the drift gauges every this many served images."
     )
 
+    _workers_auto: bool = PrivateAttr(False)
+
+    @property
+    def workers_auto(self) -> bool:
+        """Whether ``workers`` was resolved from ``auto`` (for the start-up log)."""
+        return self._workers_auto
+
     @field_validator("workers")
     @classmethod
     def _positive_workers(cls, value: int | str) -> int | str:
@@ -267,6 +274,7 @@ class Settings(BaseSettings):
     def _resolve_workers(self) -> Settings:
         # NOTE: resolved here, once, so every reader sees a number, and the workers a parent
         # starts (which rebuild Settings from VISOR_WORKERS) agree with it.
+        self._workers_auto = self.workers == "auto"
         if self.workers == "auto":
             from service.workers import auto_workers
 

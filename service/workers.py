@@ -374,11 +374,6 @@ def feedback_payload(request_id: str, labels: list[Any], index: int | None) -> b
     return json.dumps({"request_id": request_id, "labels": labels, "index": index}).encode()
 
 
-def deadline_after(timeout: float | None, default: float) -> float:
-    """An absolute ``time.monotonic()`` deadline for a forwarded call."""
-    return time.monotonic() + (timeout if timeout is not None else default)
-
-
 async def join_siblings(engine: Any, servicer: Any | None) -> Siblings | None:
     """Open this worker's socket to its siblings when the server runs several workers.
 
