@@ -36,7 +36,7 @@ COPY scripts/ scripts/
 # NOTE: an empty package first, so the dependency layer is cached until pyproject.toml changes;
 # the editable install maps `service` to /opt/visor, where the code lands next. The serving image
 # has no `training/`: service/ imports nothing from it (tests/service/test_process.py).
-RUN mkdir -p service && touch service/__init__.py \
+RUN mkdir -p contract service && touch contract/__init__.py service/__init__.py \
     && PYTHON=python3 VENV=.venv scripts/install.sh serve
 # NOTE: install.sh installs onnxruntime-gpu (pyproject's dependency). A CPU image never uses its
 # CUDA/TensorRT providers (hundreds of MB), so it gets the plain CPU wheel of the same version.
@@ -53,6 +53,7 @@ RUN set -eu; want=$ORT_PACKAGE; \
       .venv/bin/python -m pip install -q --no-deps "onnxruntime==$v"; \
     fi; \
     .venv/bin/python -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())'
+COPY contract/ contract/
 COPY service/ service/
 
 # --- the serving image (models mounted at /models) -----------------------------------------------
@@ -93,6 +94,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 WORKDIR /opt/visor
 COPY pyproject.toml README.md ./
 COPY scripts/ scripts/
+COPY contract/ contract/
 COPY service/ service/
 COPY training/ training/
 RUN PYTHON=python3 VENV=.venv scripts/install.sh train \

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.metadata import load_metadata
+from contract.metadata import load_metadata
 
 
 def _train(data: Path, out: Path, seed: int, extra: list[str]) -> float:

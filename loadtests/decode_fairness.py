@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
-from service import codecs, decoding
+from service import decoding
 from service.engine import Engine
 from service.settings import Settings
 from service.types import InferOptions
@@ -34,10 +34,14 @@ def noise_png(side: int) -> bytes:
     return buf.getvalue()
 
 
+def decode_all(images: list[bytes], spec: object, max_pixels: int) -> np.ndarray:
+    return np.stack([decoding.decode_image(d, spec, max_pixels, i) for i, d in enumerate(images)])
+
+
 async def whole_request(self: decoding.FairDecoder, images: list[bytes], spec: object) -> object:
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(
-        self._executor, codecs.decode_images, images, spec, self._max_pixels
+        self._executor, decode_all, images, spec, self._max_pixels
     )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from service.metadata import Histogram, Reference, load_metadata
+from contract.metadata import Histogram, Reference, load_metadata
 from service.metrics import Metrics
 from service.monitoring import VersionMonitor
 from service.settings import Settings

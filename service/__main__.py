@@ -16,6 +16,9 @@ from pydantic import ValidationError
 from service.scoring.cli import add_score_parser
 from service.settings import Settings
 from service.startup import StartupError, check_models, check_ports, describe
+from service.workers.count import resolve_workers
+
+log = logging.getLogger("service")
 
 # flag → Settings field; the help text is the field's description.
 OPTIONS: dict[str, str] = {
@@ -83,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = vars(parsed)
     args.pop("command")
     try:
-        settings = Settings(**args)  # NOTE: flags override; unset ones come from VISOR_* / defaults
+        settings = Settings(**args)  # flags override; unset ones come from VISOR_* / defaults
         check_models(settings)
         check_ports(settings)
     except (ValidationError, StartupError) as exc:
@@ -95,28 +98,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
     )
-    logging.getLogger("service").info(
-        "%d worker process(es)%s", settings.workers, " (auto)" if settings.workers_auto else ""
-    )
-    if settings.protocol == "grpc":
-        from service.server import serve_grpc
-
-        serve_grpc(settings)
-        return 0
-    try:
-        from service.http.serve import serve
-    except ModuleNotFoundError as exc:
-        if exc.name != "bentoml":  # NOTE: only a missing BentoML means "no HTTP front-end here"
-            raise
-        logging.getLogger("service").warning(
-            "HTTP front-end unavailable (%s): serving gRPC only", exc
-        )
-        from service.server import serve_grpc
-
-        serve_grpc(settings)
-        return 0
     serve(settings)
     return 0
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGTERM: BentoML (HTTP, and gRPC in each worker), or gRPC-only workers."""
+    auto = settings.workers == "auto"
+    settings = resolve_workers(settings)
+    log.info("%d worker process(es)%s", settings.worker_count, " (auto)" if auto else "")
+    if settings.protocol != "grpc":
+        try:
+            from service.http import bento
+        except ModuleNotFoundError as exc:
+            if exc.name != "bentoml":  # only a missing BentoML means "no HTTP front-end here"
+                raise
+            log.warning("HTTP front-end unavailable (%s): serving gRPC only", exc)
+        else:
+            bento.serve(settings)
+            return
+    from service.server import serve_grpc
+
+    serve_grpc(settings)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,8 @@ Front-ends translate wire formats to these calls and back; every decision lives 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import gc
-import json
 import logging
 import sys
 import uuid
@@ -17,22 +15,21 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from service import codecs
 from service.batching import Reservation
 from service.decoding import FairDecoder
 from service.errors import (
     InternalError,
-    InvalidInput,
     ModelNotFound,
     ModelUnavailable,
     UnknownRequest,
     VisorError,
 )
+from service.limits import check_batch_size, check_pixels
 from service.metrics import Metrics
 from service.monitoring import FeedbackResult
 from service.postprocess import batch_metrics
@@ -41,16 +38,29 @@ from service.repository import Repository
 from service.settings import Settings
 from service.types import Classification, InferOptions, ModelInfo, ModelStatus
 from service.versions import LoadedVersion
-from service.workers import FEEDBACK, SiblingError, Siblings, feedback_payload
 
 log = logging.getLogger(__name__)
+
+
+class FeedbackPeers(Protocol):
+    """Other processes of this server that may hold a request id this one does not."""
+
+    async def ask(
+        self, request_id: str, labels: list[Any], index: int | None
+    ) -> FeedbackResult | None: ...
 
 
 class Engine:
     """``await start()``, then ``classify_images`` / ``classify_array``; ``await stop()``."""
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: CollectorRegistry | None = None,
+        peers: FeedbackPeers | None = None,
+    ) -> None:
         self.settings = settings
+        self._peers = peers
         # NOTE: process-wide, and every server process has one engine per worker. Batches hand
         # over between the event loop and the inference threads through the GIL; at Python's
         # default interval a thread returning from ONNX Runtime could wait that long for the
@@ -70,7 +80,6 @@ class Engine:
         self._poller: asyncio.Task | None = None
         self._started = False
         self._stopping = False
-        self.siblings: Siblings | None = None  # this worker's siblings (service.workers)
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -248,7 +257,7 @@ class Engine:
         """Encoded images → Classification; refused before decoding when they cannot queue."""
         lv = self._lookup_counted(name, version, protocol)
         try:
-            codecs.check_batch_size(len(images), self.settings.max_images_per_request)
+            check_batch_size(len(images), self.settings.max_images_per_request)
             # NOTE: admission before decoding: a full queue (or a request larger than it) is
             # refused at once, not after its images waited for and took the decode threads.
             reservation = lv.batcher.reserve(len(images))
@@ -320,7 +329,7 @@ class Engine:
         reservation: Reservation | None = None,
     ) -> Classification:
         try:
-            pixels = codecs.check_pixels(
+            pixels = check_pixels(
                 pixels, lv.meta.input, self.settings.max_images_per_request
             )
             k = lv.post.top_k(options)
@@ -379,12 +388,12 @@ class Engine:
     ) -> FeedbackResult:
         """Ground truth for an answered request (its ``request_id``): feeds the live metrics.
 
-        The request may have been answered by a sibling worker (``service.workers``): the id is
-        then looked up there.
+        The request may have been answered by another worker of this server: the id is then
+        looked up in the ``peers``.
         """
         done = self.feedback_here(request_id, labels, index)
-        if done is None and self.siblings is not None:
-            done = await self._feedback_siblings(request_id, labels, index)
+        if done is None and self._peers is not None:
+            done = await self._peers.ask(request_id, list(labels), index)
         if done is not None:
             return done
         self.metrics.live_feedback_unmatched.inc()
@@ -408,32 +417,6 @@ class Engine:
                     if done is not None:
                         return done
         return None
-
-    async def _feedback_siblings(
-        self, request_id: str, labels: Sequence[str | int | None], index: int | None
-    ) -> FeedbackResult | None:
-        assert self.siblings is not None
-        payload = feedback_payload(request_id, list(labels), index)
-        refusal: SiblingError | None = None
-        for answer in await self.siblings.ask_all(FEEDBACK, payload):
-            if isinstance(answer, bytes):
-                return FeedbackResult(**json.loads(answer))
-            if answer.status != UnknownRequest.grpc_code.value[0]:
-                refusal = answer  # NOTE: the sibling holds the id but refused the labels
-        if refusal is not None:
-            raise InvalidInput(refusal.message)
-        return None
-
-    async def answer_sibling_feedback(self, payload: bytes, _timeout: float | None) -> bytes:
-        """A sibling's feedback lookup: the result as JSON, or SiblingError (never re-asked)."""
-        fields = json.loads(payload)
-        try:
-            done = self.feedback_here(fields["request_id"], fields["labels"], fields["index"])
-        except VisorError as err:
-            raise SiblingError(err.grpc_code.value[0], err.message) from None
-        if done is None:
-            raise SiblingError(UnknownRequest.grpc_code.value[0], "unknown request id")
-        return json.dumps(dataclasses.asdict(done)).encode()
 
 
 @functools.cache

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from service.calibration import CurveCounts, choose
+from contract.calibration import CurveCounts, choose
+from contract.metadata import ModelMetadata
 from service.errors import InvalidInput
-from service.metadata import ModelMetadata
 from service.types import BatchMetrics, ClassMetricsResult, InferOptions
 
 DEFAULT_CONFIDENCE = 0.95  # for metadata that stores counts but no confidence
@@ -140,7 +140,7 @@ class Postprocessor:
     def _class_threshold(self, i: int, metric: str, target: float) -> tuple[float, bool]:
         """The threshold for ``metric >= target`` and whether the stored counts certify it."""
         counts = self._counts.get(i)
-        if counts is not None:  # the rule training used (service.calibration)
+        if counts is not None:  # the rule training used (contract.calibration)
             choice = choose(counts, metric, target, self._confidence)
             return float(counts.thresholds[choice.index]), choice.certified
         curve = self._curves.get(i)

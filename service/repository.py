@@ -16,15 +16,16 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from contract.golden import GoldenMismatch, verify_golden
+from contract.metadata import METADATA_FILE, ModelMetadata, load_metadata, sha256_path
 from service.backends import load_backend
 from service.batching import AdaptiveBatcher, BatchPolicy
-from service.golden import GoldenMismatch, verify_golden
-from service.metadata import METADATA_FILE, ModelMetadata, load_metadata, sha256_path
 from service.metrics import Metrics, VersionMetrics
 from service.monitoring import VersionMonitor
+from service.policy import VersionPolicy
 from service.settings import Settings
 from service.types import ModelInfo, ModelStatus
-from service.versions import LoadedVersion, VersionPolicy, batch_limit, warmup_sizes
+from service.versions import LoadedVersion, batch_limit, warmup_sizes
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.policy import VersionPolicy
 
 
 class Settings(BaseSettings):
@@ -256,12 +258,11 @@ class Settings(BaseSettings):
         100, ge=1, description="Recompute the drift gauges every this many served images."
     )
 
-    _workers_auto: bool = PrivateAttr(False)
-
     @property
-    def workers_auto(self) -> bool:
-        """Whether ``workers`` was resolved from ``auto`` (for the start-up log)."""
-        return self._workers_auto
+    def worker_count(self) -> int:
+        """Worker processes; ``auto`` is decided at start-up (``service.workers.count``), and
+        until then counts as this one process."""
+        return self.workers if isinstance(self.workers, int) else 1
 
     @field_validator("workers")
     @classmethod
@@ -270,24 +271,9 @@ class Settings(BaseSettings):
             raise ValueError("must be 1 or more, or auto")
         return value
 
-    @model_validator(mode="after")
-    def _resolve_workers(self) -> Settings:
-        # NOTE: resolved here, once, so every reader sees a number, and the workers a parent
-        # starts (which rebuild Settings from VISOR_WORKERS) agree with it.
-        self._workers_auto = self.workers == "auto"
-        if self.workers == "auto":
-            from service.workers import auto_workers
-
-            self.workers = auto_workers(
-                self.models, list(self.providers), self.auto_workers_max_model_mb
-            )
-        return self
-
     @field_validator("version_policy")
     @classmethod
     def _known_policy(cls, value: str) -> str:
-        from service.versions import VersionPolicy  # NOTE: lazy: versions imports this module
-
         VersionPolicy.parse(value)  # raises ValueError with the accepted forms
         return value
 

@@ -9,7 +9,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
-from service.metadata import ModelMetadata
+from contract.metadata import ModelMetadata
 
 
 class ModelStatus(str, enum.Enum):
@@ -132,7 +132,7 @@ class Classification:
     k: int  # how many classes ``top_k`` lists per image
     thresholds: np.ndarray  # float32 [C], the thresholds applied
     threshold_source: str  # "calibrated", "fixed" (uncalibrated), "request", "target_recall=0.9"...
-    # bool [C]: the target behind the thresholds is certified (service.calibration) per class;
+    # bool [C]: the target behind the thresholds is certified (contract.calibration) per class;
     # None for thresholds the request gave (no target).
     certified: np.ndarray | None = None
     device: str = ""

@@ -1,7 +1,7 @@
 """Per-class decision thresholds with a stated confidence (TF-free).
 
 A label is predicted for an image when its probability is >= the label's threshold. The rule and
-its statistics live in :mod:`service.calibration` (the server re-targets with the same code); this
+its statistics live in :mod:`contract.calibration` (the server re-targets with the same code); this
 module applies it to calibration predictions and stores what the server and the model card need.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.calibration import Choice, CurveCounts, choose, curve_counts
-from service.metadata import CalibrationCurve, ClassThreshold, Thresholds
+from contract.calibration import Choice, CurveCounts, choose, curve_counts
+from contract.metadata import CalibrationCurve, ClassThreshold, Thresholds
 
 MAX_CURVE_POINTS = 1000
 

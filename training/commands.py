@@ -80,9 +80,9 @@ def _evaluate(version_dir: Path, data_dir: Path, strict: bool) -> int:
     """TF-free: ONNX Runtime on Pillow-decoded images, metrics at argmax and at the thresholds."""
     import onnxruntime as ort
 
-    from service.metadata import load_metadata
+    from contract.imaging import decode_image
+    from contract.metadata import load_metadata
     from training.evaluate import compute_metrics
-    from training.imaging import decode_image
 
     meta = load_metadata(version_dir)
     paths, names = scan_labelled(data_dir, strict)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from service.metadata import ResizeMethod  # one definition for both halves
+from contract.metadata import ResizeMethod  # one definition for both halves
 from training.flags import at_least, fraction, model_name, option
 from training.flags import folds as flags_folds
 

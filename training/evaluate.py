@@ -11,7 +11,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from service.metadata import ClassMetrics, Histogram, Reference, TestMetrics
+from contract.metadata import ClassMetrics, Histogram, Reference, TestMetrics
 
 
 def _roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float | None:

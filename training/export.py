@@ -15,8 +15,8 @@ import tensorflow as tf
 import tf2onnx
 import tf_keras as keras
 
-from service.golden import write_golden
-from service.metadata import (
+from contract.golden import write_golden
+from contract.metadata import (
     METADATA_FILE,
     Artifact,
     Golden,

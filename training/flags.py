@@ -110,7 +110,7 @@ def folds(text: str) -> int:
 
 
 def model_name(text: str) -> str:
-    from service.metadata import NAME_PATTERN
+    from contract.metadata import NAME_PATTERN
 
     if not re.fullmatch(NAME_PATTERN, text):
         raise argparse.ArgumentTypeError(

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, get_args
 
-from service.metadata import ResizeMethod
+from contract.metadata import ResizeMethod
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RANGES = ("0,255", "0,1", "-1,1")

@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import tf_keras as keras
 
-from service.metadata import ModelMetadata, TestMetrics, Thresholds
+from contract.metadata import ColorMode, ModelMetadata, TestMetrics, Thresholds
 from training.config import ExportConfig
 from training.errors import ImportModelError
-from training.imaging import ColorMode
 from training.keras_source import load_keras_model
 from training.models import INPUT_NAME, OUTPUT_NAME
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from contract.imaging import decode_image
+from contract.metadata import ColorMode
 from training.data import Split
-from training.imaging import ColorMode, decode_image
 
 
 def _decoder(color_mode: ColorMode, size: int, method: str):

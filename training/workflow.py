@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.metadata import ModelMetadata, TestMetrics, Thresholds
+from contract.metadata import ModelMetadata, TestMetrics, Thresholds
 from training.calibrate import calibrate, with_test_results
 from training.config import RunConfig
 from training.data import Dataset, load_dataset

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from service.metadata import ModelMetadata
+from contract.metadata import ModelMetadata
 from service.settings import Settings
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.metadata import ModelMetadata
+from contract.metadata import ModelMetadata
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def intra_op_threads(settings: Settings, batches: int = 1) -> int:
     """
     if settings.intra_op_threads:
         return settings.intra_op_threads
-    share = settings.workers * batches
+    share = settings.worker_count * batches
     if share == 1:
         return 0
     # NOTE: every worker has its own sessions and every batch in flight its own threads; with

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from service import codecs
 from service.errors import InvalidInput
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.protocol import InferCall, InferRequest, OutputSpec, RequestedOutput, TensorData
+from service.protocol.raw import bytes_to_raw
 from service.protocol.response import classification_items, label_items, metrics_json, output_shape
 from service.types import Classification
 
@@ -142,6 +142,6 @@ def _skeleton(
 
 def _put_bytes(resp: pb.ModelInferResponse, i: int, items: list[bytes], raw: bool) -> None:
     if raw:
-        resp.raw_output_contents.append(codecs.bytes_to_raw(items))
+        resp.raw_output_contents.append(bytes_to_raw(items))
     else:
         resp.outputs[i].contents.bytes_contents.extend(items)

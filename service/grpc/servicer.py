@@ -17,7 +17,7 @@ from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.grpc.handlers import Undecodable, parse_infer_request
 from service.settings import Settings
-from service.workers import INFER, SiblingError, SiblingGone, Siblings
+from service.workers.siblings import INFER, SiblingError, SiblingGone, Siblings
 
 log = logging.getLogger(__name__)
 EXTENSIONS = ["model_stream_infer"]  # besides the engine's, which both wires share
@@ -31,13 +31,15 @@ def _ascii(text: str) -> str:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(
+        self, engine: Engine, settings: Settings, siblings: Siblings | None = None
+    ) -> None:
         self._engine = engine
         self._timeout = settings.request_timeout_s
         self.stopping = False  # set by GrpcFrontend.stop: new inference calls get UNAVAILABLE
         self._active = 0  # inference calls in progress
         self._idle: asyncio.Event | None = None
-        self.siblings: Siblings | None = None  # set when this worker shares calls (workers.py)
+        self.siblings = siblings  # the other workers, when this one hands calls to them
         self._calls = 0  # ModelInfer calls that came to this worker and are not answered yet
         self._for_siblings = 0  # calls siblings handed to this worker, not answered yet
 

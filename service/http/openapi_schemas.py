@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.metadata import InputSpec, TestMetrics, Thresholds
+from contract.metadata import InputSpec, TestMetrics, Thresholds
 from service.types import ModelStatus
 
 # NOTE: every ``VisorError.reason`` (service/errors.py); a test keeps the two lists equal.

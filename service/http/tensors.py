@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from service.codecs import bytes_to_raw
 from service.errors import InvalidInput, PayloadTooLarge
 from service.protocol import TensorData
 from service.protocol.params import check_known
 from service.protocol.parse import flatten
+from service.protocol.raw import bytes_to_raw
 from service.protocol.response import OutputTensor
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract.metadata import ModelMetadata, Reference
 from service.errors import FeedbackConflict, InvalidInput
-from service.metadata import ModelMetadata, Reference
 from service.metrics import Metrics
 from service.monitoring import stats
 from service.monitoring.windows import DriftWindow, FeedbackWindow, Prediction, PredictionStore

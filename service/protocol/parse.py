@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from service import codecs
 from service.errors import InvalidInput
 from service.protocol import params
+from service.protocol.raw import bytes_from_raw, tensor_from_bytes
 from service.protocol.request import (
     DEFAULT_OUTPUTS,
     GROUND_TRUTH_INPUT,
@@ -154,12 +154,12 @@ def tensor(t: TensorData, max_elements: int) -> np.ndarray | list[bytes]:
         )
     count = math.prod(shape)
     if datatype == "BYTES":
-        items = codecs.bytes_from_raw(bytes(t.raw)) if t.raw is not None else _bytes(t, name)
+        items = bytes_from_raw(bytes(t.raw)) if t.raw is not None else _bytes(t, name)
         if len(items) != count:
             raise InvalidInput(f"input {name!r}: BYTES shape {shape} holds {len(items)} elements")
         return items
     if t.raw is not None:
-        return codecs.tensor_from_bytes(t.raw, datatype, shape)
+        return tensor_from_bytes(t.raw, datatype, shape)
     return _numbers(t.values, datatype, shape, name)
 
 

@@ -1,6 +1,6 @@
 """One model version scored offline exactly as the server scores it.
 
-Same pieces as a served request: ``codecs.decode_image`` (decode, EXIF, colour, resize), the
+Same pieces as a served request: ``decode_image`` (decode, EXIF, colour, resize), the
 ONNX Runtime backend with the server's session options, and the ``Postprocessor`` (probabilities
 and thresholds, re-targeted as a request would ask). What differs is only that every image is
 decoded on its own, so one unreadable file becomes a row with its error instead of failing the
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from service import codecs
+from contract.metadata import ModelMetadata, load_metadata, sha256_path
 from service.backends.onnx import OnnxBackend
+from service.decoding import decode_image
 from service.errors import VisorError
-from service.metadata import ModelMetadata, load_metadata, sha256_path
 from service.postprocess import Postprocessor
 from service.settings import Settings
 from service.types import InferOptions
@@ -90,7 +90,7 @@ class Scorer:
         """uint8 ``[H, W, C]``, or the error text of an unreadable image."""
         try:
             data = item.content if item.content is not None else Path(item.path).read_bytes()
-            return codecs.decode_image(data, self.meta.input, self.settings.max_image_pixels)
+            return decode_image(data, self.meta.input, self.settings.max_image_pixels)
         except VisorError as exc:
             return error_text(exc)
         except OSError as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from service.metadata import ModelMetadata
+from contract.metadata import ModelMetadata
 from service.scoring.model import Item, Scorer, scoring_settings
 from service.scoring.output import COLUMNS
 from service.types import InferOptions

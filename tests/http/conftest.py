@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import pytest
 
-from service.metadata import sha256_path
+from contract.metadata import sha256_path
 from tests.service.svc_helpers import free_port, write_version
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,10 +10,10 @@ import grpc
 import numpy as np
 from PIL import Image
 
-from service.calibration import CurveCounts, choose
+from contract.calibration import CurveCounts, choose
+from contract.metadata import load_metadata
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.metadata import load_metadata
 from tests.http.conftest import HTTP, start_server
 
 

@@ -21,12 +21,12 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from prometheus_client.parser import text_string_to_metric_families
 from scipy.stats import beta
 
-from service.codecs import decode_images
+from contract.metadata import load_metadata
+from service.decoding import decode_image
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.grpc.generated import visor_ext_pb2 as ext
 from service.grpc.generated import visor_ext_pb2_grpc as ext_grpc
-from service.metadata import load_metadata
 from tests.http.conftest import HTTP, Server, start_server
 
 EDGES = np.linspace(0.0, 1.0, 11)
@@ -35,7 +35,7 @@ EDGES = np.linspace(0.0, 1.0, 11)
 def _reference(version_dir: Path, images: list[bytes]) -> dict:
     """What training stores for drift: top-1 label shares and top-1 confidence histogram."""
     meta = load_metadata(version_dir)
-    pixels = decode_images(images, meta.input, 10**8).astype(np.float32)
+    pixels = np.stack([decode_image(im, meta.input, 10**8) for im in images]).astype(np.float32)
     session = ort.InferenceSession(
         str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"]
     )

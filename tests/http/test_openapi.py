@@ -64,7 +64,7 @@ def served_routes(home: Path) -> set[tuple[str, str]]:
     code = (
         "import json; from starlette.routing import Mount\n"
         "from _bentoml_impl.server.app import ServiceAppFactory\n"
-        "from service.http.service import Visor\n"
+        "from service.http.frontend import Visor\n"
         "Visor.inject_config(); app = ServiceAppFactory(Visor, is_main=True)()\n"
         "def walk(routes, prefix=''):\n"
         "    for r in routes:\n"

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from service.auth import ApiKeys, key_from_headers
 from service.errors import InvalidInput, PayloadTooLarge, Unauthenticated
-from service.http.serve import bentoml_options, settings_env
+from service.http.bento import bentoml_options, settings_env
 from service.http.tensors import inflate, split_body
 from service.settings import Settings
 
@@ -100,7 +100,7 @@ def test_split_body_returns_the_binary_tail() -> None:
 
 INJECTED = """
 from bentoml._internal.configuration.containers import BentoMLContainer
-from service.http.service import Visor
+from service.http.frontend import Visor
 Visor.inject_config()
 excluded = BentoMLContainer.tracing_excluded_urls.get()
 access = BentoMLContainer.api_server_config.logging.access.enabled.get()

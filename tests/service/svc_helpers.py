@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
-from service.metadata import ModelMetadata, sha256_path
+from contract.metadata import ModelMetadata, sha256_path
 from service.settings import Settings
 
 LABELS = ["top", "bottom", "left"]
@@ -251,7 +251,7 @@ class LoopThread:
 class GrpcFixture:
     def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
         from service.engine import Engine
-        from service.grpc.server import GrpcFrontend
+        from service.grpc.frontend import GrpcFrontend
 
         self.settings = settings
         self.thread = LoopThread()

@@ -1,4 +1,4 @@
-"""service.calibration: Clopper-Pearson bounds, the threshold rule, and whether its promise holds."""
+"""contract.calibration: Clopper-Pearson bounds, the threshold rule, and whether its promise holds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy.stats import beta
 from sklearn.metrics import precision_recall_curve
 
-from service.calibration import choose, curve_counts, lower_bound, needed_trials
+from contract.calibration import choose, curve_counts, lower_bound, needed_trials
 
 
 def test_lower_bound_matches_the_closed_form_and_the_59_rule() -> None:

@@ -8,16 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.codecs import (
-    bytes_from_raw,
-    bytes_to_raw,
-    check_pixels,
-    decode_image,
-    decode_images,
-    tensor_from_bytes,
-)
+from contract.metadata import InputSpec
+from service.decoding import decode_image
 from service.errors import InvalidInput, PayloadTooLarge
-from service.metadata import InputSpec
+from service.limits import check_pixels
+from service.protocol.raw import bytes_from_raw, bytes_to_raw, tensor_from_bytes
 
 GRAY = InputSpec(
     name="x", height=4, width=6, channels=1, color_mode="grayscale", resize_method="nearest"
@@ -79,7 +74,7 @@ def test_decompression_bomb_limit() -> None:
 @pytest.mark.parametrize("data", [b"", b"garbage", save(Image.new("L", (6, 4)), "PNG")[:30]])
 def test_bad_bytes_are_invalid_input(data: bytes) -> None:
     with pytest.raises(InvalidInput, match="image 0"):
-        decode_images([data], GRAY, 10_000)
+        decode_image(data, GRAY, 10_000)
 
 
 def test_raw_tensors_are_views_and_checked() -> None:

@@ -16,10 +16,10 @@ from onnx import numpy_helper
 from prometheus_client import CollectorRegistry
 from svc_helpers import GrpcFixture
 
-from service.golden import GoldenMismatch, read_golden, verify_golden
+from contract.golden import GoldenMismatch, read_golden, verify_golden
+from contract.metadata import load_metadata, sha256_path
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.metadata import load_metadata, sha256_path
 from service.settings import Settings
 from service.types import ModelStatus
 

@@ -22,7 +22,7 @@ import asyncio, sys
 import numpy as np
 from prometheus_client import CollectorRegistry
 from service.engine import Engine
-from service.grpc.server import GrpcFrontend
+from service.grpc.frontend import GrpcFrontend
 from service.settings import Settings
 from service.types import InferOptions
 

@@ -12,7 +12,7 @@ import pytest
 from svc_helpers import LoopThread
 
 from service.engine import Engine
-from service.grpc.server import GrpcFrontend
+from service.grpc.frontend import GrpcFrontend
 from tests.conftest import ROOT
 
 

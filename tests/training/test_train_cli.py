@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from visor_train_helpers import write_classes
 
-from service.metadata import load_metadata, sha256_path
+from contract.metadata import load_metadata, sha256_path
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from visor_train_helpers import write_classes
 
-from service.metadata import load_metadata
+from contract.metadata import load_metadata
 
 
 def test_cross_fitted_calibration_is_recorded_and_reused_on_resume(cli, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from visor_train_helpers import write_classes
 
-from service.metadata import load_metadata
+from contract.metadata import load_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from svc_helpers import reference_probabilities, write_version
 
+from contract.metadata import load_metadata
 from service.backends.onnx import OnnxBackend, session_options, wanted_providers
-from service.metadata import load_metadata
 from service.settings import Settings
 
 GPU_FIRST = ["CUDAExecutionProvider", "CPUExecutionProvider"]

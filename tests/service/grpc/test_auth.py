@@ -10,9 +10,9 @@ from svc_helpers import LoopThread
 
 from service.auth import ApiKeyInterceptor, ApiKeys
 from service.engine import Engine
+from service.grpc.frontend import GrpcFrontend
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.grpc.server import GrpcFrontend
 
 
 @pytest.fixture

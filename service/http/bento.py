@@ -1,7 +1,7 @@
 """Run the BentoML server (HTTP, and gRPC inside each worker) until SIGTERM.
 
 BentoML's supervisor (circus) spawns ``settings.workers`` worker processes that share the HTTP
-socket; each imports ``service.http.service:Visor`` and rebuilds ``Settings`` from the
+socket; each imports ``service.http.frontend:Visor`` and rebuilds ``Settings`` from the
 environment, so every setting given here is exported as a ``VISOR_`` variable first.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from service.settings import Settings
-from service.workers import siblings_folder
+from service.workers.siblings import siblings_folder
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -70,15 +70,15 @@ def serve(settings: Settings) -> None:
     from _bentoml_impl.server import serve_http
     from bentoml._internal.configuration.containers import BentoMLContainer
 
-    from service.http.service import Visor
+    from service.http.frontend import Visor
 
-    Visor.config["workers"] = settings.workers
+    Visor.config["workers"] = settings.worker_count
     Visor.inject_config()
     metrics_dir = tempfile.mkdtemp(prefix="visor-prometheus-")
     BentoMLContainer.prometheus_multiproc_dir.set(metrics_dir)
     try:
         # NOTE: the workers' sockets for sharing gRPC calls and feedback (service/workers.py)
-        with siblings_folder(settings.workers):
+        with siblings_folder(settings.worker_count):
             serve_http(
                 Visor,
                 host=settings.host,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.metadata import Golden, sha256_path
+from contract.metadata import Golden, sha256_path
 
 GOLDEN_FILE = "golden.npz"
 

@@ -1,24 +1,13 @@
-"""Several worker processes of one server: how many (``--workers auto``), and how they share
-gRPC calls that reach one of them on a single connection.
+"""Worker processes of one server sharing gRPC calls and feedback lookups over Unix sockets.
 
-How many. A small model leaves one Python event loop the bottleneck: per request the loop spends
-a few hundred microseconds on the protocol, the model a few tens, so a second loop on a second
-core nearly doubles what the server answers. A large model is the bottleneck itself, ONNX
-Runtime already spreads one batch over every core, and a second worker only doubles the memory.
-``auto`` therefore gives one worker per usable core (at most ``MAX_AUTO_WORKERS``) when every
-model in the repository is small (its ONNX file at most ``VISOR_AUTO_WORKERS_MAX_MODEL_MB``) and
-runs on the CPU, and one worker otherwise. It is decided once, at start.
-
-Sharing. The workers share the gRPC port (SO_REUSEPORT), and the kernel spreads connections, not
-calls: one client on one HTTP/2 connection reaches one worker. So each worker also listens on a
-Unix socket in a folder private to the server, and publishes how many calls it holds and how busy
-its event loop is in a small shared-memory file beside it. A worker whose loop is saturated
-forwards the next ``ModelInfer`` to a less busy sibling holding fewer calls, as the bytes it
-received: the
+The workers share the gRPC port (SO_REUSEPORT), and the kernel spreads connections, not calls:
+one client on one HTTP/2 connection reaches one worker. So each worker also listens on a Unix
+socket in a folder private to the server, and publishes how many calls it holds and how busy its
+event loop is in a small shared-memory file beside it. A worker whose loop is saturated forwards
+the next ``ModelInfer`` to a less busy sibling holding fewer calls, as the bytes it received: the
 sibling parses, infers and answers it exactly as if the call had come to it, and the answer's
-bytes (or its status and message) go back through the first worker. Forwarding costs the first
-worker a fraction of a local call (no parsing, no model), and it is never done for a call that
-finds the worker idle, so a lone request pays nothing. Feedback for a request id another worker
+bytes (or its status and message) go back through the first worker. A call that finds the worker
+idle is never forwarded, so a lone request pays nothing. Feedback for a request id another worker
 answered is looked up there too.
 """
 
@@ -26,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import mmap
@@ -36,10 +26,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from service.errors import InvalidInput, UnknownRequest, VisorError
+from service.monitoring import FeedbackResult
+
 log = logging.getLogger(__name__)
 
-ENV_DIR = "VISOR_WORKERS_DIR"  # NOTE: set by the parent for its workers; not a user setting
-MAX_AUTO_WORKERS = 4
+ENV_DIR = "VISOR_WORKERS_DIR"  # set by the parent for its workers; not a user setting
 
 # A frame: its length (of what follows), the call id, a kind (request) or status (answer), a
 # timeout in seconds (requests; 0 = none), then the payload.
@@ -52,39 +44,6 @@ OK = 0  # any other status of an answer is a grpc.StatusCode's number; the paylo
 _RESCAN_S = 1.0
 _BUSY_PERIOD_S = 0.1  # how often a worker measures its loop's busy share
 _MAX_FRAME = 1 << 31
-
-
-def auto_workers(models: Path, providers: list[str], max_model_mb: float) -> int:
-    """The worker count ``--workers auto`` means for this repository on this machine."""
-    cores = len(os.sched_getaffinity(0))
-    if cores < 2:
-        return 1
-    gpu = {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(providers[:1])
-    if gpu and (Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia").exists()):
-        return 1  # NOTE: one session keeps the GPU busy; more would only split its memory
-    sizes = [_model_bytes(v) for v in _versions(models)]
-    if not sizes or max(sizes) > max_model_mb * 1e6:
-        return 1
-    return min(cores, MAX_AUTO_WORKERS)
-
-
-def _versions(models: Path) -> list[Path]:
-    if not models.is_dir():
-        return []
-    return [
-        v
-        for m in models.iterdir()
-        if m.is_dir() and not m.name.startswith(".")
-        for v in m.iterdir()
-        if v.is_dir() and v.name.isdigit()
-    ]
-
-
-def _model_bytes(version: Path) -> int:
-    onnx = version / "model.onnx"
-    if onnx.is_file():
-        return onnx.stat().st_size
-    return sum(p.stat().st_size for p in version.rglob("*") if p.is_file())
 
 
 class SiblingError(Exception):
@@ -219,7 +178,7 @@ class Siblings:
         self._busy_at = busy  # forward only while this worker's loop is at least this busy
         self.busy = 0.0  # this worker's loop: CPU seconds per second, over the last period
         self._calls = 0
-        self._handlers = handlers
+        self.handlers = handlers
         self.path = folder / f"worker-{os.getpid()}.sock"
         self._links: dict[Path, _Link] = {}
         self._server: asyncio.AbstractServer | None = None
@@ -333,7 +292,7 @@ class Siblings:
     async def _answer(
         self, frames: _Frames, call: int, kind: int, timeout: float, payload: bytes
     ) -> None:
-        handler = self._handlers.get(kind)
+        handler = self.handlers.get(kind)
         try:
             if handler is None:
                 raise SiblingError(12, f"unknown call kind {kind}")  # UNIMPLEMENTED
@@ -370,30 +329,49 @@ class Siblings:
             self._links[path] = link
 
 
-def feedback_payload(request_id: str, labels: list[Any], index: int | None) -> bytes:
-    return json.dumps({"request_id": request_id, "labels": labels, "index": index}).encode()
-
-
-async def join_siblings(engine: Any, servicer: Any | None) -> Siblings | None:
-    """Open this worker's socket to its siblings when the server runs several workers.
-
-    ``engine`` answers their feedback lookups; ``servicer`` (the gRPC one, when gRPC is served
-    and VISOR_GRPC_SPREAD is on) their ModelInfer calls, and hands its own to them.
-    """
+def folder_from_env(workers: int) -> Path | None:
+    """The folder the parent made for its workers' sockets, when this is one of several."""
     folder = os.environ.get(ENV_DIR)
-    settings = engine.settings
-    if not folder or settings.workers < 2 or not Path(folder).is_dir():
+    if not folder or workers < 2 or not Path(folder).is_dir():
         return None
-    handlers: dict[int, Handler] = {FEEDBACK: engine.answer_sibling_feedback}
-    spread = servicer is not None and settings.grpc_spread
-    if spread:
-        handlers[INFER] = servicer.answer_sibling
-    siblings = Siblings(Path(folder), handlers, settings.grpc_spread_busy)
-    await siblings.start()
-    engine.siblings = siblings
-    if spread:
-        servicer.siblings = siblings
-    return siblings
+    return Path(folder)
+
+
+class SiblingFeedback:
+    """Feedback for request ids the siblings answered: asked of each, and answered for them.
+
+    ``lookup(request_id, labels, index)`` is this worker's own lookup: a result, None when it
+    holds no such id, or a ``VisorError`` when it refuses the labels.
+    """
+
+    def __init__(self, siblings: Siblings, lookup: Callable[..., FeedbackResult | None]) -> None:
+        self._siblings = siblings
+        self._lookup = lookup
+
+    async def ask(
+        self, request_id: str, labels: list[Any], index: int | None
+    ) -> FeedbackResult | None:
+        payload = json.dumps({"request_id": request_id, "labels": labels, "index": index})
+        refusal: SiblingError | None = None
+        for answer in await self._siblings.ask_all(FEEDBACK, payload.encode()):
+            if isinstance(answer, bytes):
+                return FeedbackResult(**json.loads(answer))
+            if answer.status != UnknownRequest.grpc_code.value[0]:
+                refusal = answer  # the sibling holds the id but refused the labels
+        if refusal is not None:
+            raise InvalidInput(refusal.message)
+        return None
+
+    async def answer(self, payload: bytes, _timeout: float | None) -> bytes:
+        """A sibling's lookup: the result as JSON, or SiblingError (never asked on)."""
+        fields = json.loads(payload)
+        try:
+            done = self._lookup(fields["request_id"], fields["labels"], fields["index"])
+        except VisorError as err:
+            raise SiblingError(err.grpc_code.value[0], err.message) from None
+        if done is None:
+            raise SiblingError(UnknownRequest.grpc_code.value[0], "unknown request id")
+        return json.dumps(dataclasses.asdict(done)).encode()
 
 
 @contextlib.contextmanager

@@ -39,6 +39,15 @@ def lower_bound(successes: np.ndarray, trials: np.ndarray, confidence: float) ->
     return np.where(k > 0, bound, 0.0)
 
 
+def upper_bound(successes: np.ndarray, trials: np.ndarray, confidence: float) -> np.ndarray:
+    """One-sided Clopper-Pearson upper bound: the ``confidence`` quantile of Beta(k + 1, n - k),
+    1 where everything succeeded."""
+    k = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(trials, dtype=np.float64)
+    bound = betaincinv(k + 1.0, np.maximum(n - k, 1e-12), confidence)
+    return np.where(k < n, bound, 1.0)
+
+
 @dataclass(frozen=True)
 class CurveCounts:
     """One class, one-vs-rest: per threshold (increasing), the counts of ``score >= threshold``."""

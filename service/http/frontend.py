@@ -1,9 +1,9 @@
-"""The BentoML service: /classify, /evaluate, /models, /v2 — and the gRPC server, in one worker.
+"""The HTTP front-end, a BentoML service: /classify, /evaluate, /models, /v2 and the web page.
 
-Each BentoML worker process builds one engine in ``__init__``; the startup hook starts it and
-the gRPC server on the worker's own event loop, so HTTP and gRPC requests meet in the same
-batcher. ``python -m service serve`` (``service.http.serve``) or ``bentoml serve
-service.http.service:Visor`` runs it; settings come from ``VISOR_`` environment variables.
+Each BentoML worker process builds one ``VisorServer`` (engine, gRPC front-end) in ``__init__``;
+the start-up hook starts it on the worker's own event loop, so HTTP and gRPC requests meet in
+the same batcher. ``python -m service serve`` (``service.http.bento``) or ``bentoml serve
+service.http.frontend:Visor`` runs it; settings come from ``VISOR_`` environment variables.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.auth import ApiKeys
-from service.engine import Engine
 from service.errors import InvalidInput, ModelUnavailable, VisorError
 from service.http import connections, deadline, wire
 from service.http.feedback import feedback
@@ -31,8 +30,8 @@ from service.http.middleware import GuardMiddleware, error_body, visor_error_res
 from service.http.pages import page_routes
 from service.http.schemas import ClassifyInput, ClassifyOutput, EvaluateInput, EvaluateOutput
 from service.http.v2 import create_v2_app, server_metadata
+from service.server import VisorServer
 from service.settings import Settings
-from service.workers import Siblings, join_siblings
 
 log = logging.getLogger("visor.http")
 
@@ -77,11 +76,8 @@ class Visor:
 
     def __init__(self) -> None:
         self.settings = load_settings()
-        self.engine = Engine(self.settings)
-        self.grpc: Any = (
-            None  # a GrpcFrontend once started (its import is deferred: gRPC-less runs)
-        )
-        self.siblings: Siblings | None = None
+        self.server = VisorServer(self.settings)
+        self.engine = self.server.engine
 
     @bentoml.on_startup
     async def start(self) -> None:
@@ -89,27 +85,12 @@ class Visor:
             app.state.engine = self.engine
         v2_app.state.timeout_s = self.settings.request_timeout_s
         v2_app.state.max_body = self.settings.max_body_bytes
-        # NOTE: models first, gRPC after: with several workers sharing the port (SO_REUSEPORT)
-        # the kernel hands new connections to every bound socket, so a worker must not bind
-        # before it can serve; uvicorn likewise accepts HTTP only after this hook returns.
-        await self.engine.start()
-        if self.settings.protocol == "both":
-            from service.grpc.server import GrpcFrontend
-
-            self.grpc = GrpcFrontend(self.engine, self.settings)
-            await self.grpc.start()
-        self.siblings = await join_siblings(
-            self.engine, self.grpc.servicer if self.grpc is not None else None
-        )
+        await self.server.start()
         self._chain_signals()
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
-        if self.grpc is not None:
-            await self.grpc.stop()
-        if self.siblings is not None:
-            await self.siblings.stop()
-        await self.engine.stop()
+        await self.server.stop()
 
     # NOTE: async, so BentoML answers /readyz and /livez on the loop (a sync hook costs a
     # thread hop on every probe).
@@ -180,8 +161,7 @@ class Visor:
                 # NOTE: the supervisor holds the HTTP socket too: without this, connections made
                 # during the drain wait in its backlog until exit, then get reset.
                 connections.close_listener(self.settings.http_port)
-                if self.grpc is not None:
-                    loop.call_soon_threadsafe(self.grpc.begin_stop)
+                loop.call_soon_threadsafe(self.server.begin_stop)
                 if callable(previous):
                     previous(signum, frame)
 

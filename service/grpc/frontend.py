@@ -22,6 +22,7 @@ from service.grpc.generated import visor_ext_pb2_grpc as ext_grpc
 from service.grpc.handlers import SERVICE_NAME, add_inference_service
 from service.grpc.servicer import InferenceServicer
 from service.settings import Settings
+from service.workers.siblings import Siblings
 
 log = logging.getLogger(__name__)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -35,7 +36,7 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", limit),
         # NOTE: SO_REUSEPORT only for workers sharing the port; with it, a second server would
         # bind a busy port and take part of its connections.
-        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        ("grpc.so_reuseport", 1 if settings.worker_count > 1 else 0),
         ("grpc.keepalive_time_ms", int(settings.grpc_keepalive_time_s * 1000)),
         ("grpc.keepalive_timeout_ms", int(settings.grpc_keepalive_timeout_s * 1000)),
         (
@@ -100,8 +101,8 @@ class HealthPublisher:
 class GrpcFrontend:
     """The gRPC front-end of one engine: OIP servicer, health, reflection. ``start()``/``stop()``.
 
-    Runs on the caller's event loop, so a BentoML worker hosts it beside its HTTP app and the
-    gRPC-only process (``service.server``) runs it alone; both build it the same way.
+    Runs on the caller's event loop; ``service.server.VisorServer`` builds it, beside BentoML's
+    HTTP app or alone.
     """
 
     def __init__(
@@ -110,6 +111,7 @@ class GrpcFrontend:
         settings: Settings,
         *,
         interceptors: Sequence[grpc.aio.ServerInterceptor] | None = None,
+        siblings: Siblings | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -120,7 +122,7 @@ class GrpcFrontend:
             interceptors = [ApiKeyInterceptor(keys)] if keys.enabled else []
         self._interceptors = list(interceptors)
         self.server: grpc.aio.Server | None = None  # made in start(): it binds to that loop
-        self.servicer = InferenceServicer(engine, settings)
+        self.servicer = InferenceServicer(engine, settings, siblings)
         self.health = HealthPublisher(engine, health_aio.HealthServicer())
         self.port = 0
         self._stopping: asyncio.Future[None] | None = None
