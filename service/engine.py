@@ -11,7 +11,7 @@ import gc
 import logging
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -232,15 +232,9 @@ class Engine:
         except VisorError as err:
             self.record_failure(request.model, request.version, protocol, err)
             raise
-        classify: Callable[..., Awaitable[Classification]]
-        classify, data = (
-            (self.classify_images, call.images)
-            if call.images is not None
-            else (self.classify_array, call.pixels)
-        )
-        result = await classify(
-            call.model, call.version, data, call.options, protocol=protocol, deadline=deadline
-        )
+        run = self._classify_images if call.images is not None else self._classify_array
+        data = call.images if call.images is not None else call.pixels
+        result = await run(call.model, call.version, data, call.options, protocol, deadline)
         return call, result
 
     # --- inference -----------------------------------------------------------------------
@@ -255,30 +249,8 @@ class Engine:
         deadline: float | None = None,
     ) -> Classification:
         """Encoded images → Classification; refused before decoding when they cannot queue."""
-        lv = self._lookup_counted(name, version, protocol)
-        try:
-            check_batch_size(len(images), self.settings.max_images_per_request)
-            # NOTE: admission before decoding: a full queue (or a request larger than it) is
-            # refused at once, not after its images waited for and took the decode threads.
-            reservation = lv.batcher.reserve(len(images))
-        except VisorError as exc:
-            lv.metrics.count_request(protocol, exc.grpc_code.name)
-            raise
-        try:
-            try:
-                pixels = await self._decoder.decode(images, lv.meta.input)
-            except VisorError as exc:
-                lv.metrics.count_request(protocol, exc.grpc_code.name)
-                raise
-            if lv.batcher.closed and version in (None, ""):
-                # NOTE: the version was swapped out while we decoded; the newest takes the
-                # request when it expects the same input (otherwise its batcher says
-                # UNAVAILABLE: retry).
-                newer = self._lookup(name, None)
-                lv = newer if newer.meta.input == lv.meta.input else lv
-            return await self._classify(lv, pixels, options, protocol, deadline, reservation)
-        finally:
-            reservation.release()  # NOTE: a no-op once the batcher queued the images
+        number = self._version_counted(name, version, protocol)
+        return await self._classify_images(name, number, images, options, protocol, deadline)
 
     async def classify_array(
         self,
@@ -291,26 +263,77 @@ class Engine:
         deadline: float | None = None,
     ) -> Classification:
         """uint8 or float32 ``[N, H, W, C]`` pixels → Classification."""
+        number = self._version_counted(name, version, protocol)
+        return await self._classify_array(name, number, pixels, options, protocol, deadline)
+
+    async def _classify_images(
+        self,
+        name: str,
+        version: int | None,
+        images: Sequence[bytes],
+        options: InferOptions,
+        protocol: str,
+        deadline: float | None,
+    ) -> Classification:
+        lv = self._lookup_counted(name, version, protocol)
+        try:
+            check_batch_size(len(images), self.settings.max_images_per_request)
+            # Admission before decoding: a full queue (or a request larger than it) is refused
+            # at once, not after its images waited for and took the decode threads.
+            reservation = lv.batcher.reserve(len(images))
+        except VisorError as exc:
+            lv.metrics.count_request(protocol, exc.grpc_code.name)
+            raise
+        try:
+            try:
+                pixels = await self._decoder.decode(images, lv.meta.input)
+            except VisorError as exc:
+                lv.metrics.count_request(protocol, exc.grpc_code.name)
+                raise
+            if lv.batcher.closed and version is None:
+                # The version was swapped out while we decoded; the newest takes the request
+                # when it expects the same input (otherwise its batcher says UNAVAILABLE: retry).
+                newer = self._lookup(name, None)
+                lv = newer if newer.meta.input == lv.meta.input else lv
+            return await self._classify(lv, pixels, options, protocol, deadline, reservation)
+        finally:
+            reservation.release()  # a no-op once the batcher queued the images
+
+    async def _classify_array(
+        self,
+        name: str,
+        version: int | None,
+        pixels: np.ndarray,
+        options: InferOptions,
+        protocol: str,
+        deadline: float | None,
+    ) -> Classification:
         lv = self._lookup_counted(name, version, protocol)
         return await self._classify(lv, pixels, options, protocol, deadline)
 
-    def _lookup_counted(self, name: str, version: int | str | None, protocol: str) -> LoadedVersion:
+    def _version_counted(self, name: str, version: int | str | None, protocol: str) -> int | None:
+        try:
+            return params.version(version)
+        except VisorError as err:
+            self.record_failure(name, version, protocol, err)
+            raise
+
+    def _lookup_counted(self, name: str, version: int | None, protocol: str) -> LoadedVersion:
         try:
             return self._lookup(name, version)
         except VisorError as err:
             self.record_failure(name, version, protocol, err)
             raise
 
-    def _lookup(self, name: str, version: int | str | None) -> LoadedVersion:
+    def _lookup(self, name: str, version: int | None) -> LoadedVersion:
         if self._stopping:
             raise ModelUnavailable("the server is shutting down; retry on another replica")
         if not self._started:
             raise ModelUnavailable("the server is starting: models are still loading; retry")
-        number = params.version(version)
-        if number is None:
+        if version is None:
             lv = self.repository.latest.get(name)
         else:
-            lv = self.repository.serving.get(name, {}).get(number)
+            lv = self.repository.serving.get(name, {}).get(version)
         if lv is not None:
             return lv
         info = self.model_info(name, version)  # raises ModelNotFound

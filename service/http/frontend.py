@@ -32,6 +32,7 @@ from service.http.schemas import ClassifyInput, ClassifyOutput, EvaluateInput, E
 from service.http.v2 import create_v2_app, server_metadata
 from service.server import VisorServer
 from service.settings import Settings
+from service.types import Classification
 
 log = logging.getLogger("visor.http")
 
@@ -104,8 +105,7 @@ class Visor:
     async def classify(self, request: Request) -> Response:
         """Classify images: probabilities by label, top-k and thresholded labels per image."""
         try:
-            call = await self._read(request)
-            result = await self._run(call)
+            result = await self._run(request)
             return Response(wire.classification_body(result), media_type="application/json")
         except VisorError as err:
             return _error(err)
@@ -114,28 +114,25 @@ class Visor:
     async def evaluate(self, request: Request) -> Response:
         """Labelled images → accuracy, per-class precision/recall/F1, confusion matrix."""
         try:
-            call = await self._read(request, needs_truth=True)
-            result = await self._run(call)
+            result = await self._run(request, needs_truth=True)
             return Response(wire.evaluation_body(result), media_type="application/json")
         except VisorError as err:
             return _error(err)
 
-    async def _read(self, request: Request, needs_truth: bool = False) -> wire.ClassifyCall:
-        """Decode the body; a refusal here is counted like any other request's outcome."""
+    async def _run(self, request: Request, needs_truth: bool = False) -> Classification:
+        """Read the body, then classify; a refusal while reading is counted like any other."""
         try:
-            call = await wire.read_call(request, self.settings.max_images_per_request, self._model)
-            if needs_truth and call.options.ground_truth is None:
+            oip = await wire.read_request(
+                request, self.settings.max_images_per_request, self._model
+            )
+            if needs_truth and oip.parameters.get("labels") in (None, "", []):
                 raise InvalidInput("/evaluate needs the true 'labels', one per image.")
-            return call
         except VisorError as err:
             self.engine.record_failure(None, None, "http", err)
             raise
-
-    async def _run(self, call: wire.ClassifyCall) -> Any:
         deadline = time.monotonic() + self.settings.request_timeout_s
-        return await self.engine.classify_images(
-            call.model, call.version, call.images, call.options, protocol="http", deadline=deadline
-        )
+        _, result = await self.engine.infer(oip, protocol="http", deadline=deadline)
+        return result
 
     def _model(self) -> str:
         names = sorted({m.name for m in self.engine.models()})

@@ -20,7 +20,6 @@ from service.errors import InvalidInput, PayloadTooLarge
 from service.protocol import TensorData
 from service.protocol.params import check_known
 from service.protocol.parse import flatten
-from service.protocol.raw import bytes_to_raw
 from service.protocol.response import OutputTensor
 
 
@@ -121,17 +120,12 @@ def _b64(item: Any, name: Any) -> Any:
         raise InvalidInput(f"Input {name!r:.60}: an element is not valid base64.") from err
 
 
-def encode_output(out: OutputTensor, binary: bool, chunks: list[bytes]) -> dict[str, Any]:
-    """One output tensor as JSON; with ``binary`` its bytes are appended to ``chunks`` instead."""
+def encode_output(out: OutputTensor, chunks: list[bytes]) -> dict[str, Any]:
+    """One output tensor as JSON; when it is sent raw its bytes are appended to ``chunks``."""
     entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": list(out.shape)}
-    if binary:
-        raw = (
-            np.ascontiguousarray(out.value, dtype="<f4").tobytes()
-            if isinstance(out.value, np.ndarray)
-            else bytes_to_raw(out.value)
-        )
-        chunks.append(raw)
-        entry["parameters"] = {"binary_data_size": len(raw)}
+    if out.raw is not None:
+        chunks.append(out.raw)
+        entry["parameters"] = {"binary_data_size": len(out.raw)}
     elif isinstance(out.value, np.ndarray):
         entry["data"] = out.value.ravel().tolist()
     else:

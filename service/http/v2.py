@@ -70,10 +70,7 @@ async def infer(request: Request) -> Response:
     deadline = time.monotonic() + request.app.state.timeout_s
     call, result = await engine.infer(oip, protocol=PROTOCOL, deadline=deadline)
     chunks: list[bytes] = []
-    outputs = [
-        encode_output(out, call.binary_output if out.binary is None else out.binary, chunks)
-        for out in response.outputs(call, result)
-    ]
+    outputs = [encode_output(out, chunks) for out in response.outputs(call, result, raw=None)]
     body: dict[str, Any] = {
         "model_name": result.model,
         "model_version": str(result.version),

@@ -13,7 +13,6 @@ import binascii
 import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
@@ -23,28 +22,16 @@ from starlette.requests import Request
 
 from service.errors import InvalidInput
 from service.http.tensors import load_json
-from service.protocol import params
-from service.protocol.params import check_known
-from service.types import Classification, InferOptions, ModelInfo
-
-# Every field a /classify or /evaluate request may carry besides its images; others are refused.
-FIELDS = ("model", "version", *params.OPTION_PARAMETERS)
+from service.protocol import InferRequest, TensorData
+from service.types import Classification, ModelInfo
 
 
-@dataclass(frozen=True, slots=True)
-class ClassifyCall:
-    """One decoded request: what the engine needs, nothing from HTTP."""
-
-    model: str | None
-    version: int | None
-    images: list[bytes]
-    options: InferOptions
-
-
-async def read_call(
+async def read_request(
     request: Request, max_images: int, default_model: Callable[[], str]
-) -> ClassifyCall:
-    """Decode a /classify or /evaluate request body (multipart or JSON)."""
+) -> InferRequest:
+    """A /classify or /evaluate body (multipart or JSON) → the protocol layer's request: the
+    images as one BYTES input, the other fields as parameters (the engine validates them all,
+    unknown names included)."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         images, fields = await _read_multipart(request, max_images)
@@ -54,13 +41,17 @@ async def read_call(
         raise InvalidInput(
             f"Unsupported Content-Type '{media_type}': send multipart/form-data or application/json."
         )
-    check_known(fields, FIELDS, "field")
     if not images:
         raise InvalidInput("The request holds no image: attach files or give 'images' (base64).")
-    model = fields.get("model")
-    model = default_model() if model in (None, "") else params.model_name(model)
-    version = params.version(fields.get("version"))
-    return ClassifyCall(model, version, images, params.options(fields))
+    model = fields.pop("model", None)
+    version = fields.pop("version", None)
+    image = TensorData(name="image", datatype="BYTES", shape=[len(images)], values=images)
+    return InferRequest(
+        model=default_model() if model in (None, "") else model,
+        version=version,
+        inputs=[image],
+        parameters=fields,
+    )
 
 
 async def _read_multipart(request: Request, max_images: int) -> tuple[list[bytes], dict[str, Any]]:

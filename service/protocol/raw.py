@@ -1,4 +1,4 @@
-"""Open Inference Protocol raw tensor bytes ↔ numpy arrays and lists of bytes."""
+"""Open Inference Protocol raw tensor bytes of a request → numpy arrays and lists of bytes."""
 
 from __future__ import annotations
 
@@ -44,8 +44,3 @@ def bytes_from_raw(raw: bytes) -> list[bytes]:
         items.append(raw[pos : pos + size])
         pos += size
     return items
-
-
-def bytes_to_raw(items: Sequence[bytes]) -> bytes:
-    """list of bytes → OIP raw BYTES tensor."""
-    return b"".join(struct.pack("<I", len(b)) + b for b in items)

@@ -12,7 +12,8 @@ from contract.metadata import InputSpec
 from service.decoding import decode_image
 from service.errors import InvalidInput, PayloadTooLarge
 from service.limits import check_pixels
-from service.protocol.raw import bytes_from_raw, bytes_to_raw, tensor_from_bytes
+from service.protocol.raw import bytes_from_raw, tensor_from_bytes
+from service.protocol.response import bytes_to_raw
 
 GRAY = InputSpec(
     name="x", height=4, width=6, channels=1, color_mode="grayscale", resize_method="nearest"
