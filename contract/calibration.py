@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# NOTE: scipy.stats.beta.ppf(q, a, b) is betaincinv(a, b, q); importing scipy.stats costs every
-# serving process ~0.5 s and ~50 MB, scipy.special a fraction of that.
+# Scipy.stats.beta.ppf(q, a, b) is betaincinv(a, b, q); scipy.special imports in a fraction of
+# Scipy.stats' time and memory, which every serving process would pay.
 from scipy.special import betaincinv
 
 Policy = str  # "precision" | "recall"
@@ -77,7 +77,7 @@ def curve_counts(positive: np.ndarray, scores: np.ndarray) -> CurveCounts:
     order = np.argsort(-scores, kind="stable")
     sorted_scores, hits = scores[order].astype(np.float64), positive[order].astype(bool)
     tp = np.cumsum(hits)
-    # NOTE: the last position of each distinct score: ``>= score`` includes every tie.
+    # The last position of each distinct score: ``>= score`` includes every tie.
     last = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
     return CurveCounts(
         thresholds=sorted_scores[last][::-1].copy(),

@@ -30,7 +30,7 @@ def read_golden(version_dir: Path, golden: Golden) -> tuple[np.ndarray, np.ndarr
     digest = sha256_path(path)
     if digest != golden.sha256:
         raise GoldenMismatch(f"sha256 of {golden.path} is {digest}, metadata says {golden.sha256}")
-    # NOTE: allow_pickle stays off: a golden file holds plain arrays, never objects.
+    # Allow_pickle stays off: a golden file holds plain arrays, never objects.
     with np.load(path, allow_pickle=False) as data:
         return data["inputs"].astype(np.float32), data["outputs"].astype(np.float32)
 
@@ -54,7 +54,7 @@ def verify_golden(
     if got.shape != expected.shape:
         raise GoldenMismatch(f"golden outputs have shape {got.shape}, expected {expected.shape}")
     diff = float(np.abs(got - expected).max()) if got.size else 0.0
-    # NOTE: `not <=` so a NaN output (a typical sign of damaged weights) fails too.
+    # `not <=` so a NaN output (a typical sign of damaged weights) fails too.
     if not diff <= tolerance:
         wrong = int(np.sum(got.argmax(axis=1) != expected.argmax(axis=1)))
         raise GoldenMismatch(

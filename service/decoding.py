@@ -68,13 +68,13 @@ class FairDecoder:
     async def decode(self, images: Sequence[bytes], spec: InputSpec) -> np.ndarray:
         loop = asyncio.get_running_loop()
         out = np.empty((len(images), spec.height, spec.width, spec.channels), dtype=np.uint8)
-        # NOTE: the budget check and the first image share one pool task, so a one-image
+        # The budget check and the first image share one pool task, so a one-image
         # request costs one hop to the pool, as before.
         out[0] = await loop.run_in_executor(self._executor, self._first, images, spec)
         pending = iter(range(1, len(images)))
 
         async def lane() -> None:
-            for i in pending:  # NOTE: one shared iterator: each index is taken by one lane
+            for i in pending:  # One shared iterator: each index is taken by one lane
                 out[i] = await loop.run_in_executor(
                     self._executor, decode_image, images[i], spec, self._max_pixels, i
                 )
@@ -83,7 +83,7 @@ class FairDecoder:
         try:
             await asyncio.gather(*lanes)
         except BaseException:
-            # NOTE: the first bad image (or the client going away) stops the other lanes, so no
+            # The first bad image (or the client going away) stops the other lanes, so no
             # more of this request's images are decoded for nothing.
             for task in lanes:
                 task.cancel()

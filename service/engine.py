@@ -61,10 +61,9 @@ class Engine:
     ) -> None:
         self.settings = settings
         self._peers = peers
-        # NOTE: process-wide, and every server process has one engine per worker. Batches hand
-        # over between the event loop and the inference threads through the GIL; at Python's
-        # default interval a thread returning from ONNX Runtime could wait that long for the
-        # loop (the gain of a shorter one: docs/benchmarks.md, finding 18).
+        # Process-wide (one engine per process): batches hand over between the event loop and
+        # The inference threads through the GIL, and a shorter interval makes a thread back
+        # From ONNX Runtime wait less for the loop (measured in docs/benchmarks.md).
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         self.metrics = Metrics.shared(registry)
         self._infer_pool = ThreadPoolExecutor(settings.inference_threads, "visor-infer")
@@ -91,10 +90,8 @@ class Engine:
             )
         await self.repository.sync()
         if self.settings.gc_freeze:
-            # NOTE: everything alive now (imports, sessions, the app) lives as long as the
-            # process. Frozen, the collector stops walking it: a full collection over the
-            # ~10^5 objects of a serving process otherwise stalls the event loop, and every
-            # request waiting on it, for tens of milliseconds (docs/benchmarks.md, overload).
+            # Everything alive now (imports, sessions, the app) lives as long as the process;
+            # Frozen, full collections stop walking it and stalling the loop (docs/benchmarks.md).
             gc.freeze()
         self._started = True
         self._changed()
@@ -199,7 +196,7 @@ class Engine:
         try:
             return self.model_info(name, version).ready
         except ModelNotFound:
-            return False  # NOTE: a malformed name or version still raises InvalidInput
+            return False  # A malformed name or version still raises InvalidInput
 
     def record_failure(self, name: Any, version: Any, protocol: str, err: VisorError) -> None:
         """Count a request refused before it reached a model (wire format, options, auth).
@@ -208,7 +205,7 @@ class Engine:
         every request on every route, by outcome.
         """
         code = err.grpc_code.name
-        # NOTE: a client can send any name: unknown ones share one label value, so the metric's
+        # A client can send any name: unknown ones share one label value, so the metric's
         # cardinality stays bounded by the repository, not by what clients type.
         known = {m.name: m for m in self.repository.infos()}
         if not isinstance(name, str) or name not in known:

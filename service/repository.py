@@ -88,7 +88,7 @@ class Repository:
     async def sync(self) -> None:
         """Bring the loaded versions in line with the folder and the version policy."""
         async with self._sync_lock:
-            # NOTE: file-system walks run in the loader thread, never on the event loop.
+            # File-system walks run in the loader thread, never on the event loop.
             loop = asyncio.get_running_loop()
             found, self._prints = await loop.run_in_executor(
                 self._loader, self._scan, list(self._failed)
@@ -211,7 +211,7 @@ class Repository:
             if meta.golden is not None:
                 verify_golden(path, meta.golden, backend.run, limit, settings.golden_tolerance)
         except BaseException:
-            backend.close()  # NOTE: a version that cannot serve frees its session at once
+            backend.close()  # A version that cannot serve frees its session at once
             raise
         vm = VersionMetrics(self._metrics, name, version)
         vm.set_labels(list(meta.labels))

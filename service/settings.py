@@ -205,7 +205,7 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(30.0, gt=0, description="Default per-request deadline.")
     grace_period_s: float = Field(20.0, ge=0, description="SIGTERM: time to finish in-flight work.")
-    # NOTE: NoDecode + the validator below: VISOR_API_KEYS takes "k1,k2" as well as JSON.
+    # NoDecode + the validator below: VISOR_API_KEYS takes "k1,k2" as well as JSON.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="When set, every inference call needs one of these keys (comma-separated).",

@@ -55,7 +55,7 @@ def _bind_error(host: str, port: int) -> OSError | None:
         raise StartupError(f"cannot bind host {host!r} (--host / VISOR_HOST): {exc}") from None
     family, kind, proto, _, address = found[0]
     with socket.socket(family, kind, proto) as probe:
-        # NOTE: SO_REUSEADDR ignores TIME_WAIT leftovers of a server that just stopped, never a
+        # SO_REUSEADDR ignores TIME_WAIT leftovers of a server that just stopped, never a
         # live listener; no SO_REUSEPORT, so a server sharing its port with workers counts too.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

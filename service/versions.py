@@ -17,9 +17,8 @@ from service.types import ModelInfo, ModelStatus
 
 def batch_limit(settings: Settings, device: str) -> int:
     """The largest batch for a backend running on ``device``: capped on the CPU."""
-    # NOTE: measured on 2 cores (docs/benchmarks.md): MobileNetV2 peaks at batch 4-8 on ONNX
-    # Runtime's CPU provider; batches of 32 only add latency, and an arena sized for two of them
-    # in flight took the server to 1 GB. GPUs keep max_batch_size.
+    # A CPU gains no throughput from large batches, only latency and arena memory
+    # (docs/benchmarks.md); GPUs keep max_batch_size.
     if device in ("CPUExecutionProvider", "CPU"):
         return min(settings.max_batch_size, settings.cpu_max_batch_size)
     return settings.max_batch_size

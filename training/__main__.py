@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    # NOTE: TensorFlow logs through absl at INFO (e.g. a "Sharding callback duration" line per
+    # TensorFlow logs through absl at INFO (e.g. a "Sharding callback duration" line per
     # epoch); those are TensorFlow's internals, not progress a user needs.
     logging.getLogger("absl").setLevel(logging.WARNING)
     from training.commands import USER_ERRORS, run_command
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_command(args)
     except USER_ERRORS as exc:
-        # NOTE: bad data/weights/resume are the user's to fix: one clear line, exit status 1.
+        # Bad data/weights/resume are the user's to fix: one clear line, exit status 1.
         print(f"python -m training {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -38,7 +38,7 @@ def _class_threshold(label: str, counts: CurveCounts, choice: Choice) -> ClassTh
         threshold=float(min(max(counts.thresholds[i], 0.0), 1.0)),
         val_precision=precision,
         val_recall=recall,
-        # NOTE: never "met" without the guarantee: a certified threshold's point estimate is at
+        # Never "met" without the guarantee: a certified threshold's point estimate is at
         # least its bound; an uncertified one's estimate is in val_precision / val_recall.
         target_met=choice.certified,
         lower_bound=choice.lower_bound,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from contract.metadata import ResizeMethod  # one definition for both halves
+from contract.metadata import ColorMode, ResizeMethod
 from training.flags import at_least, fraction, model_name, option
 from training.flags import folds as flags_folds
 
@@ -179,3 +179,34 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(item) for item in value]
     return str(value) if isinstance(value, Path) else value
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    """Everything ``python -m training import`` needs."""
+
+    model_path: Path
+    labels_path: Path
+    name: str
+    out_dir: Path = Path("models")
+    input_range: str | None = None  # A key of INPUT_RANGES; None: read from the model
+    color_mode: ColorMode | None = None  # None: from the model's channels
+    image_size: tuple[int, int] | None = None  # (height, width); None: from the model
+    resize_method: str = "bilinear"
+    calibration_data: Path | None = None
+    policy: str = "precision"
+    target: float = 0.95
+    threshold: float = 0.5
+    opset: int = 17
+    seed: int = 1337
+
+
+@dataclass(frozen=True)
+class InputShape:
+    height: int
+    width: int
+    channels: int
+
+    @property
+    def color_mode(self) -> ColorMode:
+        return "grayscale" if self.channels == 1 else "rgb"

@@ -98,7 +98,7 @@ def at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text} is below the minimum {minimum}")
         return value
 
-    parse.__name__ = "int"  # NOTE: argparse names the type in "invalid int value: 'x'"
+    parse.__name__ = "int"  # argparse names the type in "invalid int value: 'x'"
     return parse
 
 

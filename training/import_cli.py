@@ -112,7 +112,8 @@ def check_import_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 
 def run_import_command(args: argparse.Namespace) -> int:
-    from training.importer import ImportConfig, run_import
+    from training.config import ImportConfig
+    from training.importer import run_import
 
     cfg = ImportConfig(
         model_path=args.model,

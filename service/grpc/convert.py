@@ -42,7 +42,7 @@ def parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
 def to_request(req: pb.ModelInferRequest) -> InferRequest:
     raw = req.raw_input_contents
     if raw and len(raw) != len(req.inputs):
-        # NOTE: the one check of gRPC's own layout: raw_input_contents pair with inputs by index.
+        # The one check of gRPC's own layout: raw_input_contents pair with inputs by index.
         raise InvalidInput(f"{len(raw)} raw_input_contents for {len(req.inputs)} inputs")
     return InferRequest(
         model=req.model_name,

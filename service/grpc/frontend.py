@@ -34,7 +34,7 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", limit),
         ("grpc.max_receive_message_length", limit),
-        # NOTE: SO_REUSEPORT only for workers sharing the port; with it, a second server would
+        # SO_REUSEPORT only for workers sharing the port; with it, a second server would
         # bind a busy port and take part of its connections.
         ("grpc.so_reuseport", 1 if settings.worker_count > 1 else 0),
         ("grpc.keepalive_time_ms", int(settings.grpc_keepalive_time_s * 1000)),
@@ -56,11 +56,11 @@ def connection_limits(settings: Settings) -> list[tuple[str, int]]:
         return int(seconds * 1000)
 
     return [
-        # NOTE: a TCP connection that sends nothing, or its HTTP/2 preface a byte at a time,
+        # A TCP connection that sends nothing, or its HTTP/2 preface a byte at a time,
         # never completes the handshake: this closes it (idle_ms only counts once it has).
         ("grpc.server_handshake_timeout_ms", ms(settings.grpc_handshake_timeout_s)),
         ("grpc.max_connection_idle_ms", ms(settings.idle_timeout_s)),
-        # NOTE: gRPC has no read timeout for a call's message; age + grace bound how long a
+        # GRPC has no read timeout for a call's message; age + grace bound how long a
         # trickled message can hold a connection.
         ("grpc.max_connection_age_ms", ms(settings.grpc_max_connection_age_s)),
         ("grpc.max_connection_age_grace_ms", ms(settings.grpc_max_connection_age_grace_s)),
@@ -79,7 +79,7 @@ class HealthPublisher:
         self._stopped = False
 
     def changed(self) -> None:
-        # NOTE: the engine calls this synchronously on the loop; HealthServicer.set is a coroutine.
+        # The engine calls this synchronously on the loop; HealthServicer.set is a coroutine.
         if not self._stopped and (self._pending is None or self._pending.done()):
             self._pending = asyncio.get_running_loop().create_task(self.publish())
 
@@ -163,7 +163,7 @@ class GrpcFrontend:
         loop = asyncio.get_running_loop()
         end = loop.time() + grace
         await self.health.shutdown()
-        # NOTE: refuse new inference ourselves (UNAVAILABLE) while in-flight calls finish, and
+        # Refuse new inference ourselves (UNAVAILABLE) while in-flight calls finish, and
         # only then close the server: a call racing gRPC's own shutdown would end CANCELLED.
         self.servicer.stopping = True
         await self.servicer.wait_idle(grace)
@@ -173,7 +173,7 @@ class GrpcFrontend:
 
 
 def _enable_reflection(server: grpc.aio.Server) -> None:
-    # NOTE: our messages live in their own descriptor pool (see scripts/gen_proto.sh), and
+    # Our messages live in their own descriptor pool (see scripts/gen_proto.sh), and
     # reflection serves one pool: give it ours, with health and reflection added to it.
     from google.protobuf import descriptor_pb2
     from grpc_reflection.v1alpha import reflection_pb2

@@ -10,7 +10,7 @@ import numpy as np
 
 from contract.calibration import lower_bound, upper_bound
 
-# NOTE: PSI takes log(observed / expected); a bin empty on either side would make it infinite.
+# PSI takes log(observed / expected); a bin empty on either side would make it infinite.
 # Empty bins count as this fraction instead (the usual practice for PSI), so one unseen label
 # adds a bounded, visible term rather than an infinity that hides every other change.
 PSI_FLOOR = 1e-4
@@ -67,7 +67,7 @@ def _distribution(values: np.ndarray, floor: float) -> np.ndarray:
 def bin_indices(values: Sequence[float], edges: Sequence[float]) -> list[int]:
     """The histogram bin of each value (as ``np.histogram``: [a, b), the last bin [a, b]);
     values outside the edges go to the first/last bin."""
-    # NOTE: bisect over the inner edges gives 0 … bins-1 directly; for the few images of one
+    # Bisect over the inner edges gives 0 … bins-1 directly; for the few images of one
     # request it costs a fraction of numpy's searchsorted (and clip) on the request path.
     inner = edges[1:-1]
     return [bisect_right(inner, v) for v in values]

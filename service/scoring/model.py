@@ -25,7 +25,7 @@ from service.postprocess import Postprocessor
 from service.settings import Settings
 from service.types import InferOptions
 
-# NOTE: Pillow names the in-memory file in its message ("<_io.BytesIO object at 0x7f...>"); the
+# Pillow names the in-memory file in its message ("<_io.BytesIO object at 0x7f...>"); the
 # address changes from run to run, and rows must be the same whichever engine or run wrote them.
 _ADDRESS = re.compile(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>")
 
@@ -62,7 +62,7 @@ def load_checked(folder: Path) -> ModelMetadata:
 
 
 def error_text(exc: Exception) -> str:
-    text = str(exc).removeprefix("image 0 ")  # NOTE: the server numbers images in a request
+    text = str(exc).removeprefix("image 0 ")  # The server numbers images in a request
     return _ADDRESS.sub("", text).replace("\n", " ")
 
 
@@ -139,7 +139,7 @@ def scoring_settings(intra_op_threads: int, providers: list[str] | None = None) 
     extra = {"providers": providers} if providers else {}
     return Settings(
         intra_op_threads=intra_op_threads,
-        ort_spin_lone_requests=False,  # NOTE: batches here are never lone single images
+        ort_spin_lone_requests=False,  # Batches here are never lone single images
         _env_file=None,  # type: ignore[call-arg]
         **extra,
     )

@@ -210,7 +210,7 @@ class Siblings:
             self._server.close()
         for link in self._links.values():
             link.close()
-        # NOTE: the server stops after its own in-flight calls finished; calls a sibling is
+        # The server stops after its own in-flight calls finished; calls a sibling is
         # still waiting for end here, and that sibling answers them itself (SiblingGone).
         for task in self._tasks:
             task.cancel()
@@ -231,7 +231,7 @@ class Siblings:
             _BOARD.pack_into(self._board, 0, calls, self.busy)
 
     async def _measure_busy(self) -> None:
-        # NOTE: the loop thread's own CPU time (this task runs on it): a loop that spends
+        # The loop thread's own CPU time (this task runs on it): a loop that spends
         # nearly all of it working is the worker's bottleneck, whatever the machine does.
         loop = asyncio.get_running_loop()
         cpu, wall = time.thread_time(), loop.time()
@@ -311,7 +311,7 @@ class Siblings:
             await asyncio.sleep(_RESCAN_S)
             try:
                 await self._rescan()
-            except OSError as exc:  # NOTE: the folder went away: the server is stopping
+            except OSError as exc:  # The folder went away: the server is stopping
                 log.debug("sibling rescan failed: %s", exc)
 
     async def _rescan(self) -> None:
@@ -325,7 +325,7 @@ class Siblings:
             try:
                 await link.connect()
             except OSError:
-                continue  # NOTE: a sibling that stopped leaves its socket file: try next time
+                continue  # A sibling that stopped leaves its socket file: try next time
             self._links[path] = link
 
 
