@@ -112,13 +112,6 @@ class AdaptiveBatcher:
     def closed(self) -> bool:
         return self._closed
 
-    @property
-    def queued_images(self) -> int:
-        return self._queued
-
-    async def predict(self, pixels: np.ndarray, deadline: float | None = None) -> np.ndarray:
-        return await self.submit(pixels, deadline)
-
     def reserve(self, images: int) -> Reservation:
         """Hold queue room for ``images`` still to be decoded: refuses at once, before any work.
 

@@ -25,10 +25,6 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def artifact_kind(settings: Settings) -> str:
-    return settings.backend
-
-
 def load_backend(kind: str, version_dir: Path, meta: ModelMetadata, settings: Settings) -> Backend:
     """Create the backend for ``kind`` from the artifact named in ``meta`` (blocking; call in a thread)."""
     path = version_dir / meta.artifacts[kind].path  # type: ignore[index]

@@ -165,11 +165,6 @@ class OnnxBackend:
             with self._lock:
                 self._running -= 1
 
-    @property
-    def lone_session(self) -> bool:
-        """Whether single-image batches may run on the spinning session."""
-        return self._lone is not None
-
     def close(self) -> None:
         del self.session
         self._lone = None

@@ -11,7 +11,12 @@ import pytest
 from svc_helpers import reference_probabilities, write_version
 
 from contract.metadata import load_metadata
-from service.backends.onnx import OnnxBackend, session_options, wanted_providers
+from service.backends.onnx import (
+    OnnxBackend,
+    lone_session_wanted,
+    session_options,
+    wanted_providers,
+)
 from service.settings import Settings
 
 GPU_FIRST = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -87,7 +92,6 @@ def test_a_lone_single_image_runs_on_the_spinning_session(version_dir) -> None:
     meta = load_metadata(version_dir)
     settings = Settings(providers=["CPUExecutionProvider"], _env_file=None)
     backend = OnnxBackend(version_dir / "model.onnx", meta, settings)
-    assert backend.lone_session
     one = np.random.default_rng(1).uniform(0, 255, (1, 8, 8, 1)).astype(np.float32)
     three = np.random.default_rng(2).uniform(0, 255, (3, 8, 8, 1)).astype(np.float32)
     used: list[str] = []
@@ -127,7 +131,7 @@ def test_a_lone_single_image_runs_on_the_spinning_session(version_dir) -> None:
 def test_lone_session_off(version_dir, off: dict) -> None:
     settings = Settings(providers=["CPUExecutionProvider"], **off, _env_file=None)
     backend = OnnxBackend(version_dir / "model.onnx", load_metadata(version_dir), settings)
-    assert not backend.lone_session
+    assert not lone_session_wanted(settings, ["CPUExecutionProvider"])
     assert backend.session.get_session_options().intra_op_num_threads == 0  # all cores
 
 

@@ -149,7 +149,7 @@ def test_concurrent_grpc_requests_share_batches(make_settings, registry) -> None
         rest = [stub.ModelInfer.future(request(), timeout=30) for _ in range(6)]
         pause = threading.Event()
         for _ in range(2000):  # liveness only: until all six wait behind the held batch
-            if lv.batcher.queued_images == 6:
+            if registry.get_sample_value("visor_queue_depth", labels) == 6:
                 break
             pause.wait(0.01)
         gate.set()
