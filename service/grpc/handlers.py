@@ -72,7 +72,7 @@ def add_inference_service(servicer: Any, server: grpc.aio.Server) -> None:
             response_serializer=getattr(pb, f"{name}Response").SerializeToString,
         )
     # ModelInfer takes and returns bytes: a call handed to a sibling worker travels as it
-    # came, unparsed (service/workers.py); one answered here is parsed as the others are.
+    # came, unparsed (service/workers/siblings.py); one answered here is parsed as the others are.
     handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
         servicer.infer_bytes_call, request_deserializer=None, response_serializer=None
     )

@@ -1,5 +1,5 @@
 """Several workers: how many ``--workers auto`` gives, and how workers share gRPC calls and
-feedback through their sockets (service/workers.py). Real sockets and real server processes."""
+feedback through their sockets (service/workers/). Real sockets and real server processes."""
 
 from __future__ import annotations
 
