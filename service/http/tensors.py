@@ -32,7 +32,7 @@ def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
         raise InvalidInput(f"Content-Encoding '{encoding}' is not supported: use gzip or deflate.")
     inflater = zlib.decompressobj(wbits)
     try:
-        # NOTE: bounded, so a small compressed body cannot expand past the body limit.
+        # Bounded, so a small compressed body cannot expand past the body limit.
         out = inflater.decompress(body, limit + 1)
     except zlib.error as err:
         raise InvalidInput(f"The {encoding} body could not be decompressed: {err}.") from err
@@ -111,7 +111,7 @@ def input_tensor(spec: Any, tail: memoryview, offset: int) -> tuple[TensorData, 
 
 
 def _b64(item: Any, name: Any) -> Any:
-    # NOTE: JSON cannot carry raw image bytes; BYTES elements in JSON are base64 (as MLServer).
+    # JSON cannot carry raw image bytes; BYTES elements in JSON are base64 (as MLServer).
     if not isinstance(item, str):
         return item  # the parser refuses it with the same message on every wire
     try:

@@ -58,7 +58,7 @@ async def _read_multipart(request: Request, max_images: int) -> tuple[list[bytes
     try:
         form: FormData = await request.form(max_files=max_images, max_fields=64)
     except (MultiPartException, HTTPException) as err:
-        # NOTE: Starlette turns parser errors (too many files, bad boundary) into HTTPException.
+        # Starlette turns parser errors (too many files, bad boundary) into HTTPException.
         detail = getattr(err, "detail", None) or getattr(err, "message", "")
         raise InvalidInput(f"The multipart body could not be read: {detail}.") from err
     images: list[bytes] = []
@@ -68,7 +68,7 @@ async def _read_multipart(request: Request, max_images: int) -> tuple[list[bytes
             if isinstance(value, UploadFile):
                 images.append(await value.read())
             elif name in ("labels", "threshold"):
-                # NOTE: an empty field (Swagger UI's "Send empty value") means "not given".
+                # An empty field (Swagger UI's "Send empty value") means "not given".
                 if parts := [p for p in value.split(",") if p.strip()]:
                     fields.setdefault(name, []).extend(parts)
             else:
@@ -93,7 +93,7 @@ async def _read_json(request: Request) -> tuple[list[bytes], dict[str, Any]]:
 
 
 def _b64(text: str, index: int) -> bytes:
-    # NOTE: accept data URLs ("data:image/png;base64,...") as browsers produce them.
+    # Accept data URLs ("data:image/png;base64,...") as browsers produce them.
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
@@ -169,5 +169,5 @@ def model_entry(info: ModelInfo) -> dict[str, Any]:
 
 
 def _floats(values: Any) -> list[float]:
-    # NOTE: str() of a float32 is its shortest repr: 0.3, not 0.30000001192092896.
+    # Str() of a float32 is its shortest repr: 0.3, not 0.30000001192092896.
     return [float(str(v)) for v in values]
