@@ -169,5 +169,5 @@ def model_entry(info: ModelInfo) -> dict[str, Any]:
 
 
 def _floats(values: Any) -> list[float]:
-    # Str() of a float32 is its shortest repr: 0.3, not 0.30000001192092896.
+    # str() of a float32 is its shortest repr: 0.3, not 0.30000001192092896.
     return [float(str(v)) for v in values]
