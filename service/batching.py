@@ -51,11 +51,11 @@ class BatchPolicy:
 # A lone request runs on the event loop, which is blocked while it runs, so requests that
 # arrive meanwhile stay unseen until it ends, and the next would find the version idle again:
 # inline runs alone cannot tell a lone client from a crowd served one by one. So inline runs
-# come in rations of _INLINE_RATION, each earned by a request run the usual way (on a thread,
+# come in rations of INLINE_RATION, each earned by a request run the usual way (on a thread,
 # the loop free) during which no other request came; any request that finds the version busy
 # ends the ration and stops inline runs for _QUIET_S. A crowd costs at most one ration of
-# batch-1 runs per _QUIET_S; a lone client gets all but one request in _INLINE_RATION + 1 inline.
-_INLINE_RATION = 16
+# batch-1 runs per _QUIET_S; a lone client gets all but one request in INLINE_RATION + 1 inline.
+INLINE_RATION = 16
 _QUIET_S = 1.0
 
 
@@ -147,7 +147,7 @@ class AdaptiveBatcher:
         return future
 
     def _inline(self, now: float) -> bool:
-        """Whether this request runs on the loop now (see _INLINE_RATION)."""
+        """Whether this request runs on the loop now (see INLINE_RATION)."""
         if self._queue or self._in_flight or self._reserved:
             self._busy_at, self._inline_left, self._probe_at = now, 0, None
             return False
@@ -276,7 +276,7 @@ class AdaptiveBatcher:
     ) -> None:
         self._in_flight -= 1
         if self._probe_at is not None and self._busy_at < self._probe_at:
-            self._inline_left, self._probe_at = _INLINE_RATION, None
+            self._inline_left, self._probe_at = INLINE_RATION, None
         exc = fut.exception()
         if exc is not None:
             self._fail(batch, exc)

@@ -137,11 +137,11 @@ class OnnxBackend:
         # the main session. It is only ever fed batch 1, so its arena stays small. Wanted only
         # when CPU is the provider asked for, so it never sits beside a GPU session that fell
         # back.
-        self._lone: ort.InferenceSession | None = None
+        self.lone: ort.InferenceSession | None = None
         self._running = 0
         self._lock = threading.Lock()
         if lone:
-            self._lone = ort.InferenceSession(
+            self.lone = ort.InferenceSession(
                 str(path),
                 sess_options=session_options(settings, spinning=True),
                 providers=["CPUExecutionProvider"],
@@ -149,17 +149,17 @@ class OnnxBackend:
             one = np.zeros(
                 (1, meta.input.height, meta.input.width, meta.input.channels), np.float32
             )
-            for session in (self._lone, self.session):  # warm both at batch 1
+            for session in (self.lone, self.session):  # warm both at batch 1
                 session.run(self._outputs, {self._input: one})
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        if self._lone is None:
+        if self.lone is None:
             return self.session.run(self._outputs, {self._input: batch})[0]
         with self._lock:  # Every run counts, so "alone" means no batch of any size runs
             alone = self._running == 0
             self._running += 1
         try:
-            session = self._lone if alone and len(batch) == 1 else self.session
+            session = self.lone if alone and len(batch) == 1 else self.session
             return session.run(self._outputs, {self._input: batch})[0]
         finally:
             with self._lock:
@@ -167,4 +167,4 @@ class OnnxBackend:
 
     def close(self) -> None:
         del self.session
-        self._lone = None
+        self.lone = None

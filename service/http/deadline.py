@@ -53,8 +53,8 @@ class RequestTimeoutMiddleware:
 def install() -> None:
     """Make BentoML build every HTTP app of this process with ``RequestTimeoutMiddleware``."""
     # NOTE: BentoML's BaseAppFactory imports the class from this module each time it builds an
-    # app (inside its `middlewares` property), so replacing the module attribute before the
-    # worker builds its app is enough; tests/http/test_deadline.py fails if that ever changes.
+    # app (inside its `middlewares` property), so replacing the module attribute before the worker
+    # builds its app is enough; tests/service/http/test_deadline.py fails if that ever changes.
     from bentoml._internal.server.http import traffic
 
     traffic.TimeoutMiddleware = RequestTimeoutMiddleware  # type: ignore[misc]

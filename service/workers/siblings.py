@@ -183,7 +183,7 @@ class Siblings:
         self._links: dict[Path, _Link] = {}
         self._server: asyncio.AbstractServer | None = None
         self._watch: asyncio.Task | None = None
-        self._meter: asyncio.Task | None = None
+        self.meter: asyncio.Task | None = None  # keeps self.busy up to date
         self._tasks: set[asyncio.Task] = set()
         self._serving_frames: set[_Frames] = set()
         self._board: mmap.mmap | None = None
@@ -199,11 +199,11 @@ class Siblings:
         self._server = await loop.create_unix_server(self._serving, self.path)
         await self._rescan()
         self._watch = asyncio.create_task(self._keep_watching())
-        self._meter = asyncio.create_task(self._measure_busy())
+        self.meter = asyncio.create_task(self._measure_busy())
         log.info("worker %d: sharing gRPC calls with its siblings via %s", os.getpid(), self.folder)
 
     async def stop(self) -> None:
-        for task in (self._watch, self._meter):
+        for task in (self._watch, self.meter):
             if task is not None:
                 task.cancel()
         if self._server is not None:

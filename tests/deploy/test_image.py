@@ -6,13 +6,12 @@ import fnmatch
 import importlib
 import re
 import tomllib
-from pathlib import Path
 
 import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
 
 
 @pytest.fixture(scope="module")

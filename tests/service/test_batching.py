@@ -203,22 +203,22 @@ def inline_batcher(backend, pool, **kw):
 
 
 async def test_a_lone_client_runs_on_the_loop_between_probes(pool) -> None:
-    from service.batching import _INLINE_RATION
+    from service.batching import INLINE_RATION
 
     backend = ThreadRecorder()
     b = inline_batcher(backend, pool)
     loop_thread = threading.get_ident()
-    rounds = 3 * (_INLINE_RATION + 1)
+    rounds = 3 * (INLINE_RATION + 1)
     for i in range(rounds):
         out = await b.submit(one(i))
         assert out[0, 0] == 2 * i
     on_loop = [t == loop_thread for t in backend.threads]
     # the first request of each ration is a probe on a pool thread; the ration runs inline
-    assert on_loop == ([False] + [True] * _INLINE_RATION) * 3
+    assert on_loop == ([False] + [True] * INLINE_RATION) * 3
 
 
 async def test_a_crowd_after_lone_requests_is_batched(pool) -> None:
-    from service.batching import _INLINE_RATION
+    from service.batching import INLINE_RATION
 
     backend = ThreadRecorder()
     b = inline_batcher(backend, pool)
@@ -230,7 +230,7 @@ async def test_a_crowd_after_lone_requests_is_batched(pool) -> None:
     outs = await asyncio.gather(*crowd)
     assert [float(o[0, 0]) for o in outs] == [2.0 * i for i in range(1, 41)]
     inline_runs = sum(t == loop_thread for t in backend.threads)
-    assert inline_runs <= _INLINE_RATION
+    assert inline_runs <= INLINE_RATION
     assert max(backend.batches) > 1, backend.batches  # the rest were batched
     # and the crowd stopped inline runs: the next lone request waits for quiet on a thread
     backend.threads.clear()

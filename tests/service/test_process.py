@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from svc_helpers import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+from tests.helpers.servers import free_port
 
 NO_TF = """
 import asyncio, sys

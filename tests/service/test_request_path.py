@@ -21,7 +21,8 @@ from PIL import Image
 
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from tests.service.svc_helpers import GrpcFixture, LoopThread, encode
+from tests.helpers.models import encode
+from tests.helpers.servers import GrpcFixture, LoopThread
 
 ROOT = Path(__file__).resolve().parents[2]
 # The engine orchestrates: the path returns to it between its steps. Data types are read

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from svc_helpers import LoopThread
 
 from service.engine import Engine
 from service.grpc.frontend import GrpcFrontend
-from tests.conftest import ROOT
+from tests.helpers import ROOT
+from tests.helpers.servers import LoopThread
 
 
 def _serve(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -15,15 +15,16 @@ import grpc
 import numpy as np
 import psutil
 import pytest
-from svc_helpers import H, W, free_port, reference_probabilities, write_version
 
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import visor_ext_pb2 as ext
 from service.settings import Settings
 from service.workers.count import auto_workers, resolve_workers
 from service.workers.siblings import INFER, SiblingError, SiblingGone, Siblings
+from tests.helpers import ROOT
+from tests.helpers.models import H, W, reference_probabilities, write_version
+from tests.helpers.servers import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 CPU = ["CPUExecutionProvider"]
 
 
@@ -78,10 +79,9 @@ async def test_siblings_forward_bytes_errors_and_notice_a_sibling_gone(tmp_path)
 
     a, b = Siblings(tmp_path, {INFER: echo}), Siblings(tmp_path, {INFER: echo})
     b.path = tmp_path / "worker-b.sock"  # NOTE: both live in this process: distinct names
-    await a.start()
     await b.start()
-    await a._rescan()
-    a._meter.cancel()  # NOTE: a's loop is declared saturated below; b measures its own (idle)
+    await a.start()  # finds b's socket as it starts
+    a.meter.cancel()  # NOTE: a's loop is declared saturated below; b measures its own (idle)
     try:
         a.busy = 0.5
         assert a.pick(8) is None  # an unsaturated worker answers its calls, however many

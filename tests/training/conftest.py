@@ -7,9 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from visor_train_helpers import write_classes
 
-from tests.conftest import run_training_cli
+from tests.helpers.training import run_training_cli, write_classes
 
 
 @pytest.fixture

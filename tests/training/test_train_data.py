@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from visor_train_helpers import write_classes
 
 from contract.imaging import decode_image
+from tests.helpers.training import write_classes
 from training.config import DataConfig
 from training.data import load_dataset
 from training.errors import DatasetError

@@ -7,10 +7,11 @@ import struct
 import grpc
 import numpy as np
 import pytest
-from svc_helpers import GrpcFixture, encode, hold_batches, image_pixels
 
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from tests.helpers.models import encode, image_pixels
+from tests.helpers.servers import GrpcFixture, hold_batches
 
 
 def request(

@@ -1,5 +1,5 @@
-"""Helpers and fixtures of the service tests: a tiny deterministic model repository built with
-onnx.helper (no TensorFlow), a background event loop, an in-process gRPC server.
+"""Model repositories for the tests: a tiny deterministic ONNX model built with onnx.helper (no
+TensorFlow), its reference answers, images for it, and repositories built from it.
 
 The model: float32 [N, 8, 8, 1] in 0..255 → flatten → MatMul → (Softmax). Three labels:
 "top" lights up for bright rows 0-3, "bottom" for rows 4-7, "left" for columns 0-3.
@@ -7,24 +7,17 @@ The model: float32 [N, 8, 8, 1] in 0..255 → flatten → MatMul → (Softmax). 
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import socket
-import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
-from prometheus_client import CollectorRegistry
 
 from contract.metadata import ModelMetadata, sha256_path
-from service.settings import Settings
 
 LABELS = ["top", "bottom", "left"]
 H = W = 8
@@ -138,40 +131,6 @@ def write_version(
     return final
 
 
-@pytest.fixture
-def model_repo(tmp_path: Path) -> Path:
-    root = tmp_path / "models"
-    write_version(root, "tiny", 1)
-    write_version(root, "tiny_logits", 1, logits=True)
-    return root
-
-
-@pytest.fixture
-def make_settings(model_repo: Path) -> Callable[..., Settings]:
-    def make(**overrides: object) -> Settings:
-        base = {
-            "models": model_repo,
-            "providers": ["CPUExecutionProvider"],
-            "poll_interval_s": 0,
-            "max_batch_size": 8,
-            "max_queue_delay_ms": 2.0,
-            "intra_op_threads": 1,
-            "grpc_port": 0,
-            "host": "127.0.0.1",
-            "warmup_batch_sizes": [1, 8],
-            "_env_file": None,
-        }
-        base.update(overrides)
-        return Settings(**base)
-
-    return make
-
-
-@pytest.fixture
-def registry() -> CollectorRegistry:
-    return CollectorRegistry()
-
-
 def image_pixels(kind: str) -> np.ndarray:
     """uint8 [8, 8, 1]: bright where ``kind`` says."""
     x = np.zeros((H, W, 1), np.uint8)
@@ -193,97 +152,78 @@ def encode(pixels: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> byt
     return buf.getvalue()
 
 
-def hold_batches(version: object) -> tuple[threading.Event, threading.Event]:
-    """Make a loaded version's batches wait inside the backend: returns (gate, entered).
-
-    ``entered`` is set when a batch reached the backend; it runs once ``gate`` is set."""
-    gate, entered = threading.Event(), threading.Event()
-    real_run = version.backend.run
-
-    def held_run(x: np.ndarray) -> np.ndarray:
-        entered.set()
-        gate.wait(30)
-        return real_run(x)
-
-    version.batcher._run = held_run
-    return gate, entered
+def tiny_repo(root: Path) -> Path:
+    models = root / "models"
+    write_version(models, "tiny", 1)
+    return models
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def slow_repo(root: Path, repeat: int = 32, width: int = 2048) -> Path:
+    """Model "slow": the tiny model's answers, but ``repeat`` [width x width] MatMuls per image,
+    so a batch of a few dozen images keeps the (single) inference thread busy for a while."""
+    lift = np.zeros((H * W, width), np.float32)
+    lift[:, : H * W] = np.eye(H * W, dtype=np.float32)
+    head = np.zeros((width, 3), np.float32)
+    head[: H * W] = weights()
+    nodes = [
+        helper.make_node("Reshape", ["image", "shape"], ["x0"]),
+        helper.make_node("MatMul", ["x0", "lift"], ["h0"]),
+    ]
+    for i in range(repeat):  # NOTE: identity weights, so ORT cannot fold them away
+        nodes.append(helper.make_node("MatMul", [f"h{i}", "eye"], [f"h{i + 1}"]))
+    nodes += [
+        helper.make_node("MatMul", [f"h{repeat}", "head"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", H, W, 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3])],
+        initializer=[
+            numpy_helper.from_array(np.array([-1, H * W], np.int64), "shape"),
+            numpy_helper.from_array(lift, "lift"),
+            numpy_helper.from_array(np.eye(width, dtype=np.float32), "eye"),
+            numpy_helper.from_array(head, "head"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder = root / "models" / "slow" / "1"
+    folder.mkdir(parents=True)
+    onnx.save(model, str(folder / "model.onnx"))
+    meta = metadata("slow", 1, sha256_path(folder / "model.onnx"))
+    (folder / "metadata.json").write_text(json.dumps(meta))
+    return root / "models"
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Liveness only: poll until ``predicate()`` holds, fail after a generous timeout."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
+# --- a repository for the page and document tests ------------------------------------------
+
+CARD_TEXT = "# tiny v1\n\nA fixture model card.\n"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+def png(colour: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="PNG")
+    return buf.getvalue()
 
 
-class LoopThread:
-    """An event loop in a background thread: servers run there, tests stay synchronous."""
+def site_repo(root: Path) -> Path:
+    """``tiny/1`` (ready, with report/ as training writes it) and ``tiny/2`` (checksum mismatch:
+    failed).
 
-    def __init__(self) -> None:
-        import threading
-
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def run(self, coro, timeout: float = 60.0):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-
-
-class GrpcFixture:
-    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
-        from service.engine import Engine
-        from service.grpc.frontend import GrpcFrontend
-
-        self.settings = settings
-        self.thread = LoopThread()
-        self.engine = Engine(settings, registry=registry)
-        self.thread.run(self.engine.start())
-        self.server = GrpcFrontend(self.engine, settings)
-        self.thread.run(self.server.start())
-        self.port = self.server.port
-        self.url = f"127.0.0.1:{self.port}"
-        self.stopped = False
-
-    def stop(self, grace: float = 5.0) -> None:
-        if not self.stopped:
-            self.stopped = True
-            self.thread.run(self.server.stop(grace))
-            self.thread.run(self.engine.stop())
-            self.thread.close()
-
-
-@pytest.fixture
-def grpc_server(make_settings, registry):
-    fx = GrpcFixture(make_settings(), registry)
-    yield fx
-    fx.stop(0)
-
-
-@pytest.fixture
-def stub(grpc_server):
-    import grpc
-
-    from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-
-    channel = grpc.insecure_channel(grpc_server.url)
-    yield pb_grpc.GRPCInferenceServiceStub(channel)
-    channel.close()
+    Beside the model, ``secret.txt`` and a symlink ``report/escape.png`` pointing at it: the
+    report route must never serve a file outside ``report/``.
+    """
+    models = root / "models"
+    version = write_version(models, "tiny", 1)
+    report = version / "report"
+    report.mkdir()
+    for name, colour in (("training_curves", (200, 0, 0)), ("pr_curves", (0, 0, 200))):
+        (report / f"{name}.png").write_bytes(png(colour))
+    (report / "MODEL_CARD.md").write_text(CARD_TEXT)
+    (report / "notes.txt").write_text("not a report file")
+    (root / "secret.png").write_bytes(png((0, 0, 0)))
+    (report / "escape.png").symlink_to(root / "secret.png")
+    write_version(models, "tiny", 2, bad_sha=True)
+    return models

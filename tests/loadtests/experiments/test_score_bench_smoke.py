@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.service.svc_helpers import encode, write_version
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+from tests.helpers.models import encode, write_version
 
 
 def test_score_bench_writes_json_and_the_doc_table(tmp_path: Path) -> None:
@@ -31,7 +30,7 @@ def test_score_bench_writes_json_and_the_doc_table(tmp_path: Path) -> None:
             str(tmp_path / "images"), "--engines", "local,http", "--batch", "2",
             "--out", str(out), "--doc", str(doc)]  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-m", "loadtests.score_bench", *argv],
+        [sys.executable, "-m", "loadtests.experiments.score_bench", *argv],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

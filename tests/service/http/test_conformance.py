@@ -23,9 +23,9 @@ from PIL import Image
 
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from tests.http.conftest import Server, start_server, tiny_repo
-from tests.http.oip_wires import WIRES, Case, Input, Verdict, send
-from tests.service.svc_helpers import reference_probabilities
+from tests.helpers.models import reference_probabilities, tiny_repo
+from tests.helpers.servers import Server, start_server
+from tests.helpers.wires import WIRES, Case, Input, Verdict, send
 
 BAD = "INVALID_ARGUMENT"
 RNG = np.random.default_rng(7)

@@ -1,4 +1,4 @@
-"""loadtests/monitor_cost.py runs and reports every figure docs/monitoring.md quotes."""
+"""loadtests/experiments/monitor_cost.py runs and reports every figure docs/monitoring.md quotes."""
 
 from __future__ import annotations
 
@@ -7,15 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.service.svc_helpers import write_version
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+from tests.helpers.models import write_version
 
 
 def test_monitor_cost_reports_time_and_memory(tmp_path: Path) -> None:
     version_dir = write_version(tmp_path / "models", "tiny", 1)
     done = subprocess.run(
-        [sys.executable, "-m", "loadtests.monitor_cost", "--version-dir", str(version_dir)]
+        [
+            sys.executable,
+            "-m",
+            "loadtests.experiments.monitor_cost",
+            "--version-dir",
+            str(version_dir),
+        ]
         + ["--images", "2", "--number", "300", "--repeat", "1"],
         cwd=ROOT,
         capture_output=True,

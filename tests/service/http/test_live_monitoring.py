@@ -27,7 +27,7 @@ from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.grpc.generated import visor_ext_pb2 as ext
 from service.grpc.generated import visor_ext_pb2_grpc as ext_grpc
-from tests.http.conftest import HTTP, Server, start_server
+from tests.helpers.servers import HTTP, Server, start_server
 
 EDGES = np.linspace(0.0, 1.0, 11)
 

@@ -14,7 +14,7 @@ from contract.calibration import CurveCounts, choose
 from contract.metadata import load_metadata
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from tests.http.conftest import HTTP, start_server
+from tests.helpers.servers import HTTP, start_server
 
 
 def _digit_png(index: int = 7) -> bytes:

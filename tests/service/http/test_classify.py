@@ -11,8 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from tests.http.conftest import HTTP, KEY, Server
-from tests.service.svc_helpers import LABELS, encode, image_pixels, reference_probabilities
+from tests.helpers.models import LABELS, encode, image_pixels, reference_probabilities
+from tests.helpers.servers import HTTP, KEY, Server
 
 KINDS = ["top", "bottom", "left"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.http.conftest import HTTP, KEY, Server, start_server
-from tests.http.site_helpers import CARD_TEXT, png, site_repo
+from tests.helpers.models import CARD_TEXT, png, site_repo
+from tests.helpers.servers import HTTP, KEY, Server, start_server
 
 
 @pytest.fixture(scope="module")

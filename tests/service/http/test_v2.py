@@ -10,8 +10,8 @@ import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
-from tests.http.conftest import HTTP, KEY, Server
-from tests.service.svc_helpers import LABELS, encode, image_pixels, reference_probabilities
+from tests.helpers.models import LABELS, encode, image_pixels, reference_probabilities
+from tests.helpers.servers import HTTP, KEY, Server
 
 PIXELS = np.stack([image_pixels(k) for k in ("top", "bottom", "left")])
 

@@ -1,6 +1,7 @@
 """Images/s of offline scoring, locally and on Spark, against the HTTP server, on the same images.
 
-    python -m loadtests.score_bench --models models --model digits --images build/data/digits
+    python -m loadtests.experiments.score_bench --models models --model digits \\
+        --images build/data/digits
 
 - ``local``: ``python -m service score --engine local`` (every core: decode threads + ORT).
 - ``spark``: ``python -m service score --engine spark --master local[2]``.
@@ -148,7 +149,9 @@ def write_doc(doc: Path, result: dict) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m loadtests.score_bench", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.experiments.score_bench", description=__doc__
+    )
     p.add_argument("--models", type=Path, default=ROOT / "models")
     p.add_argument("--model", default="digits")
     p.add_argument("--images", type=Path, required=True, help="a folder of PNG images")
@@ -170,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.models = args.models.resolve()
     engines = args.engines.split(",")
     result: dict = {
-        "command": "python -m loadtests.score_bench " + " ".join(argv or sys.argv[1:]),
+        "command": "python -m loadtests.experiments.score_bench " + " ".join(argv or sys.argv[1:]),
         "model": args.model,
         "machine": machine(),
         "engines": {},

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from tests.http.conftest import HTTP, Server, slow_repo, start_server, tiny_repo
-from tests.service.svc_helpers import encode, image_pixels
+from tests.helpers.models import encode, image_pixels, slow_repo, tiny_repo
+from tests.helpers.servers import HTTP, Server, start_server
 
 PNG = encode(image_pixels("top"))
 

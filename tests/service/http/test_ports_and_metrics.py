@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.http.conftest import ROOT, start_server, tiny_repo
-from tests.service.svc_helpers import encode, image_pixels
+from tests.helpers import ROOT
+from tests.helpers.models import encode, image_pixels, tiny_repo
+from tests.helpers.servers import start_server
 
 
 def _classify_count(metrics: str) -> float:

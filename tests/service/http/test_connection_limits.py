@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.http.conftest import Server, start_server, tiny_repo
-from tests.service.svc_helpers import encode, image_pixels
+from tests.helpers.models import encode, image_pixels, tiny_repo
+from tests.helpers.servers import Server, start_server
 
 BOUND_S = 20.0  # generous: the limits below are 1 s
 CAP = 6

@@ -5,7 +5,7 @@ initialisation and the folds), reads each published ``metadata.json`` and counts
 seed) pair, whether a class reported *certified* reached the target on the test split, which the
 calibration never sees. Writes a JSON with every pair and the totals.
 
-    python -m loadtests.calibration --seeds 1 2 3 4 5 --out docs/calibration.json
+    python -m loadtests.experiments.calibration --seeds 1 2 3 4 5 --out docs/calibration.json
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs += _pairs(models / f"digits-seed{seed}" / "1", seed)
         print(json.dumps(summarise(pairs, len(seconds))), flush=True)
     result = {
-        "command": " ".join(["python -m loadtests.calibration", *sys.argv[1:]]),
+        "command": " ".join(["python -m loadtests.experiments.calibration", *sys.argv[1:]]),
         "train_args": args.train_args,
         "summary": summarise(pairs, len(args.seeds)),
         "train_seconds": seconds,

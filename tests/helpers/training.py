@@ -1,11 +1,33 @@
-"""Synthetic class-folder images for the training tests (unique module name: no package here)."""
+"""Training in the tests: ``python -m training`` in a subprocess, and synthetic class-folder
+images to train on."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from tests.helpers import ROOT
+
+
+def run_training_cli(
+    *args: str, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """``python -m training ARGS`` in a subprocess (TensorFlow stays out of the test process)."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def class_pattern(label: int, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from tests.http.conftest import HTTP, KEY, Server
+from tests.helpers.servers import HTTP, KEY, Server
 
 
 def _refused(server: Server) -> dict[tuple[str, str], float]:

@@ -1,6 +1,6 @@
 """A/B a server setting: every variant up at once, measured in alternating short windows.
 
-    python -m loadtests.ab --model mobilenetv2 \\
+    python -m loadtests.experiments.ab --model mobilenetv2 \\
         --variant base: --variant spin:VISOR_ORT_ALLOW_SPINNING=true \\
         --point grpc:1 --point grpc:32 --reps 4
 
@@ -18,7 +18,7 @@ is the figure to read when two versions of the request path are compared: give t
 own checkout with ``--tree``::
 
     git worktree add /tmp/visor-old HEAD~1
-    python -m loadtests.ab --model digits --variant old: --variant new: \\
+    python -m loadtests.experiments.ab --model digits --variant old: --variant new: \\
         --tree old=/tmp/visor-old --point grpc:64 --reps 8
 
 Each window also reports the whole machine's idle and stolen cores: a saturated server should
@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
                     w["loop_ms_per_request"] = 1000 * w["loop_cores"] / w["rps"]
                     windows.setdefault((name, target, conc), []).append(w)
     report = {
-        "command": "python -m loadtests.ab " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m loadtests.experiments.ab "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": args.model,
         "variants": {name: env for name, env in args.variant},
         "trees": {name: str(path) for name, path in trees.items()},

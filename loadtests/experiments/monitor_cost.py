@@ -1,7 +1,7 @@
 """What live verification adds to a request: ``VersionMonitor.record`` per request, in µs, and
 the memory one stored request takes.
 
-    python -m loadtests.monitor_cost --version-dir models/digits/1 --images 1
+    python -m loadtests.experiments.monitor_cost --version-dir models/digits/1 --images 1
 
 Records synthetic answers of ``--images`` images into a monitor of the version's metadata (with
 and without a drift reference) and prints the best of ``--repeat`` timings as JSON. A request id

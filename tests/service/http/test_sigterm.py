@@ -8,7 +8,8 @@ import socket
 import time
 from pathlib import Path
 
-from tests.http.conftest import start_server, tiny_repo
+from tests.helpers.models import tiny_repo
+from tests.helpers.servers import start_server
 
 IN_FLIGHT = (
     b"POST /classify HTTP/1.1\r\nHost: visor\r\nContent-Type: application/json\r\n"

@@ -1,7 +1,7 @@
 """Head-of-line blocking on decode: a small request's latency while two large requests decode.
 
-    python -m loadtests.decode_fairness --models models --model digits
-    python -m loadtests.decode_fairness --models models --model digits --whole-request
+    python -m loadtests.experiments.decode_fairness --models models --model digits
+    python -m loadtests.experiments.decode_fairness --models models --model digits --whole-request
 
 In-process engine (no server): two requests of ``--images`` PNGs of ``--side``² pixels start,
 then one one-image request; prints how long the small one took and how much later the large ones
@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import io
 import time
+from concurrent.futures import Executor
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from service import decoding
+from service import engine as engine_module
 from service.engine import Engine
 from service.settings import Settings
 from service.types import InferOptions
@@ -38,11 +40,18 @@ def decode_all(images: list[bytes], spec: object, max_pixels: int) -> np.ndarray
     return np.stack([decoding.decode_image(d, spec, max_pixels, i) for i, d in enumerate(images)])
 
 
-async def whole_request(self: decoding.FairDecoder, images: list[bytes], spec: object) -> object:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        self._executor, decode_all, images, spec, self._max_pixels
-    )
+class WholeRequestDecoder(decoding.FairDecoder):
+    """The old decode: each request's images decoded in one pool task, no turns."""
+
+    def __init__(
+        self, executor: Executor, tasks_per_request: int, max_request_pixels: int, max_pixels: int
+    ) -> None:
+        super().__init__(executor, tasks_per_request, max_request_pixels, max_pixels)
+        self.pool, self.max_pixels = executor, max_pixels
+
+    async def decode(self, images: list[bytes], spec: object) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, decode_all, images, spec, self.max_pixels)
 
 
 async def measure(args: argparse.Namespace) -> None:
@@ -89,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--whole-request", action="store_true", help="the old one-task decode")
     args = p.parse_args(argv)
     if args.whole_request:
-        decoding.FairDecoder.decode = whole_request  # type: ignore[method-assign]
+        engine_module.FairDecoder = WholeRequestDecoder  # the engine builds its decoder from it
     asyncio.run(measure(args))
 
 

@@ -19,9 +19,9 @@ from openapi_spec_validator import validate
 from service import errors
 from service.http.middleware import error_body
 from service.http.openapi_schemas import ErrorCode
-from tests.http.conftest import HTTP, KEY, ROOT, Server, start_server
-from tests.http.site_helpers import site_repo
-from tests.service.svc_helpers import LABELS, encode, image_pixels
+from tests.helpers import ROOT
+from tests.helpers.models import LABELS, encode, image_pixels, site_repo
+from tests.helpers.servers import HTTP, KEY, Server, start_server
 
 
 @pytest.fixture(scope="module")

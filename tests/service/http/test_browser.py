@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.http import browser
-from tests.http.conftest import HTTP, Server, start_server
+from tests.helpers import browser
+from tests.helpers.servers import HTTP, Server, start_server
 
 pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
 UI_KEY = "ui-key"
