@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import DeadlineExceeded
+from service.http.middleware import error_response
 
 
 class RequestTimeoutMiddleware:
@@ -46,8 +48,8 @@ class RequestTimeoutMiddleware:
         except TimeoutError:
             if started or not timer.expired():
                 raise
-            body = {"error": f"Not able to process the request in {self.timeout} seconds"}
-            await JSONResponse(body, status_code=504)(scope, receive, send)
+            err = DeadlineExceeded(f"Not able to process the request in {self.timeout} seconds")
+            await error_response(err)(scope, receive, send)
 
 
 def install() -> None:

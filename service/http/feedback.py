@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from service.errors import InvalidInput, VisorError
-from service.http.middleware import error_body
+from service.http.middleware import error_response
 from service.http.tensors import load_json
 
 
@@ -25,7 +25,7 @@ async def feedback(request: Request) -> Response:
     except VisorError as err:
         # NOTE: answered here: the mounted app's own error middleware would turn a raised
         # VisorError into a 500 before Visor's guard sees it.
-        return Response(error_body(err), err.http_status, media_type="application/json")
+        return error_response(err)
     return JSONResponse(
         {
             "request_id": request_id,

@@ -6,12 +6,11 @@ sees the same rules and every refusal has the same ``{"error", "code"}`` body.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import ApiKeys, key_from_headers
@@ -44,17 +43,11 @@ def is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
-def error_body(err: VisorError) -> bytes:
-    return json.dumps({"error": err.message, "code": err.reason}).encode()
-
-
-async def send_error(send: Send, err: VisorError) -> None:
-    body = error_body(err)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if isinstance(err, Unauthenticated):
-        headers.append((b"www-authenticate", b'Bearer realm="visor"'))
-    await send({"type": "http.response.start", "status": err.http_status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def error_response(err: VisorError) -> Response:
+    """The answer to every refusal on every HTTP route: ``{"error": sentence, "code": reason}``."""
+    challenge = {"www-authenticate": 'Bearer realm="visor"'}
+    headers = challenge if isinstance(err, Unauthenticated) else None
+    return JSONResponse({"error": err.message, "code": err.reason}, err.http_status, headers)
 
 
 class GuardMiddleware:
@@ -79,7 +72,7 @@ class GuardMiddleware:
         except VisorError as err:
             _count_refusal(path, err)
             await _discard_body(receive, limit=4 * self.max_body)
-            return await send_error(send, err)
+            return await error_response(err)(scope, receive, send)
         await self._forward(scope, receive, send)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -107,7 +100,7 @@ class GuardMiddleware:
         except VisorError as err:
             if started:
                 raise
-            await send_error(send, err)
+            await error_response(err)(scope, receive, send)
 
     def _too_large(self, size: int) -> PayloadTooLarge:
         return PayloadTooLarge(
@@ -139,4 +132,4 @@ async def _discard_body(receive: Receive, limit: int) -> None:
 async def visor_error_response(_request: Request, err: Exception) -> Response:
     """Starlette exception handler: a VisorError raised by a route → its JSON answer."""
     assert isinstance(err, VisorError)
-    return Response(error_body(err), status_code=err.http_status, media_type="application/json")
+    return error_response(err)

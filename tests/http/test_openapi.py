@@ -17,7 +17,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from service import errors
-from service.http.middleware import error_body
+from service.http.middleware import error_response
 from service.http.openapi_schemas import ErrorCode
 from tests.http.conftest import HTTP, KEY, ROOT, Server, start_server
 from tests.http.site_helpers import site_repo
@@ -106,7 +106,7 @@ def test_every_error_class_matches_its_documented_answer(doc: dict[str, Any]) ->
     feedback_only = (errors.UnknownRequest, errors.FeedbackConflict)
     for cls in [errors.VisorError, *errors.VisorError.__subclasses__()]:
         path = "/feedback" if cls in feedback_only else "/classify"
-        body = json.loads(error_body(cls("a sentence")))
+        body = json.loads(error_response(cls("a sentence")).body)
         check(doc, answer_schema(doc, "post", path, cls.http_status), body)
         assert str(cls.http_status) in doc["paths"][path]["post"]["responses"]
 
