@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from service.auth import ApiKeys
 from service.errors import InvalidInput, ModelUnavailable, VisorError
-from service.http import connections, deadline, wire
+from service.http import bento, connections, wire
 from service.http.feedback import feedback
 from service.http.middleware import GuardMiddleware, visor_error_response
 from service.http.middleware import error_response as _error
@@ -172,5 +172,4 @@ class Visor:
 Visor.add_asgi_middleware(_guard)  # type: ignore[arg-type]
 # NOTE: a BentoML worker imports this module right before it builds its ASGI app and uvicorn
 # server: the one point where Visor can change how either is built.
-deadline.install()
-connections.install(load_settings())
+bento.install_in_worker(load_settings())

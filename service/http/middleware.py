@@ -19,7 +19,7 @@ from service.metrics import Metrics
 
 log = logging.getLogger("visor.http")
 
-# NOTE: probes, scrapers, the web page and the API reference must work without a key (the page
+# probes, scrapers, the web page and the API reference must work without a key (the page
 # asks for one and sends it with its own API calls).
 OPEN_PATHS = frozenset(
     {
@@ -80,7 +80,7 @@ class GuardMiddleware:
         received = 0
 
         async def counted_receive() -> Message:
-            # NOTE: a chunked upload declares no length; count what arrives and stop at the
+            # a chunked upload declares no length; count what arrives and stop at the
             # limit, so a client cannot stream an unbounded body into memory.
             nonlocal received
             message = await receive()

@@ -8,22 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from _bentoml_sdk.io_models import IODescriptor
-from pydantic import Field
-from starlette.requests import Request
+from pydantic import BaseModel, Field
+
+from service.http.bento import PassRequest
 
 
-class _PassRequest(IODescriptor):
-    # NOTE: BentoML calls this to parse a body; returning the Request itself lets the handler
-    # read multipart or JSON with the body limit and Visor's error format.
-    __root_input__ = True
-
-    @classmethod
-    async def from_http_request(cls, request: Request, serde: Any) -> Any:  # type: ignore[override]
-        return request
-
-
-class ClassifyInput(_PassRequest):
+class ClassifyInput(PassRequest):
     """JSON form; the same fields work as multipart/form-data with one file part per image."""
 
     images: list[str] = Field(description="Encoded images (PNG, JPEG, ...), base64.")
@@ -44,18 +34,18 @@ class EvaluateInput(ClassifyInput):
     """Labelled images: ``labels`` is required, one per image."""
 
 
-class TopClass(IODescriptor):
+class TopClass(BaseModel):
     label: str
     score: float
 
 
-class Prediction(IODescriptor):
+class Prediction(BaseModel):
     probabilities: dict[str, float]
     top_k: list[TopClass]
     labels: list[str] = Field(description="Labels whose probability reaches their threshold.")
 
 
-class ClassifyOutput(IODescriptor):
+class ClassifyOutput(BaseModel):
     model: str
     version: int
     request_id: str = Field(description="The server's id of this request: the key of feedback.")
@@ -64,7 +54,7 @@ class ClassifyOutput(IODescriptor):
     metrics: dict[str, Any] | None = Field(None, description="When 'labels' were given.")
 
 
-class EvaluateOutput(IODescriptor):
+class EvaluateOutput(BaseModel):
     model: str
     version: int
     request_id: str
