@@ -21,20 +21,10 @@ log = logging.getLogger("visor.http")
 
 # probes, scrapers, the web page and the API reference must work without a key (the page
 # asks for one and sends it with its own API calls).
-OPEN_PATHS = frozenset(
-    {
-        "/livez",
-        "/readyz",
-        "/healthz",
-        "/metrics",
-        "/v2/health/live",
-        "/v2/health/ready",
-        "/",
-        "/docs",
-        "/docs.json",
-        "/schema.json",
-    }
-)
+OPEN_PATHS = frozenset({
+    "/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready",
+    "/", "/docs", "/docs.json", "/schema.json",
+})  # fmt: skip
 OPEN_PREFIXES = ("/static_content/", "/assets/", "/ui/", "/docs/")
 
 

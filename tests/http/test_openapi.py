@@ -18,7 +18,7 @@ from openapi_spec_validator import validate
 
 from service import errors
 from service.http.middleware import error_response
-from service.http.openapi_schemas import ErrorCode
+from service.http.schemas import ErrorCode
 from tests.http.conftest import HTTP, KEY, ROOT, Server, start_server
 from tests.http.site_helpers import site_repo
 from tests.service.svc_helpers import LABELS, encode, image_pixels
