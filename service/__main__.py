@@ -114,7 +114,10 @@ def serve(settings: Settings) -> None:
     settings = resolve_workers(settings)
     log.info("%d worker process(es)%s", settings.worker_count, " (auto)" if auto else "")
     if bento is not None:
-        bento.serve(settings)
+        bento.export_settings(settings)  # before the service's import reads them
+        from service.http.frontend import Visor
+
+        bento.serve(settings, Visor)
         return
     from service.server import serve_grpc
 

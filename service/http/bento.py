@@ -1,6 +1,6 @@
 """Everything Visor reaches into BentoML and uvicorn for: the one file a release of either breaks.
 
-- ``serve``: BentoML's ``serve_http`` with a prometheus folder of its own per server.
+- ``export_settings`` and ``serve``: BentoML's ``serve_http``, a prometheus folder per server.
 - ``PassRequest``: an input spec for which BentoML hands the handler the raw request.
 - ``swagger_assets``: the Swagger UI bundle inside BentoML's package, served by /docs.
 - ``install_in_worker``: the request timeout in place of BentoML's (``deadline.py``) and uvicorn's
@@ -105,17 +105,20 @@ def bentoml_options(settings: Settings, given: str = "") -> str:
     return " ".join(o for o in options if o)
 
 
-def serve(settings: Settings) -> None:
-    """Serve HTTP on ``settings.http_port`` (and gRPC on ``grpc_port`` unless protocol=http)."""
-    check_versions()
+def export_settings(settings: Settings) -> None:
+    """Put ``settings`` where BentoML's workers read them: ``VISOR_*`` and BentoML's options."""
     os.environ.update(settings_env(settings))
     os.environ["BENTOML_CONFIG_OPTIONS"] = bentoml_options(
         settings, os.environ.get("BENTOML_CONFIG_OPTIONS", "")
     )
-    from service.http.frontend import Visor
 
-    Visor.config["workers"] = settings.worker_count
-    Visor.inject_config()
+
+def serve(settings: Settings, service: Any) -> None:
+    """Serve ``service`` (``frontend.Visor``, imported after ``export_settings``) over HTTP on
+    ``settings.http_port``, and gRPC on ``grpc_port`` unless protocol=http."""
+    check_versions()
+    service.config["workers"] = settings.worker_count
+    service.inject_config()
     # BentoML's /metrics aggregates the workers through prometheus multiprocess files; its
     # default folder is per user and wiped by every server that starts, so each gets its own.
     metrics_dir = tempfile.mkdtemp(prefix="visor-prometheus-")
@@ -123,7 +126,7 @@ def serve(settings: Settings) -> None:
     try:
         with siblings_folder(settings.worker_count):  # the workers' sockets (service/workers/)
             serve_http(
-                Visor,
+                service,
                 host=settings.host,
                 port=settings.http_port,
                 timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
