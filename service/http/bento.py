@@ -194,7 +194,7 @@ class GuardedHttpProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     clients (slowloris, a trickled body) can only be cut off here. A phase that lasts past its
     limit closes the connection:
 
-    - ``idle``: no request in progress (a fresh connection, or after a response) → ``idle_timeout_s``
+    - ``idle``: no request in progress (a new connection, or after a response) → ``idle_timeout_s``
     - ``header``: part of a request line or headers arrived → ``http_header_timeout_s`` from then
     - ``body``: headers in, body still arriving → ``http_body_timeout_s`` from the headers
     - ``busy``: the app is working on the request → no limit here (the request deadline rules)

@@ -3,13 +3,11 @@
 BentoML (1.4.x, and its main branch) wraps every HTTP request in ``TimeoutMiddleware``, which
 arms ``loop.call_later(traffic.timeout, ...)`` and never cancels it: each request leaves a
 ``TimerHandle``, a future and a copy of the request's ``contextvars.Context`` on the event loop
-for the whole ``traffic.timeout`` (Visor: 300 s). Under load that is the worker's memory growth
-(docs/benchmarks.md "Soak"); with
-BentoML's tracing on, the copied context pins each request's OpenTelemetry span as well.
-``traffic.timeout`` must be > 0, so configuration cannot switch the middleware off, and no
-BentoML release cancels the timer. ``bento.install_in_worker`` swaps the class BentoML builds
-its middleware stack from for this one: the same contract (504 when no answer has started in time), with the
-timer cancelled as soon as the answer starts or the request ends.
+for the whole ``traffic.timeout``: the worker's memory growth under load (docs/http.md, "Memory").
+``traffic.timeout`` must be > 0, so configuration cannot switch the middleware off.
+``bento.install_in_worker`` swaps the class BentoML builds its middleware stack from for this
+one: the same contract (504 when no answer has started in time), with the timer cancelled as
+soon as the answer starts or the request ends.
 """
 
 from __future__ import annotations

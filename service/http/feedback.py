@@ -23,7 +23,7 @@ async def feedback(request: Request) -> Response:
         request_id, labels, index = _read(await request.body())
         done = await request.app.state.engine.feedback(request_id, labels, index)
     except VisorError as err:
-        # NOTE: answered here: the mounted app's own error middleware would turn a raised
+        # answered here: the mounted app's own error middleware would turn a raised
         # VisorError into a 500 before Visor's guard sees it.
         return error_response(err)
     return JSONResponse(

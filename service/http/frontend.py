@@ -170,6 +170,6 @@ class Visor:
 
 
 Visor.add_asgi_middleware(_guard)  # type: ignore[arg-type]
-# NOTE: a BentoML worker imports this module right before it builds its ASGI app and uvicorn
+# a BentoML worker imports this module right before it builds its ASGI app and uvicorn
 # server: the one point where Visor can change how either is built.
 bento.install_in_worker(load_settings())

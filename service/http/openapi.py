@@ -125,7 +125,7 @@ ROUTES: list[tuple[Any, ...]] = [
      (), None, NO_FILE),
     ("get", "/static_content/{file}", "pages", "BentoML's stock Swagger files (unused by /docs)",
      JS, (), None, NO_FILE),
-    ("get", "/schema.json", "pages", "BentoML's own service schema (for BentoML clients)", ANY_JSON),
+    ("get", "/schema.json", "pages", "BentoML's own service schema (for its clients)", ANY_JSON),
     ("post", "/classify", "inference", "Classify images: probabilities, top-k, thresholded labels",
      _json("ClassifyOutput"), INFER, _form("ClassifyForm"), {}, CLASSIFY),
     ("post", "/evaluate", "inference", "Labelled images → precision, recall, F1, confusion matrix",

@@ -1,9 +1,10 @@
 """Open Inference Protocol (KServe v2) REST routes, mounted under ``/v2`` on the BentoML service.
 
 Thin: copy the JSON (and binary tensors) into the protocol layer's request, call the engine, lay
-the output tensors out as JSON or binary. Validation lives in ``service.protocol``. Outputs: ``probabilities``
-(FP32 [N, classes]), ``labels`` (BYTES [N], the thresholded labels joined by ","), and the
-classification extension (``parameters.classification: k`` → BYTES [N, k] "score:index:label").
+the output tensors out as JSON or binary. Validation lives in ``service.protocol``. Outputs:
+``probabilities`` (FP32 [N, classes]), ``labels`` (BYTES [N], the thresholded labels joined by
+","), and the classification extension (``parameters.classification: k`` → BYTES [N, k]
+"score:index:label").
 Request parameters ``threshold``, ``target_precision``, ``target_recall``, ``top_k`` are passed on.
 """
 
