@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from pydantic import ValidationError
 
@@ -98,28 +99,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
     )
-    serve(settings)
+    try:
+        serve(settings)
+    except StartupError as exc:  # before anything started: the HTTP glue's versions
+        print(f"python -m service serve: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM: BentoML (HTTP, and gRPC in each worker), or gRPC-only workers."""
+    bento = http_launcher(settings)
     auto = settings.workers == "auto"
     settings = resolve_workers(settings)
     log.info("%d worker process(es)%s", settings.worker_count, " (auto)" if auto else "")
-    if settings.protocol != "grpc":
-        try:
-            from service.http import bento
-        except ModuleNotFoundError as exc:
-            if exc.name != "bentoml":  # only a missing BentoML means "no HTTP front-end here"
-                raise
-            log.warning("HTTP front-end unavailable (%s): serving gRPC only", exc)
-        else:
-            bento.serve(settings)
-            return
+    if bento is not None:
+        bento.export_settings(settings)  # before the service's import reads them
+        from service.http.frontend import Visor
+
+        bento.serve(settings, Visor)
+        return
     from service.server import serve_grpc
 
     serve_grpc(settings)
+
+
+def http_launcher(settings: Settings) -> ModuleType | None:
+    """``service.http.bento`` (importing it checks BentoML's and uvicorn's versions), or None."""
+    if settings.protocol == "grpc":
+        return None
+    try:
+        from service.http import bento
+    except ModuleNotFoundError as exc:
+        if exc.name != "bentoml":  # only a missing BentoML means "no HTTP front-end here"
+            raise
+        log.warning("HTTP front-end unavailable (%s): serving gRPC only", exc)
+        return None
+    return bento
 
 
 if __name__ == "__main__":

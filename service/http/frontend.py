@@ -24,9 +24,10 @@ from starlette.routing import Route
 
 from service.auth import ApiKeys
 from service.errors import InvalidInput, ModelUnavailable, VisorError
-from service.http import connections, deadline, wire
+from service.http import bento, connections, wire
 from service.http.feedback import feedback
-from service.http.middleware import GuardMiddleware, error_body, visor_error_response
+from service.http.middleware import GuardMiddleware, visor_error_response
+from service.http.middleware import error_response as _error
 from service.http.pages import page_routes
 from service.http.schemas import ClassifyInput, ClassifyOutput, EvaluateInput, EvaluateOutput
 from service.http.v2 import create_v2_app, server_metadata
@@ -166,11 +167,6 @@ class Visor:
 
 
 Visor.add_asgi_middleware(_guard)  # type: ignore[arg-type]
-# NOTE: a BentoML worker imports this module right before it builds its ASGI app and uvicorn
+# a BentoML worker imports this module right before it builds its ASGI app and uvicorn
 # server: the one point where Visor can change how either is built.
-deadline.install()
-connections.install(load_settings())
-
-
-def _error(err: VisorError) -> Response:
-    return Response(error_body(err), status_code=err.http_status, media_type="application/json")
+bento.install_in_worker(load_settings())

@@ -98,6 +98,13 @@ def test_bentofile_serves_the_service_with_pyproject_dependencies() -> None:
     assert importlib.util.find_spec(module) is not None
 
 
+def test_pyproject_pins_the_releases_the_http_glue_accepts() -> None:
+    from service.http.bento import SUPPORTED
+
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert {f"{name}{spec}" for name, spec in SUPPORTED.items()} <= set(dependencies)
+
+
 def test_healthcheck_follows_the_configured_port_and_stop_is_graceful(stages: dict) -> None:
     runtime = dict(stages["runtime"])
     assert "VISOR_HTTP_PORT" in runtime["HEALTHCHECK"] and ":3000/" not in runtime["HEALTHCHECK"]

@@ -10,7 +10,8 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from service.http.deadline import RequestTimeoutMiddleware, install
+from service.http.bento import install_request_timeout
+from service.http.deadline import RequestTimeoutMiddleware
 
 
 async def fast(_request: object) -> PlainTextResponse:
@@ -54,7 +55,7 @@ def test_bentoml_builds_its_apps_with_ours() -> None:
     # fails if a BentoML upgrade stops importing the class from where install() replaces it
     from bentoml._internal.server.base_app import BaseAppFactory
 
-    install()
+    install_request_timeout()
 
     class Factory(BaseAppFactory):
         name = "probe"

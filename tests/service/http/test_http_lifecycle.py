@@ -215,7 +215,10 @@ def test_readyz_stays_503_without_a_model(tmp_path: Path) -> None:
     server = start_server(tmp_path, tmp_path / "empty", probe="/livez", protocol="http")
     try:
         assert HTTP.get(f"{server.http}/readyz").status_code == 503
-        assert HTTP.get(f"{server.http}/v2/health/ready").status_code == 503
+        ready = HTTP.get(f"{server.http}/v2/health/ready")
+        assert (ready.status_code, ready.json()) == (503, {"ready": False})  # the body says it too
+        live = HTTP.get(f"{server.http}/v2/health/live")
+        assert (live.status_code, live.json()) == (200, {"live": True})
         r = HTTP.post(f"{server.http}/classify", files=[("image", ("t.png", PNG, "image/png"))])
         assert (r.status_code, r.json()["code"]) == (503, "unavailable")
     finally:

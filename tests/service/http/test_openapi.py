@@ -17,8 +17,8 @@ import pytest
 from openapi_spec_validator import validate
 
 from service import errors
-from service.http.middleware import error_body
-from service.http.openapi_schemas import ErrorCode
+from service.http.middleware import error_response
+from service.http.schemas import ErrorCode
 from tests.helpers import ROOT
 from tests.helpers.models import LABELS, encode, image_pixels, site_repo
 from tests.helpers.servers import HTTP, KEY, Server, start_server
@@ -106,7 +106,7 @@ def test_every_error_class_matches_its_documented_answer(doc: dict[str, Any]) ->
     feedback_only = (errors.UnknownRequest, errors.FeedbackConflict)
     for cls in [errors.VisorError, *errors.VisorError.__subclasses__()]:
         path = "/feedback" if cls in feedback_only else "/classify"
-        body = json.loads(error_body(cls("a sentence")))
+        body = json.loads(error_response(cls("a sentence")).body)
         check(doc, answer_schema(doc, "post", path, cls.http_status), body)
         assert str(cls.http_status) in doc["paths"][path]["post"]["responses"]
 

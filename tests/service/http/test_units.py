@@ -13,9 +13,10 @@ from pydantic import SecretStr
 
 from service.auth import ApiKeys, key_from_headers
 from service.errors import InvalidInput, PayloadTooLarge, Unauthenticated
-from service.http.bento import bentoml_options, settings_env
+from service.http.bento import SUPPORTED, bentoml_options, settings_env
 from service.http.tensors import inflate, split_body
 from service.settings import Settings
+from tests.helpers import ROOT
 
 
 def test_settings_survive_the_trip_to_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,3 +124,21 @@ def test_bentoml_switches_reach_the_worker_config(switch: bool, expected: str) -
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split("\n")[-2] == expected
+
+
+def test_an_untested_bentoml_release_stops_serve_in_one_line(tmp_path: Path) -> None:
+    # a real distribution record on PYTHONPATH, found before the installed one
+    record = tmp_path / "site" / "bentoml-1.5.0.dist-info"
+    record.mkdir(parents=True)
+    (record / "METADATA").write_text("Metadata-Version: 2.1\nName: bentoml\nVersion: 1.5.0\n")
+    (tmp_path / "models").mkdir()
+    out = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--models", str(tmp_path / "models"),
+         "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    [line] = out.stderr.splitlines()
+    assert line.startswith("python -m service serve: error: bentoml 1.5.0 installed")
+    assert f"bentoml{SUPPORTED['bentoml']}" in line and "--protocol grpc" in line
