@@ -14,9 +14,10 @@ from types import ModuleType
 
 from pydantic import ValidationError
 
+from service.errors import StartupError
 from service.scoring.cli import add_score_parser
 from service.settings import Settings
-from service.startup import StartupError, check_models, check_ports, describe
+from service.startup import check_models, check_ports, describe
 from service.workers.count import resolve_workers
 
 log = logging.getLogger("service")

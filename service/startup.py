@@ -12,11 +12,8 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import ValidationError
 
+from service.errors import StartupError
 from service.settings import Settings
-
-
-class StartupError(Exception):
-    """A configuration that cannot start; ``str()`` is the one line shown to the operator."""
 
 
 def _field_names(loc: Iterable[object], flags: Mapping[str, str]) -> str:

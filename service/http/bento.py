@@ -31,8 +31,8 @@ from packaging.specifiers import SpecifierSet
 from pydantic import SecretStr
 from starlette.requests import Request
 
+from service.errors import StartupError
 from service.settings import Settings
-from service.startup import StartupError
 from service.workers.siblings import siblings_folder
 
 SUPPORTED = {"bentoml": ">=1.4,<1.5", "uvicorn": ">=0.55,<0.56"}

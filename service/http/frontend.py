@@ -57,8 +57,8 @@ async def list_models(request: Request) -> Response:
 
 
 v2_app = create_v2_app()
-# NOTE: "/v2" itself (server metadata) lives here: a mount only matches "/v2/...".
-# NOTE: "/" (the web page), /docs and /docs.json here replace BentoML's own (pages.py).
+# "/v2" itself (server metadata) lives here: a mount only matches "/v2/...".
+# "/" (the web page), /docs and /docs.json here replace BentoML's own (pages.py).
 models_app = Starlette(
     routes=[
         Route("/models", list_models, methods=["GET"]),
@@ -94,7 +94,7 @@ class Visor:
     async def stop(self) -> None:
         await self.server.stop()
 
-    # NOTE: async, so BentoML answers /readyz and /livez on the loop (a sync hook costs a
+    # Async, so BentoML answers /readyz and /livez on the loop (a sync hook costs a
     # thread hop on every probe).
     async def __is_ready__(self) -> bool:
         return bool(self.engine.ready)
@@ -146,7 +146,7 @@ class Visor:
         return names[0]
 
     def _chain_signals(self) -> None:
-        # NOTE: uvicorn stops accepting HTTP as soon as SIGTERM arrives but runs the shutdown
+        # uvicorn stops accepting HTTP as soon as SIGTERM arrives but runs the shutdown
         # hook only after in-flight HTTP requests finished; chaining its handler starts the gRPC
         # drain at the same moment, so both protocols stop taking new work together.
         if threading.current_thread() is not threading.main_thread():
@@ -156,7 +156,7 @@ class Visor:
             previous = signal.getsignal(sig)
 
             def handler(signum: int, frame: Any, previous: Any = previous) -> None:
-                # NOTE: the supervisor holds the HTTP socket too: without this, connections made
+                # The supervisor holds the HTTP socket too: without this, connections made
                 # during the drain wait in its backlog until exit, then get reset.
                 connections.close_listener(self.settings.http_port)
                 loop.call_soon_threadsafe(self.server.begin_stop)
@@ -167,6 +167,6 @@ class Visor:
 
 
 Visor.add_asgi_middleware(_guard)  # type: ignore[arg-type]
-# a BentoML worker imports this module right before it builds its ASGI app and uvicorn
+# A BentoML worker imports this module right before it builds its ASGI app and uvicorn
 # server: the one point where Visor can change how either is built.
 bento.install_in_worker(load_settings())
