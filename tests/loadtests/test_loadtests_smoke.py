@@ -68,7 +68,7 @@ def test_loadtest_runs_locust_and_summarises(digits_repo: Path, tmp_path: Path) 
         "--spawn-rate",
         "4",
         "--run-time",
-        "3s",
+        "8s",
         "--results",
         str(tmp_path),
         timeout=120,

@@ -9,6 +9,9 @@ path returns to by design. The layers must all be on the path, in order.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -21,7 +24,7 @@ from PIL import Image
 
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from tests.helpers.models import encode
+from tests.helpers.models import encode, write_version
 from tests.helpers.servers import GrpcFixture, LoopThread
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,16 +173,29 @@ def test_the_recorder_sees_a_return_to_a_file_already_left() -> None:
     assert recorder.returns() == [expected]
 
 
-def test_classify_walks_one_way(recorder, make_settings, registry) -> None:
+def classify_entries(models: Path) -> list[tuple[str, str, str | None, bool]]:
+    """A /classify through the HTTP front-end's handler, recorded. Run in a process of its own:
+    importing the BentoML service reconfigures logging for the whole process."""
+    from prometheus_client import CollectorRegistry
     from starlette.requests import Request
 
     from service.http.frontend import Visor
     from service.server import VisorServer
+    from service.settings import Settings
 
-    settings = make_settings(protocol="http", monitoring=True)
+    recorder = PathRecorder()
+    threading.setprofile(recorder)
+    settings = Settings(
+        models=models,
+        providers=["CPUExecutionProvider"],
+        poll_interval_s=0,
+        protocol="http",
+        warmup_batch_sizes=[1],
+        _env_file=None,
+    )
     service = Visor.inner.__new__(Visor.inner)
     service.settings = settings
-    service.server = VisorServer(settings, registry)
+    service.server = VisorServer(settings, CollectorRegistry())
     service.engine = service.server.engine
     handler = Visor.inner.__dict__["classify"].func
     thread = LoopThread()
@@ -206,17 +222,40 @@ def test_classify_walks_one_way(recorder, make_settings, registry) -> None:
             "headers": [(b"content-type", f"multipart/form-data; boundary={boundary}".encode())],
             "query_string": b"",
         }
-        return thread.run(handler(service, Request(scope, receive)))
+        answer = thread.run(handler(service, Request(scope, receive)))
+        assert answer.status_code == 200, answer.body
+        return answer
 
     try:
-        warm = classify()
-        assert warm.status_code == 200, warm.body  # warm
-        answers: list[Any] = []
-        recorder.record(lambda: answers.append(classify()))
-        assert answers[0].status_code == 200, answers[0].body
+        classify()  # warm
+        recorder.record(classify)
     finally:
         thread.run(service.stop())
         thread.close()
+        threading.setprofile(None)  # type: ignore[arg-type]
+    return recorder.entries
+
+
+def test_classify_walks_one_way(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    write_version(models, "tiny", 1)
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from tests.service.test_request_path import classify_entries\n"
+        "print(json.dumps(classify_entries(Path(sys.argv[1]))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(models)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    recorder = PathRecorder()
+    recorder.entries = [tuple(e) for e in json.loads(done.stdout.splitlines()[-1])]
     print("\n".join(f"{c} -> {n}:{f}" for n, f, c, _ in recorder.entries))
     assert recorder.returns() == []
     assert recorder.layers() == ["adapter", "engine", "protocol", "batcher", "backend"]
