@@ -177,9 +177,13 @@ def publish(
         fail(f"{summary}; first failures: {failures[:3]}")
     if counts["http"] == 0 or counts["grpc"] == 0:
         fail(f"a wire saw no request: {summary}")
+    listed = requests.get(
+        f"http://{HOST}:{http_port}/models", headers={"Authorization": f"Bearer {key}"}, timeout=10
+    ).json()["models"]
+    states = {f"v{m['version']}": m["status"] for m in listed if m["name"] == "digits"}
     print(
         f"kube-smoke: version {new_version} published to the volume served after"
-        f" {picked_up[0] - published:.1f}s; {summary}"
+        f" {picked_up[0] - published:.1f}s; {summary}; GET /models: digits {states}"
     )
 
 
