@@ -103,7 +103,13 @@ uid=$(podman exec "$container" id -u)
 [ "$uid" != 0 ] || fail "runs as root"
 podman exec "$container" sh -c 'touch /models/x' 2>/dev/null && fail "/models is writable"
 podman exec "$container" sh -c 'touch /opt/visor/x' 2>/dev/null && fail "the root file system is writable"
-echo "kube-smoke: read-only root ($ro), user $user (id -u $uid), mounts $mounts /models and / refuse writes"
+# NOTE: the kernel's view of PID 1: no capabilities (drop: [ALL]), no_new_privs
+# (allowPrivilegeEscalation: false)
+caps=$(podman exec "$container" sh -c "sed -n 's/^CapEff:[[:space:]]*//p' /proc/1/status")
+nnp=$(podman exec "$container" sh -c "sed -n 's/^NoNewPrivs:[[:space:]]*//p' /proc/1/status")
+[ "$caps" = 0000000000000000 ] || fail "PID 1 holds capabilities $caps"
+[ "$nnp" = 1 ] || fail "PID 1 may gain privileges (NoNewPrivs $nnp)"
+echo "kube-smoke: read-only root ($ro), user $user (id -u $uid), mounts $mounts /models and / refuse writes, CapEff $caps, NoNewPrivs $nnp"
 
 # 7. the probes, both wires, then a new version published under load
 server_log() { podman logs "$container" 2>&1 | grep -v 'systemd' | tail -n "${1:-15}"; }
