@@ -13,8 +13,11 @@
 # Install and start use the same scripts as `make serve` (scripts/install.sh, scripts/serve.sh),
 # and the serving image installs the `serve` profile only: no TensorFlow.
 
-ARG BASE_IMAGE=python:3.11-slim-bookworm
-ARG TRAIN_IMAGE=python:3.11-slim-bookworm
+# Pinned by digest, so every build starts from the same bytes (a tag moves); refresh both with
+# `scripts/refresh-base-digest.sh` (asks the registry for the tag's current digest). Another base,
+# e.g. a local mirror: --build-arg BASE_IMAGE=... --build-arg TRAIN_IMAGE=...
+ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
+ARG TRAIN_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 # --- runtime base: a Python 3 with venv (the CUDA images have none) ---------------------------
 FROM ${BASE_IMAGE} AS base

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.policy import VersionPolicy
@@ -210,6 +210,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description="When set, every inference call needs one of these keys (comma-separated).",
     )
+    require_api_keys: bool = Field(
+        False,
+        description="Refuse to start unless VISOR_API_KEYS holds a key (deployments fail closed).",
+    )
     default_top_k: int = Field(5, ge=1, description="Classes in top-k when a request names none.")
     max_image_pixels: int = Field(
         50_000_000, ge=1, description="Decompression-bomb limit for encoded images."
@@ -275,6 +279,18 @@ class Settings(BaseSettings):
     @classmethod
     def _known_policy(cls, value: str) -> str:
         VersionPolicy.parse(value)  # raises ValueError with the accepted forms
+        return value
+
+    @field_validator("require_api_keys")
+    @classmethod
+    def _keys_when_required(cls, value: bool, info: ValidationInfo) -> bool:
+        # NOTE: api_keys is declared first, so it is validated (or failed) before this runs.
+        keys = info.data.get("api_keys")
+        if value and keys is not None and not any(k.get_secret_value() for k in keys):
+            raise ValueError(
+                "no API key is set: put one or more keys in VISOR_API_KEYS (the visor-api-keys "
+                "Secret in deploy/), or set VISOR_REQUIRE_API_KEYS=false to serve without keys"
+            )
         return value
 
     @field_validator("api_keys", mode="before")

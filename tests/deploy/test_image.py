@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import os
 import re
+import subprocess
 import tomllib
 
 import pytest
@@ -68,6 +70,35 @@ def test_gpu_base_is_a_build_argument() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^ARG BASE_IMAGE=python:3\.11", text, re.MULTILINE)
     assert re.search(r"BASE_IMAGE=nvidia/cuda:13[.\d]*-cudnn-runtime", text)
+
+
+PINNED = re.compile(
+    r"^ARG (BASE_IMAGE|TRAIN_IMAGE)=python:3\.11-slim-bookworm@sha256:([0-9a-f]{64})$", re.MULTILINE
+)
+
+
+def test_base_images_are_pinned_by_digest() -> None:
+    pins = dict(PINNED.findall((ROOT / "Dockerfile").read_text()))
+    assert set(pins) == {"BASE_IMAGE", "TRAIN_IMAGE"}
+    assert len(set(pins.values())) == 1  # serving and training start from the same base
+
+
+def test_refresh_script_repins_both_lines_and_refuses_a_bad_digest(tmp_path: Path) -> None:
+    copy = tmp_path / "Dockerfile"
+    copy.write_text((ROOT / "Dockerfile").read_text())
+    script = str(ROOT / "scripts" / "refresh-base-digest.sh")
+    env = {"PATH": os.environ["PATH"], "DOCKERFILE": str(copy)}
+    fresh = "b" * 64
+    done = subprocess.run(
+        [script], env={**env, "DIGEST": f"sha256:{fresh}"}, capture_output=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert dict(PINNED.findall(copy.read_text())) == {"BASE_IMAGE": fresh, "TRAIN_IMAGE": fresh}
+    bad = subprocess.run(
+        [script], env={**env, "DIGEST": "sha256:latest"}, capture_output=True, check=False
+    )
+    assert bad.returncode == 2 and b"not a sha256:<64 hex> digest" in bad.stderr
+    assert dict(PINNED.findall(copy.read_text()))["BASE_IMAGE"] == fresh  # left as it was
 
 
 def test_copied_paths_exist_and_are_not_ignored(stages: dict) -> None:
