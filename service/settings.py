@@ -284,7 +284,7 @@ class Settings(BaseSettings):
     @field_validator("require_api_keys")
     @classmethod
     def _keys_when_required(cls, value: bool, info: ValidationInfo) -> bool:
-        # NOTE: api_keys is declared first, so it is validated (or failed) before this runs.
+        # api_keys is declared first, so it is validated (or failed) before this runs.
         keys = info.data.get("api_keys")
         if value and keys is not None and not any(k.get_secret_value() for k in keys):
             raise ValueError(
