@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import ssl
 from collections.abc import Iterable, Mapping
 
 from pydantic import ValidationError
@@ -82,3 +83,50 @@ def check_ports(settings: Settings) -> None:
                 f"{where} is already in use (another server?): stop it or choose another {flag}"
             )
         raise StartupError(f"{where} cannot be bound: {error.strerror} (--host, {flag})")
+
+
+def _refuse_encrypted_key() -> bytes:
+    # ssl would ask for a passphrase on the terminal; neither uvicorn nor gRPC can take one
+    raise StartupError(
+        "the private key tls_key_file (VISOR_TLS_KEY_FILE) is encrypted: give an unencrypted "
+        "PEM key (e.g. openssl pkey -in KEY -out PLAIN_KEY), kept readable by the server only"
+    )
+
+
+def check_tls(settings: Settings) -> None:
+    """Refuse TLS files that are missing, unreadable, not PEM, or a key that is not the
+    certificate's: each front-end would otherwise fail in its own words, per worker."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    client_ca = settings.tls_client_ca_file
+    if cert is None or key is None:
+        return
+    for name, path in (
+        ("tls_cert_file", cert),
+        ("tls_key_file", key),
+        ("tls_client_ca_file", client_ca),
+    ):
+        if path is None:
+            continue
+        try:
+            with path.open("rb") as file:
+                file.read(1)
+        except OSError as exc:
+            raise StartupError(
+                f"{name} (VISOR_{name.upper()}) {path} cannot be read: {exc.strerror}"
+            ) from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=_refuse_encrypted_key)
+    except ssl.SSLError as exc:
+        raise StartupError(
+            f"tls_cert_file {cert} and tls_key_file {key} are not a PEM certificate and its "
+            f"private key ({exc.reason or exc})"
+        ) from None
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except ssl.SSLError as exc:
+            raise StartupError(
+                f"tls_client_ca_file (VISOR_TLS_CLIENT_CA_FILE) {client_ca} holds no PEM CA "
+                f"certificate ({exc.reason or exc})"
+            ) from None

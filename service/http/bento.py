@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import ssl
 import tempfile
 from typing import Any
 
@@ -57,6 +58,20 @@ def bentoml_options(settings: Settings, given: str = "") -> str:
     return " ".join(o for o in options if o)
 
 
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS arguments: HTTPS when a certificate is set, client certificates required
+    (signed by the client CA) when one is set too."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return {}
+    client_ca = settings.tls_client_ca_file
+    return {
+        "ssl_certfile": str(settings.tls_cert_file),
+        "ssl_keyfile": str(settings.tls_key_file),
+        "ssl_ca_certs": None if client_ca is None else str(client_ca),
+        "ssl_cert_reqs": ssl.CERT_NONE if client_ca is None else ssl.CERT_REQUIRED,
+    }
+
+
 def serve(settings: Settings) -> None:
     """Serve HTTP on ``settings.http_port`` (and gRPC on ``grpc_port`` unless protocol=http)."""
     os.environ.update(settings_env(settings))
@@ -85,6 +100,7 @@ def serve(settings: Settings) -> None:
                 port=settings.http_port,
                 timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
                 timeout_keep_alive=max(1, math.ceil(settings.idle_timeout_s)),
+                **tls_options(settings),
             )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

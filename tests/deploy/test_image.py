@@ -101,7 +101,11 @@ def test_bentofile_serves_the_service_with_pyproject_dependencies() -> None:
 
 def test_healthcheck_follows_the_configured_port_and_stop_is_graceful(stages: dict) -> None:
     runtime = dict(stages["runtime"])
-    assert "VISOR_HTTP_PORT" in runtime["HEALTHCHECK"] and ":3000/" not in runtime["HEALTHCHECK"]
+    # the script (run against real servers, plain and TLS, in tests/service/test_tls.py) reads
+    # VISOR_HTTP_PORT and the TLS settings; scripts/ is copied into the image
+    assert '"scripts/healthcheck.py"' in runtime["HEALTHCHECK"]
+    assert ":3000/" not in runtime["HEALTHCHECK"]
+    assert "VISOR_HTTP_PORT" in (ROOT / "scripts" / "healthcheck.py").read_text()
     assert runtime["STOPSIGNAL"] == "SIGTERM"
 
 
