@@ -10,6 +10,7 @@ import errno
 import socket
 import ssl
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -114,19 +115,31 @@ def check_tls(settings: Settings) -> None:
             raise StartupError(
                 f"{name} (VISOR_{name.upper()}) {path} cannot be read: {exc.strerror}"
             ) from None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        context.load_cert_chain(cert, key, password=_refuse_encrypted_key)
-    except ssl.SSLError as exc:
-        raise StartupError(
-            f"tls_cert_file {cert} and tls_key_file {key} are not a PEM certificate and its "
-            f"private key ({exc.reason or exc})"
-        ) from None
-    if client_ca is not None:
-        try:
-            context.load_verify_locations(cafile=client_ca)
-        except ssl.SSLError as exc:
+    for name, path in (("tls_cert_file", cert), ("tls_client_ca_file", client_ca)):
+        if path is not None and not _holds_certificate(path):
             raise StartupError(
-                f"tls_client_ca_file (VISOR_TLS_CLIENT_CA_FILE) {client_ca} holds no PEM CA "
-                f"certificate ({exc.reason or exc})"
+                f"{name} (VISOR_{name.upper()}) {path} holds no PEM certificate "
+                "(-----BEGIN CERTIFICATE-----)"
+            )
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            cert, key, password=_refuse_encrypted_key
+        )
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise StartupError(
+                f"tls_key_file (VISOR_TLS_KEY_FILE) {key} is not the private key of "
+                f"tls_cert_file {cert}"
             ) from None
+        raise StartupError(
+            f"tls_key_file (VISOR_TLS_KEY_FILE) {key} holds no PEM private key "
+            "(-----BEGIN PRIVATE KEY-----)"
+        ) from None
+
+
+def _holds_certificate(path: Path) -> bool:
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except ssl.SSLError:
+        return False
+    return True
