@@ -163,7 +163,10 @@ class GrpcFrontend:
         self.engine.add_listener(self.health.changed)
         await self.server.start()
         log.info(
-            "gRPC (Open Inference Protocol v2) listening on %s:%d", self.settings.host, self.port
+            "gRPC (Open Inference Protocol v2) listening on %s:%d%s",
+            self.settings.host,
+            self.port,
+            _tls_label(self.settings),
         )
 
     def begin_stop(self, grace: float | None = None) -> asyncio.Future[None]:
@@ -188,6 +191,12 @@ class GrpcFrontend:
         if self.server is not None:
             await self.server.stop(max(0.0, end - loop.time()))
         log.info("gRPC server stopped")
+
+
+def _tls_label(settings: Settings) -> str:
+    if settings.tls_cert_file is None:
+        return ""
+    return " (mutual TLS)" if settings.tls_client_ca_file is not None else " (TLS)"
 
 
 def _enable_reflection(server: grpc.aio.Server) -> None:

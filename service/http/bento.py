@@ -89,6 +89,8 @@ def serve(settings: Settings) -> None:
 
     Visor.config["workers"] = settings.worker_count
     Visor.inject_config()
+    if settings.tls_cert_file is not None:
+        BentoMLContainer.ssl.enabled.set(True)  # read only for the "listening on https://" line
     metrics_dir = tempfile.mkdtemp(prefix="visor-prometheus-")
     BentoMLContainer.prometheus_multiproc_dir.set(metrics_dir)
     try:
