@@ -87,7 +87,7 @@ def check_ports(settings: Settings) -> None:
 
 
 def _refuse_encrypted_key() -> bytes:
-    # ssl would ask for a passphrase on the terminal; neither uvicorn nor gRPC can take one
+    # gRPC takes no passphrase (uvicorn would), and ssl would otherwise prompt on the terminal
     raise StartupError(
         "the private key tls_key_file (VISOR_TLS_KEY_FILE) is encrypted: give an unencrypted "
         "PEM key (e.g. openssl pkey -in KEY -out PLAIN_KEY), kept readable by the server only"
