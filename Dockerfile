@@ -80,10 +80,10 @@ ENV PATH=/opt/visor/.venv/bin:$PATH \
     VISOR_GRPC_PORT=50051
 USER visor
 EXPOSE 3000 50051
-# NOTE: /readyz answers 200 only once every model is loaded and warm; the port is the one the
-# server listens on (VISOR_HTTP_PORT may be changed at `docker run -e`).
+# /readyz answers 200 only once every model is loaded and warm; the script follows the
+# server's VISOR_HTTP_PORT and its TLS settings (https, a client certificate under mutual TLS).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
-  CMD ["python", "-c", "import os, sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('VISOR_HTTP_PORT', '3000'), timeout=4).status != 200)"]
+  CMD ["python", "scripts/healthcheck.py", "/readyz"]
 # NOTE: SIGTERM starts the graceful stop (grace_period_s, 20 s by default). An image cannot set
 # the stop timeout: run with `--stop-timeout 30` / `docker stop -t 30`, and in Kubernetes keep
 # terminationGracePeriodSeconds above the grace period (deploy/k8s).

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from service.errors import StartupError
 from service.scoring.cli import add_score_parser
 from service.settings import Settings
-from service.startup import check_models, check_ports, describe
+from service.startup import check_models, check_ports, check_tls, describe
 from service.workers.count import resolve_workers
 
 log = logging.getLogger("service")
@@ -91,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings(**args)  # flags override; unset ones come from VISOR_* / defaults
         check_models(settings)
         check_ports(settings)
+        check_tls(settings)
     except (ValidationError, StartupError) as exc:
         flags = {name: flag for flag, name in OPTIONS.items()}
         message = describe(exc, flags) if isinstance(exc, ValidationError) else str(exc)

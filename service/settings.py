@@ -262,6 +262,24 @@ class Settings(BaseSettings):
         100, ge=1, description="Recompute the drift gauges every this many served images."
     )
 
+    # --- TLS (docs/deploy.md "TLS") ----------------------------------------------------------
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate (chain) of the server; with tls_key_file, HTTPS and gRPC "
+        "over TLS on the same ports, and plain connections are refused.",
+    )
+    tls_key_file: Path | None = Field(
+        None,
+        validate_default=True,
+        description="PEM private key (unencrypted) of tls_cert_file.",
+    )
+    tls_client_ca_file: Path | None = Field(
+        None,
+        validate_default=True,
+        description="PEM CA certificate(s): mutual TLS, every client must present a "
+        "certificate signed by one of them.",
+    )
+
     @property
     def worker_count(self) -> int:
         """Worker processes; ``auto`` is decided at start-up (``service.workers.count``), and
@@ -291,6 +309,29 @@ class Settings(BaseSettings):
                 "no API key is set: put one or more keys in VISOR_API_KEYS (the visor-api-keys "
                 "Secret in deploy/), or set VISOR_REQUIRE_API_KEYS=false to serve without keys"
             )
+        return value
+
+    @field_validator("tls_cert_file", "tls_key_file", "tls_client_ca_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: Any) -> Any:
+        # VISOR_TLS_CERT_FILE= (empty, as a template leaves it) means no TLS, not the path "."
+        return None if value == "" else value
+
+    @field_validator("tls_key_file")
+    @classmethod
+    def _key_with_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if (value is None) != (info.data.get("tls_cert_file") is None):
+            raise ValueError(
+                "tls_cert_file and tls_key_file come together: set both (TLS on both ports) or "
+                "neither"
+            )
+        return value
+
+    @field_validator("tls_client_ca_file")
+    @classmethod
+    def _client_ca_with_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("tls_cert_file") is None:
+            raise ValueError("mutual TLS needs the server's own tls_cert_file and tls_key_file too")
         return value
 
     @field_validator("api_keys", mode="before")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import errno
 import socket
+import ssl
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -79,3 +81,62 @@ def check_ports(settings: Settings) -> None:
                 f"{where} is already in use (another server?): stop it or choose another {flag}"
             )
         raise StartupError(f"{where} cannot be bound: {error.strerror} (--host, {flag})")
+
+
+def _refuse_encrypted_key() -> bytes:
+    # gRPC takes no passphrase (uvicorn would), and ssl would otherwise prompt on the terminal
+    raise StartupError(
+        "the private key tls_key_file (VISOR_TLS_KEY_FILE) is encrypted: give an unencrypted "
+        "PEM key (e.g. openssl pkey -in KEY -out PLAIN_KEY), kept readable by the server only"
+    )
+
+
+def check_tls(settings: Settings) -> None:
+    """Refuse TLS files that are missing, unreadable, not PEM, or a key that is not the
+    certificate's: each front-end would otherwise fail in its own words, per worker."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    client_ca = settings.tls_client_ca_file
+    if cert is None or key is None:
+        return
+    for name, path in (
+        ("tls_cert_file", cert),
+        ("tls_key_file", key),
+        ("tls_client_ca_file", client_ca),
+    ):
+        if path is None:
+            continue
+        try:
+            with path.open("rb") as file:
+                file.read(1)
+        except OSError as exc:
+            raise StartupError(
+                f"{name} (VISOR_{name.upper()}) {path} cannot be read: {exc.strerror}"
+            ) from None
+    for name, path in (("tls_cert_file", cert), ("tls_client_ca_file", client_ca)):
+        if path is not None and not _holds_certificate(path):
+            raise StartupError(
+                f"{name} (VISOR_{name.upper()}) {path} holds no PEM certificate "
+                "(-----BEGIN CERTIFICATE-----)"
+            )
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            cert, key, password=_refuse_encrypted_key
+        )
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise StartupError(
+                f"tls_key_file (VISOR_TLS_KEY_FILE) {key} is not the private key of "
+                f"tls_cert_file {cert}"
+            ) from None
+        raise StartupError(
+            f"tls_key_file (VISOR_TLS_KEY_FILE) {key} holds no PEM private key "
+            "(-----BEGIN PRIVATE KEY-----)"
+        ) from None
+
+
+def _holds_certificate(path: Path) -> bool:
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except ssl.SSLError:
+        return False
+    return True

@@ -69,6 +69,20 @@ def connection_limits(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS for the gRPC port when a certificate is set (None: plain); with a client CA, every
+    client must present a certificate it signed."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    client_ca = settings.tls_client_ca_file
+    if cert is None or key is None:
+        return None
+    return grpc.ssl_server_credentials(
+        [(key.read_bytes(), cert.read_bytes())],
+        root_certificates=client_ca.read_bytes() if client_ca is not None else None,
+        require_client_auth=client_ca is not None,
+    )
+
+
 class HealthPublisher:
     """Mirrors the engine's readiness into grpc.health.v1: server "" and one entry per model."""
 
@@ -138,14 +152,21 @@ class GrpcFrontend:
         if self.settings.grpc_reflection:
             _enable_reflection(self.server)
         address = f"{self.settings.host}:{self.settings.grpc_port}"
-        self.port = self.server.add_insecure_port(address)
+        credentials = server_credentials(self.settings)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"gRPC could not bind {address}")
         await self.health.publish()
         self.engine.add_listener(self.health.changed)
         await self.server.start()
         log.info(
-            "gRPC (Open Inference Protocol v2) listening on %s:%d", self.settings.host, self.port
+            "gRPC (Open Inference Protocol v2) listening on %s:%d%s",
+            self.settings.host,
+            self.port,
+            _tls_label(self.settings),
         )
 
     def begin_stop(self, grace: float | None = None) -> asyncio.Future[None]:
@@ -170,6 +191,12 @@ class GrpcFrontend:
         if self.server is not None:
             await self.server.stop(max(0.0, end - loop.time()))
         log.info("gRPC server stopped")
+
+
+def _tls_label(settings: Settings) -> str:
+    if settings.tls_cert_file is None:
+        return ""
+    return " (mutual TLS)" if settings.tls_client_ca_file is not None else " (TLS)"
 
 
 def _enable_reflection(server: grpc.aio.Server) -> None:

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shutil
+import ssl
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
@@ -105,6 +106,20 @@ def bentoml_options(settings: Settings, given: str = "") -> str:
     return " ".join(o for o in options if o)
 
 
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS arguments: HTTPS when a certificate is set, client certificates required
+    (signed by the client CA) when one is set too."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return {}
+    client_ca = settings.tls_client_ca_file
+    return {
+        "ssl_certfile": str(settings.tls_cert_file),
+        "ssl_keyfile": str(settings.tls_key_file),
+        "ssl_ca_certs": None if client_ca is None else str(client_ca),
+        "ssl_cert_reqs": ssl.CERT_NONE if client_ca is None else ssl.CERT_REQUIRED,
+    }
+
+
 def export_settings(settings: Settings) -> None:
     """Put ``settings`` where BentoML's workers read them: ``VISOR_*`` and BentoML's options."""
     os.environ.update(settings_env(settings))
@@ -119,6 +134,8 @@ def serve(settings: Settings, service: Any) -> None:
     check_versions()
     service.config["workers"] = settings.worker_count
     service.inject_config()
+    if settings.tls_cert_file is not None:
+        BentoMLContainer.ssl.enabled.set(True)  # read only for the "listening on https://" line
     # BentoML's /metrics aggregates the workers through prometheus multiprocess files; its
     # default folder is per user and wiped by every server that starts, so each gets its own.
     metrics_dir = tempfile.mkdtemp(prefix="visor-prometheus-")
@@ -131,6 +148,7 @@ def serve(settings: Settings, service: Any) -> None:
                 port=settings.http_port,
                 timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
                 timeout_keep_alive=max(1, math.ceil(settings.idle_timeout_s)),
+                **tls_options(settings),
             )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

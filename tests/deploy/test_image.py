@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -138,7 +139,11 @@ def test_pyproject_pins_the_releases_the_http_glue_accepts() -> None:
 
 def test_healthcheck_follows_the_configured_port_and_stop_is_graceful(stages: dict) -> None:
     runtime = dict(stages["runtime"])
-    assert "VISOR_HTTP_PORT" in runtime["HEALTHCHECK"] and ":3000/" not in runtime["HEALTHCHECK"]
+    # the script (run against real servers, plain and TLS, in tests/service/test_tls.py) reads
+    # VISOR_HTTP_PORT and the TLS settings; scripts/ is copied into the image
+    assert '"scripts/healthcheck.py"' in runtime["HEALTHCHECK"]
+    assert ":3000/" not in runtime["HEALTHCHECK"]
+    assert "VISOR_HTTP_PORT" in (ROOT / "scripts" / "healthcheck.py").read_text()
     assert runtime["STOPSIGNAL"] == "SIGTERM"
 
 

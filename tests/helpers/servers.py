@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -137,10 +138,26 @@ class Server:
         return self.log.read_text(errors="replace")[-4000:]
 
 
+@dataclass
+class ClientTLS:
+    """How a test client reaches a server with TLS on: an ssl context (httpx) and gRPC's."""
+
+    context: ssl.SSLContext
+    grpc: grpc.ChannelCredentials
+
+
 def start_server(
-    workdir: Path, models: Path, *, probe: str = "/readyz", **settings: object
+    workdir: Path,
+    models: Path,
+    *,
+    probe: str = "/readyz",
+    tls: ClientTLS | None = None,
+    **settings: object,
 ) -> Server:
-    """``python -m service serve`` as a subprocess; returns once HTTP and gRPC answer ready."""
+    """``python -m service serve`` as a subprocess; returns once HTTP and gRPC answer ready.
+
+    With TLS settings among ``settings``, ``tls`` is how the readiness probes connect.
+    """
     http_port, grpc_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -171,24 +188,33 @@ def start_server(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = Server(proc, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", log)
+    scheme = "http" if tls is None else "https"
+    server = Server(proc, f"{scheme}://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", log)
     try:
-        _wait_ready(server, probe, grpc_too=settings.get("protocol", "both") == "both")
+        _wait_ready(server, probe, grpc_too=settings.get("protocol", "both") == "both", tls=tls)
     except BaseException:
         server.stop(signal.SIGKILL)
         raise
     return server
 
 
-def _wait_ready(server: Server, probe: str, grpc_too: bool, timeout: float = 120.0) -> None:
+def _wait_ready(
+    server: Server, probe: str, grpc_too: bool, tls: ClientTLS | None, timeout: float = 120.0
+) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if server.proc.poll() is not None:
             raise AssertionError(f"server exited with {server.proc.returncode}:\n{server.output()}")
         try:
-            if httpx.get(f"{server.http}{probe}", timeout=2).status_code == 200:
+            verify = True if tls is None else tls.context
+            if httpx.get(f"{server.http}{probe}", timeout=2, verify=verify).status_code == 200:
                 if grpc_too:
-                    with grpc.insecure_channel(server.grpc) as channel:
+                    channel = (
+                        grpc.insecure_channel(server.grpc)
+                        if tls is None
+                        else grpc.secure_channel(server.grpc, tls.grpc)
+                    )
+                    with channel:
                         grpc.channel_ready_future(channel).result(timeout=5)
                 return
         except (httpx.HTTPError, grpc.FutureTimeoutError):
