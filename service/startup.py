@@ -40,6 +40,15 @@ def describe(exc: ValidationError, flags: Mapping[str, str]) -> str:
 
 
 def check_models(settings: Settings) -> None:
+    if settings.models_url:
+        from service.storage import StoreDenied, check_access
+
+        # refused credentials stop the start; an unreachable store only delays readiness.
+        try:
+            check_access(settings.models_url)
+        except StoreDenied as exc:
+            raise StartupError(str(exc)) from None
+        return
     if not settings.models.is_dir():
         raise StartupError(
             f"the model repository {settings.models} is not a folder: pass --models PATH "

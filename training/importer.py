@@ -41,7 +41,7 @@ class ImportConfig:
     model_path: Path
     labels_path: Path
     name: str
-    out_dir: Path = Path("models")
+    out_dir: Path | str = Path("models")  # a str is a bucket URL (training/publish_remote.py)
     input_range: str | None = None  # a key of INPUT_RANGES; None: read from the model
     color_mode: ColorMode | None = None  # None: from the model's channels
     image_size: tuple[int, int] | None = None  # (height, width); None: from the model
@@ -173,6 +173,10 @@ def run_import(cfg: ImportConfig) -> Path:
     )
     from training.workflow import _frameworks  # NOTE: the versions train records, too
 
+    if isinstance(cfg.out_dir, str):
+        from training.publish_remote import check_writable
+
+        check_writable(cfg.out_dir)  # refused credentials fail before the export, not after
     labels = read_labels(cfg.labels_path)
     user_model, source = load_keras_model(cfg.model_path)
     shape = input_shape(user_model, cfg)

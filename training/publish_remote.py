@@ -1,0 +1,135 @@
+"""``--out s3://bucket/prefix`` (gs://, az://): publish a version so no reader sees it half written.
+
+The version is built in a local staging folder exactly as for a folder repository, then:
+
+1. a version number is claimed: the next one after every version in the bucket (complete or not),
+   by creating ``<name>/<version>/_claim`` only if it does not exist yet (a conditional write:
+   S3's ``If-None-Match: *``, fsspec's ``"xb"`` mode); a publisher that loses the race takes the
+   next number;
+2. every file is uploaded under ``<name>/<version>/``;
+3. ``_published.json``, every file's size and sha256 (``service.storage.manifest``), is written
+   last.
+
+Servers (service/storage.py) ignore a version until its ``_published.json`` exists and check
+every file against it. A publisher killed before step 3 leaves a version that is never served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from service.metadata import METADATA_FILE, ModelMetadata
+from service.storage import MARKER, denied, manifest, one_line, open_store
+from training.errors import ExportError
+
+log = logging.getLogger(__name__)
+CLAIM = "_claim"
+
+
+class PublishError(ExportError):
+    """The bucket cannot be written: refused credentials, unreachable store, missing client."""
+
+
+def _store(url: str) -> tuple[Any, str]:
+    try:
+        return open_store(url)
+    except (ImportError, ValueError) as exc:
+        raise PublishError(f"cannot open {url}: {one_line(exc)}") from None
+
+
+def _explain(url: str, exc: Exception) -> PublishError:
+    if denied(exc):
+        return PublishError(
+            f"the model store {url} refused the credentials ({one_line(exc)}): set them through "
+            "the standard chain (for S3: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+            "an instance role; AWS_ENDPOINT_URL for an S3-compatible store)"
+        )
+    return PublishError(f"cannot publish to {url}: {one_line(exc)}")
+
+
+def check_writable(url: str) -> None:
+    """Fail in a second, before training, when the bucket cannot be read with these credentials."""
+    fs, root = _store(url)
+    try:
+        fs.ls(root, detail=False)
+    except FileNotFoundError:
+        bucket = root.split("/", 1)[0]
+        try:
+            exists = fs.exists(bucket)
+        except Exception as exc:  # noqa: BLE001 - classified by _explain
+            raise _explain(url, exc) from None
+        if not exists:
+            raise PublishError(f"cannot publish to {url}: bucket {bucket!r} does not exist")
+    except Exception as exc:  # noqa: BLE001 - classified by _explain
+        raise _explain(url, exc) from None
+
+
+def next_version(fs: Any, model_prefix: str) -> int:
+    try:
+        names = [e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(model_prefix, detail=False)]
+    except FileNotFoundError:
+        return 1
+    return max((int(n) for n in names if n.isdigit() and int(n) > 0), default=0) + 1
+
+
+def claim(fs: Any, model_prefix: str) -> int:
+    """A version number no other publisher holds: the claim object is created only if absent."""
+    note = json.dumps(
+        {"host": socket.gethostname(), "pid": os.getpid(), "at": datetime.now(UTC).isoformat()}
+    ).encode()
+    while True:
+        version = next_version(fs, model_prefix)
+        try:
+            with fs.open(f"{model_prefix}/{version}/{CLAIM}", "xb") as f:
+                f.write(note)
+        except FileExistsError:
+            continue  # another publisher took this number between listing and claiming
+        return version
+
+
+def upload_version(fs: Any, prefix: str, folder: Path) -> None:
+    """Every file of ``folder`` under ``prefix``, then the marker that makes the version exist."""
+    marker = manifest(folder)
+    for rel in marker["files"]:
+        fs.put_file(str(folder / rel), f"{prefix}/{rel}")
+    fs.pipe_file(f"{prefix}/{MARKER}", json.dumps(marker, indent=1).encode())
+
+
+def publish_remote(
+    url: str,
+    name: str,
+    fill: Callable[[Path], Any],
+    finish: Callable[[Path, int], ModelMetadata],
+) -> str:
+    """``export.publish`` for a bucket: the URL of the published version."""
+    fs, root = _store(url)
+    base = Path(tempfile.mkdtemp(prefix="visor-publish-"))
+    try:
+        tmp = base / "version"
+        tmp.mkdir()
+        fill(tmp)
+        model_prefix = f"{root}/{name}"
+        try:
+            version = claim(fs, model_prefix)
+        except Exception as exc:  # noqa: BLE001 - classified by _explain
+            raise _explain(url, exc) from None
+        metadata = finish(tmp, version)
+        (tmp / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
+        try:
+            upload_version(fs, f"{model_prefix}/{version}", tmp)
+        except Exception as exc:  # noqa: BLE001 - classified by _explain
+            raise _explain(url, exc) from None
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    published = f"{url.rstrip('/')}/{name}/{version}"
+    log.info("published %s", published)
+    return published
