@@ -10,6 +10,7 @@ import pytest
 from visor_train_helpers import write_classes
 
 from tests.conftest import run_training_cli
+from tests.service.s3_helpers import s3_server  # noqa: F401 - the loopback S3 server
 
 
 @pytest.fixture
