@@ -133,3 +133,43 @@ def publish_remote(
     published = f"{url.rstrip('/')}/{name}/{version}"
     log.info("published %s", published)
     return published
+
+
+def publish_folder(folder: Path, url: str) -> str:
+    """Copy a published version folder into a bucket as the model's next version there."""
+    from service.metadata import load_metadata
+
+    try:
+        meta = load_metadata(folder)
+    except FileNotFoundError:
+        raise PublishError(f"{folder} has no {METADATA_FILE}: pass a version folder") from None
+    check_writable(url)
+
+    def fill(tmp: Path) -> None:
+        shutil.copytree(folder, tmp, dirs_exist_ok=True)
+
+    def finish(tmp: Path, version: int) -> ModelMetadata:
+        # the version number is the bucket's next one; artifacts and their sha256 are unchanged
+        return meta.model_copy(update={"version": version})
+
+    return publish_remote(url, meta.name, fill, finish)
+
+
+def add_publish_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "publish",
+        help="copy a version folder into a bucket (s3://, gs://, az://) as its next version",
+        description="Upload VERSION_DIR (e.g. models/digits/3) to OUT/NAME/<next version>/ the "
+        "way train and import publish there: files first, the _published.json marker last.",
+    )
+    p.add_argument("version_dir", type=Path, help="a published version folder")
+    p.add_argument("--out", required=True, help="the bucket: s3://bucket/prefix (gs://, az://)")
+
+
+def run_publish_command(args: Any) -> int:
+    from service.storage import is_url
+
+    if not is_url(args.out):
+        raise PublishError(f"--out {args.out!r} is not a bucket URL (s3://bucket/prefix)")
+    print(f"published {publish_folder(args.version_dir, args.out)}")
+    return 0

@@ -150,3 +150,29 @@ def test_concurrent_publishers_claim_distinct_versions(s3_server) -> None:
     assert sorted(versions) == [1, 2, 3, 4, 5, 6]
     with pytest.raises(FileExistsError), fs.open(f"{bucket}/prod/m/3/{CLAIM}", "xb") as f:
         f.write(b"late")
+
+
+def test_publish_copies_a_version_folder_as_the_next_version(
+    s3_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.service.svc_helpers import write_version
+
+    folder = write_version(tmp_path / "models", "tiny", 7)
+    bucket = s3_server.new_bucket()
+    url = f"s3://{bucket}/prod"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    for version in (1, 2):
+        done = run_training_cli(
+            "publish", str(folder), "--out", url, env={**clean, **s3_server.env()}
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip() == f"published {url}/tiny/{version}"
+    meta = json.loads(s3_server.fs().cat_file(f"{bucket}/prod/tiny/2/metadata.json"))
+    assert meta["version"] == 2
+    infos = _serve_from(url, tmp_path / "cache", s3_server.env(), monkeypatch)
+    assert [(i.name, i.version, i.status) for i in infos] == [
+        ("tiny", 1, ModelStatus.READY),
+        ("tiny", 2, ModelStatus.READY),
+    ]
+    not_a_bucket = run_training_cli("publish", str(folder), "--out", str(tmp_path / "x"))
+    assert not_a_bucket.returncode == 1 and "is not a bucket URL" in not_a_bucket.stderr
