@@ -20,6 +20,7 @@ from service.startup import StartupError, check_models, check_ports, describe
 # flag → Settings field; the help text is the field's description.
 OPTIONS: dict[str, str] = {
     "--models": "models",
+    "--models-cache": "models_cache",
     "--protocol": "protocol",
     "--host": "host",
     "--http-port": "http_port",

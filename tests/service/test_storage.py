@@ -330,3 +330,19 @@ def test_a_bucket_url_keeps_its_slashes_and_serves_from_the_cache(tmp_path: Path
     assert s.models_url == "s3://bucket/a/prefix" and s.models == tmp_path / "c"
     plain = Settings(models=str(tmp_path), _env_file=None)
     assert plain.models == tmp_path and plain.models_url is None
+
+
+def test_a_cache_folder_of_another_user_is_refused_at_start(
+    s3_server, bucket, aws_env, tmp_path: Path
+) -> None:
+    from service.startup import StartupError, check_models
+
+    cache = tmp_path / "planted"
+    cache.mkdir()
+    settings = Settings(models=f"s3://{bucket}/prod", models_cache=cache, _env_file=None)
+    check_models(settings)  # ours: accepted
+    if os.getuid() != 0:
+        pytest.skip("only root can give a folder to another user")
+    os.chown(cache, 12345, 12345)
+    with pytest.raises(StartupError, match="belongs to another user"):
+        check_models(settings)
