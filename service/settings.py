@@ -285,8 +285,7 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _bucket_models(cls, data: Any) -> Any:
-        # a URL as a Path would lose its "//"; it moves to models_url, and models becomes
-        # the local cache, which everything that reads a folder then reads (service/storage.py).
+        # a URL as a Path would lose its "//": kept in models_url; models becomes the cache
         if isinstance(data, dict) and isinstance(data.get("models"), str):
             from service.storage import is_url
 

@@ -40,8 +40,7 @@ MARKER = "_published.json"
 MARKER_FORMAT = 1
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://(.+)$")
 _CHUNK = 1 << 20
-# a poll must not hang on a dead endpoint: botocore's defaults (60 s timeouts, retries)
-# would hold the loader thread for minutes, and with it every other model's reload.
+# botocore's defaults (60 s timeouts, more retries) would stall every reload on a dead endpoint
 _S3_OPTIONS = {
     "config_kwargs": {
         "connect_timeout": 5,
@@ -49,8 +48,7 @@ _S3_OPTIONS = {
         "retries": {"max_attempts": 3, "mode": "standard"},
     }
 }
-# Errors that mean "these credentials may not read this": fsspec maps S3's 403s to
-# PermissionError; the others are what the clients raise when no credentials are found.
+# refused or missing credentials (fsspec maps S3's 403s to PermissionError; these are the rest)
 _DENIED_NAMES = {
     "NoCredentialsError",
     "PartialCredentialsError",
@@ -86,8 +84,7 @@ def open_store(url: str) -> tuple[Any, str]:
 
     scheme = _URL.match(url).group(1)  # type: ignore[union-attr]
     options: dict[str, Any] = dict(_S3_OPTIONS) if scheme in ("s3", "s3a") else {}
-    # no instance cache (a fresh client per process, safe after fork) and no listing
-    # cache (every poll must see the bucket as it is now).
+    # a fresh client per process (safe after fork), no listing cache (each poll sees the bucket)
     fs, root = fsspec.core.url_to_fs(
         url, skip_instance_cache=True, use_listings_cache=False, **options
     )
@@ -229,8 +226,7 @@ class Mirror:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        # the worker processes of one server share the cache; one pulls at a time, the
-        # others then find the versions already there.
+        # the workers of one server share the cache: one pulls, the others find it done
         with open(self.cache / ".lock", "a+b") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
@@ -364,8 +360,7 @@ class Mirror:
                 )
                 if key in keep:
                     continue
-                # a version this process still serves stays until it is replaced, unless
-                # its marker left the bucket (the operator removed it, as from a folder).
+                # kept while serving here, unless the operator withdrew it from the bucket
                 if key in serving and fs.exists(f"{root}/{key[0]}/{key[1]}/{MARKER}"):
                     continue
                 self._discard(version_dir)
