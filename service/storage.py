@@ -13,7 +13,9 @@ the version's files with their sizes and sha256. The rule every reader keeps:
 A store that is unreachable, refuses the credentials or goes away mid-download changes nothing in
 the cache: what serves keeps serving, and the next poll tries again. Only the versions the version
 policy wants are downloaded; a cached version leaves the cache when its marker leaves the bucket,
-or when the policy no longer wants it and this process no longer serves it.
+or when the policy no longer wants it, this process no longer serves it, and it is not the newest
+version older than the wanted ones (kept: a sibling worker may still serve it, and it serves again
+if its successor fails to load).
 
 The client is fsspec's (s3fs, gcsfs, adlfs) with each cloud's standard credential chain; an
 S3-compatible store's address comes from ``AWS_ENDPOINT_URL``, which botocore reads itself.
@@ -291,7 +293,26 @@ class Mirror:
                 keep.add(key)
                 if key not in failed:
                     chosen += 1
+            keep |= self._fallback(fs, root, name, versions, keep - failed)
         self._prune(fs, root, keep, serving)
+
+    def _fallback(self, fs: Any, root: str, name: str, published: list[int], good: set) -> set:
+        """The newest cached version older than the ones wanted, while still published.
+
+        A sibling worker may still serve it, and it serves again if the new one fails to load.
+        """
+        wanted = [v for n, v in good if n == name]
+        model_dir = self.cache / name
+        if not wanted or not model_dir.is_dir():
+            return set()
+        older = [
+            int(p.name)
+            for p in model_dir.iterdir()
+            if p.name.isdigit() and int(p.name) < min(wanted) and int(p.name) in published
+        ]
+        if older and fs.exists(f"{root}/{name}/{max(older)}/{MARKER}"):
+            return {(name, max(older))}
+        return set()
 
     def _cached_marker(self, name: str, version: int) -> bytes | None:
         try:

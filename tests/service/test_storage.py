@@ -157,10 +157,12 @@ def test_serves_a_version_from_the_bucket_and_picks_up_the_next(
     cached = tmp_path / "cache" / "tiny" / "1"
     assert sorted(p.name for p in cached.iterdir()) == [MARKER, "metadata.json", "model.onnx"]
 
-    publish(fs, bucket, local_version(tmp_path / "local", 2), "tiny", 2)
-    wait_until(lambda: served_version(server) == "2", 60, "v2 served")
-    # latest:1: once v2 serves, v1 leaves the cache at a later poll
+    for version in (2, 3):
+        publish(fs, bucket, local_version(tmp_path / "local", version), "tiny", version)
+        wait_until(lambda v=version: served_version(server) == str(v), 60, f"v{version} served")
+    # latest:1 keeps the newest older version as the fallback; v1 leaves the cache
     wait_until(lambda: not cached.exists(), 30, "v1 pruned from the cache")
+    assert sorted(p.name for p in cached.parent.iterdir()) == ["2", "3"]
     assert ready(server)
 
 
@@ -303,13 +305,18 @@ def test_the_policy_decides_what_is_downloaded_and_removed_versions_leave(
     cached = lambda: sorted(int(p.name) for p in (tmp_path / "cache" / "tiny").iterdir())
     mirror.pull(VersionPolicy.parse("specific:1,3"))
     assert cached() == [1, 3]
-    # v3 failed to load here: the policy falls back to v2, and v3 stays to keep its fingerprint
+    # v3 failed to load here: the policy falls back to v2, v3 stays to keep its fingerprint,
+    # and v1 stays as the newest version older than the wanted one
     mirror.pull(VersionPolicy.parse("latest:1"), failed=[("tiny", 3)])
-    assert cached() == [2, 3]
+    assert cached() == [1, 2, 3]
     # the operator deletes v3's marker: it goes, even though this process still serves it
     fs.rm(f"{bucket}/prod/tiny/3/{MARKER}")
     mirror.pull(VersionPolicy.parse("latest:1"), serving=[("tiny", 3)])
-    assert cached() == [2]
+    assert cached() == [1, 2]
+    # a new version: the previous one stays as the fallback, the one before it leaves
+    publish(fs, bucket, local_version(tmp_path / "local", 4), "tiny", 4)
+    mirror.pull(VersionPolicy.parse("latest:1"))
+    assert cached() == [2, 4]
 
 
 def test_check_access_tells_refused_credentials_from_an_unreachable_store(
