@@ -25,6 +25,7 @@ log = logging.getLogger("service")
 # flag → Settings field; the help text is the field's description.
 OPTIONS: dict[str, str] = {
     "--models": "models",
+    "--models-cache": "models_cache",
     "--protocol": "protocol",
     "--host": "host",
     "--http-port": "http_port",

@@ -24,6 +24,7 @@ from service.metrics import Metrics, VersionMetrics
 from service.monitoring import VersionMonitor
 from service.policy import VersionPolicy
 from service.settings import Settings
+from service.storage import Mirror
 from service.types import ModelInfo, ModelStatus
 from service.versions import LoadedVersion, batch_limit, warmup_sizes
 
@@ -78,6 +79,8 @@ class Repository:
         self._failed: dict[tuple[str, int], tuple[int, ...]] = {}
         self._prints: dict[tuple[str, int], tuple[int, ...]] = {}  # this scan's fingerprints
         self._sync_lock = asyncio.Lock()
+        # a bucket is mirrored into settings.models (the cache) before each scan.
+        self._mirror = Mirror(settings.models_url, settings.models) if settings.models_url else None
 
     def infos(self) -> list[ModelInfo]:
         return [self._infos[k] for k in sorted(self._infos)]
@@ -131,6 +134,9 @@ class Repository:
             self._infos.pop(key, None)
 
     def _scan(self, failed: list[tuple[str, int]]) -> tuple[dict, dict]:
+        if self._mirror is not None:
+            serving = [(n, v) for n, versions in self.serving.items() for v in versions]
+            self._mirror.pull(self._policy, failed, serving)
         found = scan(self._settings.models)
         prints = {
             key: fingerprint(found[key[0]][key[1]])

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.policy import VersionPolicy
@@ -16,7 +16,19 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VISOR_", env_file=".env", extra="ignore")
 
     # --- model repository -------------------------------------------------------------
-    models: Path = Field(Path("models"), description="The model repository to serve.")
+    models: Path = Field(
+        Path("models"),
+        description="The model repository to serve: a folder, or a bucket (s3://, gs://, "
+        "az://bucket/prefix; docs/deploy.md) whose versions are downloaded into models_cache.",
+    )
+    models_url: str | None = Field(
+        None, description="Set from --models when it names a bucket; models is then the cache."
+    )
+    models_cache: Path | None = Field(
+        None,
+        description="Where versions from a bucket are downloaded and checked before they "
+        "serve; default: a folder per bucket under the temp directory.",
+    )
     backend: Literal["onnx", "savedmodel", "keras_h5"] = Field(
         "onnx", description="Which artifact to load; only onnx avoids importing TensorFlow."
     )
@@ -292,6 +304,29 @@ class Settings(BaseSettings):
         if isinstance(value, int) and value < 1:
             raise ValueError("must be 1 or more, or auto")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bucket_models(cls, data: Any) -> Any:
+        # a URL as a Path would lose its "//": kept in models_url; models becomes the cache
+        if isinstance(data, dict) and isinstance(data.get("models"), str):
+            from contract.storage import is_url
+
+            if is_url(data["models"]):
+                data = {**data, "models_url": data["models"]}
+                data.pop("models")
+        return data
+
+    @model_validator(mode="after")
+    def _bucket_cache(self) -> Settings:
+        if self.models_url:
+            from contract.storage import default_cache, is_url
+
+            if not is_url(self.models_url):
+                raise ValueError(f"models_url {self.models_url!r} is not scheme://bucket/prefix")
+            self.models_cache = self.models_cache or default_cache(self.models_url)
+            self.models = self.models_cache
+        return self
 
     @field_validator("version_policy")
     @classmethod

@@ -7,6 +7,7 @@ setting, a missing model folder or a port another server holds is said once, in 
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import ssl
 from collections.abc import Iterable, Mapping
@@ -39,10 +40,37 @@ def describe(exc: ValidationError, flags: Mapping[str, str]) -> str:
 
 
 def check_models(settings: Settings) -> None:
+    if settings.models_url:
+        from contract.storage import StoreDenied, check_access
+
+        # refused credentials stop the start; an unreachable store only delays readiness.
+        try:
+            check_access(settings.models_url)
+        except StoreDenied as exc:
+            raise StartupError(str(exc)) from None
+        _check_cache(settings.models)
+        return
     if not settings.models.is_dir():
         raise StartupError(
             f"the model repository {settings.models} is not a folder: pass --models PATH "
             "(or VISOR_MODELS) naming a folder of <model>/<version>/ (python -m training train)"
+        )
+
+
+def _check_cache(cache: Path) -> None:
+    """The bucket's local cache: writable, and not a folder another user prepared for us."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+        owner = cache.stat().st_uid
+    except OSError as exc:
+        raise StartupError(
+            f"cannot create the model cache {cache} ({exc.strerror}): set --models-cache "
+            "(VISOR_MODELS_CACHE) to a writable folder"
+        ) from None
+    if owner != os.getuid():
+        raise StartupError(
+            f"the model cache {cache} belongs to another user: set --models-cache "
+            "(VISOR_MODELS_CACHE) to a folder of yours"
         )
 
 

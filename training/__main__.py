@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="no progress bars or info logs (warnings and errors only)",
     )
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{dataset,train,evaluate,import}"
+        dest="command", required=True, metavar="{dataset,train,evaluate,import,publish}"
     )
     ds = sub.add_parser("dataset", help="write a bundled data set as class folders")
     ds.add_argument(
@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="fail on an unreadable file instead of skipping it"
     )
     add_import_parser(sub)
+    from training.publish_remote import add_publish_parser
+
+    add_publish_parser(sub)
     return parser
 
 

@@ -40,6 +40,10 @@ def run_command(args: argparse.Namespace) -> int:
         from training.import_cli import run_import_command
 
         return run_import_command(args)
+    if args.command == "publish":
+        from training.publish_remote import run_publish_command
+
+        return run_publish_command(args)
     return _evaluate(args.model_dir, args.data, args.strict)
 
 

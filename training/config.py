@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from contract.metadata import ColorMode, ResizeMethod
-from training.flags import at_least, fraction, model_name, option
+from training.flags import at_least, fraction, model_name, option, repository
 from training.flags import folds as flags_folds
 
 Architecture = Literal["cnn", "mobilenetv2", "efficientnetb0", "resnet50"]
@@ -145,7 +145,12 @@ class ExportConfig:
         "starts with a letter or digit)",
         parse=model_name,
     )
-    out_dir: Path = option(Path("models"), help="model repository", flag="--out")
+    out_dir: Path | str = option(
+        Path("models"),
+        help="model repository: a folder, or a bucket (s3://bucket/prefix, gs://, az://)",
+        flag="--out",
+        parse=repository,
+    )
     opset: int = option(17, help="ONNX opset", parse=at_least(13))
     parity_tolerance: float = 1e-5
     parity_batch: int = 32
@@ -188,7 +193,7 @@ class ImportConfig:
     model_path: Path
     labels_path: Path
     name: str
-    out_dir: Path = Path("models")
+    out_dir: Path | str = Path("models")  # a str is a bucket URL (training/publish_remote.py)
     input_range: str | None = None  # A key of INPUT_RANGES; None: read from the model
     color_mode: ColorMode | None = None  # None: from the model's channels
     image_size: tuple[int, int] | None = None  # (height, width); None: from the model

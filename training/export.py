@@ -147,6 +147,10 @@ def publish(
     written (the service ignores names that are not positive integers); staging folders left by
     a killed publisher are removed first (training/staging.py).
     """
+    if isinstance(cfg.out_dir, str):
+        from training.publish_remote import publish_remote
+
+        return publish_remote(cfg.out_dir, cfg.name, fill, finish)  # type: ignore[return-value]
     model_dir = cfg.out_dir / cfg.name
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_stale(model_dir)

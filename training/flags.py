@@ -109,6 +109,11 @@ def folds(text: str) -> int:
     return value
 
 
+def repository(text: str) -> Path | str:
+    """``--out``: a folder, or a bucket URL kept as text (as a Path, s3://b/p would be s3:/b/p)."""
+    return text if re.match(r"^[a-z][a-z0-9+.-]*://.", text) else Path(text)
+
+
 def model_name(text: str) -> str:
     from contract.metadata import NAME_PATTERN
 

@@ -140,6 +140,10 @@ def run_import(cfg: ImportConfig) -> Path:
         write_artifacts,
     )
 
+    if isinstance(cfg.out_dir, str):
+        from training.publish_remote import check_writable
+
+        check_writable(cfg.out_dir)  # refused credentials fail before the export, not after
     labels = read_labels(cfg.labels_path)
     user_model, source = load_keras_model(cfg.model_path)
     shape = input_shape(user_model, cfg)

@@ -46,6 +46,10 @@ def run_training(cfg: RunConfig) -> RunResult:
     """Train and publish ``cfg.export.out_dir/NAME/<next version>/``."""
     started = time.monotonic()
     resolve_weights(cfg.model, cfg.data.image_size)  # Fail on missing weights before any work
+    if isinstance(cfg.export.out_dir, str):
+        from training.publish_remote import check_writable
+
+        check_writable(cfg.export.out_dir)  # refused credentials fail now, not after fitting
     ds = load_dataset(cfg.data)
     # TensorFlow loads only now, so bad data and missing weights fail in a second.
     from training.export import (

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.settings import Settings
 from tests.helpers.models import write_version
+from tests.helpers.s3 import s3_server  # noqa: F401 - the loopback S3 server (test_storage.py)
 from tests.helpers.servers import GrpcFixture
 
 

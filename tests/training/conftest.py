@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.s3 import s3_server  # noqa: F401 - the loopback S3 server
 from tests.helpers.training import run_training_cli, write_classes
 
 
