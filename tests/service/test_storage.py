@@ -20,9 +20,9 @@ import pytest
 from contract.storage import MARKER, StoreDenied, check_access, manifest
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from service.policy import VersionPolicy
 from service.settings import Settings
 from service.storage import Mirror
-from service.versions import VersionPolicy
 from tests.helpers import ROOT
 from tests.helpers.models import image_pixels, reference_probabilities, write_version
 from tests.helpers.s3 import FaultProxy, publish, wait_until
