@@ -11,22 +11,13 @@ import asyncio
 import logging
 import multiprocessing
 import signal
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from service.engine import Engine
 from service.grpc.frontend import GrpcFrontend
-from service.monitoring import FeedbackResult
 from service.settings import Settings
-from service.workers.siblings import (
-    FEEDBACK,
-    INFER,
-    SiblingFeedback,
-    Siblings,
-    folder_from_env,
-    siblings_folder,
-)
+from service.workers.siblings import INFER, Siblings, folder_from_env, siblings_folder
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +27,16 @@ class VisorServer:
 
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
-        folder = folder_from_env(settings.worker_count)
-        self.siblings = Siblings(folder, {}, settings.grpc_spread_busy) if folder else None
-        feedback = SiblingFeedback(self.siblings, self._feedback_here) if self.siblings else None
-        self.engine = Engine(settings, registry, peers=feedback)
+        self.engine = Engine(settings, registry)
         self.grpc: GrpcFrontend | None = None
+        self.siblings: Siblings | None = None
         if settings.protocol in ("grpc", "both"):
-            spread = self.siblings if settings.grpc_spread else None
-            self.grpc = GrpcFrontend(self.engine, settings, siblings=spread)
-        if self.siblings is not None:
-            assert feedback is not None
-            self.siblings.handlers[FEEDBACK] = feedback.answer
-            if self.grpc is not None and settings.grpc_spread:
+            folder = folder_from_env(settings.worker_count) if settings.grpc_spread else None
+            if folder is not None:
+                self.siblings = Siblings(folder, {}, settings.grpc_spread_busy)
+            self.grpc = GrpcFrontend(self.engine, settings, siblings=self.siblings)
+            if self.siblings is not None:
                 self.siblings.handlers[INFER] = self.grpc.servicer.answer_sibling
-
-    def _feedback_here(self, *args: Any) -> FeedbackResult | None:
-        return self.engine.feedback_here(*args)
 
     async def start(self) -> None:
         """Load every model and open the ports; a lone gRPC-only worker binds first, so its

@@ -249,8 +249,18 @@ class Settings(BaseSettings):
     monitoring: bool = Field(
         True, description="Keep predictions for feedback; export live precision/recall and drift."
     )
+    # NoDecode + the validator below: "new,old" as well as JSON, like api_keys.
+    feedback_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Keys signing request ids (receipts), shared by every replica so any takes "
+        "the feedback; the first signs, later ones are still accepted (rotation). Unset: a "
+        "random key per server start.",
+    )
     monitor_predictions: int = Field(
-        50_000, ge=1, description="Recent requests kept per model version for feedback."
+        50_000,
+        ge=1,
+        description="Requests per model version whose feedback is remembered, so a repeat is "
+        "refused (409).",
     )
     monitor_prediction_ttl_s: float = Field(
         3600.0, gt=0, description="Feedback for a request older than this is refused (404)."
@@ -271,7 +281,10 @@ class Settings(BaseSettings):
         200, ge=1, description="Drift gauges stay NaN until the window holds this many images."
     )
     drift_refresh_every: int = Field(
-        100, ge=1, description="Recompute the drift gauges every this many served images."
+        100,
+        ge=1,
+        description="Recompute the drift gauges, and add to the drift counters, every this "
+        "many served images.",
     )
 
     # --- TLS (docs/deploy.md "TLS") ----------------------------------------------------------
@@ -369,7 +382,7 @@ class Settings(BaseSettings):
             raise ValueError("mutual TLS needs the server's own tls_cert_file and tls_key_file too")
         return value
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "feedback_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -7,16 +7,14 @@ event loop is in a small shared-memory file beside it. A worker whose loop is sa
 the next ``ModelInfer`` to a less busy sibling holding fewer calls, as the bytes it received: the
 sibling parses, infers and answers it exactly as if the call had come to it, and the answer's
 bytes (or its status and message) go back through the first worker. A call that finds the worker
-idle is never forwarded, so a lone request pays nothing. Feedback for a request id another worker
-answered is looked up there too.
+idle is never forwarded, so a lone request pays nothing. Feedback needs none of this: its request
+id is a signed receipt any worker reads (service/monitoring/receipts.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
 import logging
 import mmap
 import os
@@ -24,10 +22,6 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-
-from service.errors import InvalidInput, UnknownRequest, VisorError
-from service.monitoring import FeedbackResult
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +33,7 @@ _HEAD = struct.Struct("<IIBd")
 # A worker's calls held and its event loop's busy share, in its .load file (shared memory).
 _BOARD = struct.Struct("<if")
 _LEN = struct.Struct("<I")
-INFER, FEEDBACK = 1, 2
+INFER = 1
 OK = 0  # any other status of an answer is a grpc.StatusCode's number; the payload its message
 _RESCAN_S = 1.0
 _BUSY_PERIOD_S = 0.1  # how often a worker measures its loop's busy share
@@ -335,43 +329,6 @@ def folder_from_env(workers: int) -> Path | None:
     if not folder or workers < 2 or not Path(folder).is_dir():
         return None
     return Path(folder)
-
-
-class SiblingFeedback:
-    """Feedback for request ids the siblings answered: asked of each, and answered for them.
-
-    ``lookup(request_id, labels, index)`` is this worker's own lookup: a result, None when it
-    holds no such id, or a ``VisorError`` when it refuses the labels.
-    """
-
-    def __init__(self, siblings: Siblings, lookup: Callable[..., FeedbackResult | None]) -> None:
-        self._siblings = siblings
-        self._lookup = lookup
-
-    async def ask(
-        self, request_id: str, labels: list[Any], index: int | None
-    ) -> FeedbackResult | None:
-        payload = json.dumps({"request_id": request_id, "labels": labels, "index": index})
-        refusal: SiblingError | None = None
-        for answer in await self._siblings.ask_all(FEEDBACK, payload.encode()):
-            if isinstance(answer, bytes):
-                return FeedbackResult(**json.loads(answer))
-            if answer.status != UnknownRequest.grpc_code.value[0]:
-                refusal = answer  # the sibling holds the id but refused the labels
-        if refusal is not None:
-            raise InvalidInput(refusal.message)
-        return None
-
-    async def answer(self, payload: bytes, _timeout: float | None) -> bytes:
-        """A sibling's lookup: the result as JSON, or SiblingError (never asked on)."""
-        fields = json.loads(payload)
-        try:
-            done = self._lookup(fields["request_id"], fields["labels"], fields["index"])
-        except VisorError as err:
-            raise SiblingError(err.grpc_code.value[0], err.message) from None
-        if done is None:
-            raise SiblingError(UnknownRequest.grpc_code.value[0], "unknown request id")
-        return json.dumps(dataclasses.asdict(done)).encode()
 
 
 @contextlib.contextmanager
