@@ -137,18 +137,6 @@ class Settings(BaseSettings):
         "past it the model, not the protocol, is the bottleneck, and ONNX Runtime already "
         "uses every core.",
     )
-    grpc_spread: bool = Field(
-        True,
-        description="With several workers, a worker whose event loop is saturated hands gRPC "
-        "ModelInfer calls to less busy ones, so one client connection can use every worker.",
-    )
-    grpc_spread_busy: float = Field(
-        0.85,
-        ge=0,
-        le=1,
-        description="How busy (share of the time) a worker's event loop must be before it hands "
-        "calls to its siblings; below it a forwarded call costs more than it frees.",
-    )
     grpc_max_message_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="gRPC message limit, both directions."
     )
