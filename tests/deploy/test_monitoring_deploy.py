@@ -68,6 +68,9 @@ def test_alert_rules_name_only_series_visor_exports() -> None:
     exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
     used = {n for e in exprs for n in re.findall(r"\bvisor_[a-z_]+", e)}
     assert used and used <= _known_series(), used - _known_series()
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    named = {n for e in exprs for n in re.findall(r"\bvisor:[a-z_0-9:]+", e)}
+    assert named <= recorded, named - recorded
 
 
 def test_dashboard_matches_the_schema_and_its_layout_fits() -> None:
@@ -217,8 +220,18 @@ def test_fleet_records_sum_replicas_through_restarts(tmp_path: Path, seed: int) 
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
+@needs_promtool
+def test_fleet_alerts_fire_on_the_summed_replicas() -> None:
+    tested = _promtool("test", "rules", str(FLEET_RULES.with_name("fleet_test.yml")))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
+
+
 def test_fleet_rules_name_only_series_visor_exports() -> None:
     rules = yaml.safe_load(FLEET_RULES.read_text())
     exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
     used = {n for e in exprs for n in re.findall(r"\bvisor_[a-z_]+", e)}
     assert used and used <= _known_series(), used - _known_series()
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    named = {n for e in exprs for n in re.findall(r"\bvisor:[a-z_0-9:]+", e)}
+    assert named <= recorded, named - recorded
