@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 import training  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from contract.imaging import decode_image
 from contract.metadata import load_metadata
-from tests.helpers.servers import start_server
+from tests.helpers.servers import HTTP, start_server
 from tests.helpers.training import run_training_cli, write_classes
 from tests.training.test_import import grpc_probabilities, http_probabilities
 
@@ -186,9 +186,13 @@ def test_the_keras3_savedmodel_serves_the_same(imported: dict, tmp_path: Path) -
     srv = start_server(tmp_path, imported["models"], backend="savedmodel")
     try:
         served = np.asarray(http_probabilities(srv, "k3", imported["images"]))
+        models = {m["name"]: m for m in HTTP.get(f"{srv.http}/models").json()["models"]}
     finally:
         srv.stop()
     np.testing.assert_allclose(served, source_probabilities(imported, "k3"), atol=1e-5, rtol=0)
+    # The ONNX import has no SavedModel: it fails to load here, saying what to do.
+    assert models["torch"]["status"] == "failed"
+    assert "VISOR_BACKEND=onnx" in models["torch"]["reason"], models["torch"]
 
 
 def _import(tmp_path: Path, model: Path, *flags: str):
