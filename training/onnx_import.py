@@ -167,14 +167,14 @@ def read_onnx(
     if len(dims) != 4:
         raise ImportModelError(f"the model's input {dims} is not an image batch of rank 4")
     layout = _layout(dims, layout)
-    out_dims = _dims(graph.output[0])
+    scores = _dims(graph.output[0])[1:]  # [N, K], or [N, K, 1, 1] from a conv head
     return OnnxSource(
         model=model,
         input_name=image.name,
         output_name=graph.output[0].name,
         shape=_shape(dims, layout, color_mode, size),
         layout=layout,
-        classes=out_dims[-1] if out_dims else None,
+        classes=int(np.prod(scores)) if scores and None not in scores else None,
         outputs_probabilities=_producer_op(graph, graph.output[0].name) in PROBABILITY_OPS,
         opset=opset,
     )

@@ -232,3 +232,40 @@ def test_onnx_only_flags_are_refused_for_keras_models(tmp_path: Path) -> None:
     (tmp_path / "m.h5").write_bytes(b"")
     done = _import(tmp_path, tmp_path / "m.h5", "--input-layout", "nchw")
     assert done.returncode == 2 and "only for .onnx models" in done.stderr.splitlines()[-1]
+
+
+def build_nhwc_conv_head_onnx(path: Path) -> None:
+    """NHWC in (as a TensorFlow export), a 1x1-conv head, Softmax, scores shaped [N, 3, 1, 1]."""
+    rng = np.random.default_rng(9)
+    nodes = [
+        helper.make_node("Transpose", ["pixels"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "w"], ["c"]),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"]),
+        helper.make_node("Softmax", ["g"], ["scores"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "conv_head",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["n", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 3, 1, 1])],
+        initializer=[numpy_helper.from_array(rng.normal(0, 1, (3, 3, 1, 1)).astype("f4"), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_an_nhwc_graph_with_a_conv_head_is_read_and_wrapped(tmp_path: Path) -> None:
+    from training.import_source import INPUT_RANGES
+    from training.onnx_import import Preprocessing, read_onnx, reference, wrap
+
+    build_nhwc_conv_head_onnx(tmp_path / "m.onnx")
+    source = read_onnx(tmp_path / "m.onnx", None, None, None)
+    assert source.layout == "nhwc" and source.classes == 3 and source.outputs_probabilities
+    prep = Preprocessing("nhwc", INPUT_RANGES["-1,1"], (0.5,), (2.0,))
+    wrapped = wrap(source, prep, False, "image", "probabilities")
+    session = ort.InferenceSession(wrapped.SerializeToString(), providers=["CPUExecutionProvider"])
+    pixels = np.random.default_rng(1).integers(0, 256, (4, SIZE, SIZE, 3)).astype(np.float32)
+    out = session.run(None, {"image": pixels})[0]
+    assert out.shape == (4, 3)
+    np.testing.assert_allclose(out, reference(source, prep, pixels, False), atol=1e-6, rtol=0)
