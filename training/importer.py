@@ -10,7 +10,7 @@ and answers probabilities, like every Visor model.
   SavedModel's signature and the ONNX graph (training/keras3_source.py); parity is against
   Keras 3's own predictions.
 - An ONNX classifier from any framework gets its preprocessing (layout, range, mean/std) and a
-  softmax put into the graph (training/onnx_source.py); parity is against the original graph on
+  softmax put into the graph (training/onnx_import.py); parity is against the original graph on
   pixels preprocessed in NumPy. ONNX is then the only artifact.
 
 With labelled calibration data the thresholds are calibrated and the metrics measured as

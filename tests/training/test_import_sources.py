@@ -257,7 +257,7 @@ def build_nhwc_conv_head_onnx(path: Path) -> None:
 
 def test_an_nhwc_graph_with_a_conv_head_is_read_and_wrapped(tmp_path: Path) -> None:
     from training.import_source import INPUT_RANGES
-    from training.onnx_import import Preprocessing, read_onnx, reference, wrap
+    from training.onnx_graph import Preprocessing, read_onnx, reference, wrap
 
     build_nhwc_conv_head_onnx(tmp_path / "m.onnx")
     source = read_onnx(tmp_path / "m.onnx", None, None, None)
