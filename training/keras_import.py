@@ -30,6 +30,11 @@ def _shape_of(tensor: Any) -> tuple:
 
 def input_shape(model: Any, cfg: ImportConfig) -> InputShape:
     """H x W x C from the model, or from the flags where the model leaves them open."""
+    if not getattr(model, "inputs", None) or not getattr(model, "outputs", None):
+        raise ImportModelError(
+            "the model has no fixed inputs and outputs (a subclassed model?): save it as a "
+            "functional or Sequential model"
+        )
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ImportModelError("the model must have exactly one input and one output")
     shape = _shape_of(model.inputs[0])
