@@ -206,7 +206,10 @@ class Repository:
         kind = settings.backend
         artifact = meta.artifacts.get(kind)
         if artifact is None:
-            raise LoadError(f"metadata lists no {kind} artifact")
+            raise LoadError(
+                f"metadata lists no {kind} artifact (it has {', '.join(sorted(meta.artifacts))}; "
+                "an imported ONNX model has only onnx): serve it with VISOR_BACKEND=onnx"
+            )
         digest = sha256_path(path / artifact.path) if (path / artifact.path).exists() else "missing"
         if digest != artifact.sha256:
             raise LoadError(
