@@ -1,0 +1,34 @@
+"""Import every module of service/ that serving runs; exit 1 naming what is missing.
+
+The image build runs it after scripts/slim-venv.sh: whatever that removed, serving must not need.
+Modules of the optional paths (TensorFlow backends, offline scoring) may lack their own packages.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+# the packages of the train and score profiles, absent from the serving image by design
+OPTIONAL = {"tensorflow", "tf_keras", "pandas", "pyarrow", "pyspark"}
+
+
+def main() -> int:
+    import service
+
+    failed = []
+    names = ["sklearn.metrics", "scipy.special"]  # imported lazily by serving code
+    names += [m.name for m in pkgutil.walk_packages(service.__path__, "service.")]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in OPTIONAL:
+                failed.append(f"{name}: {exc}")
+    print("\n".join(failed) or f"serve-imports: {len(names)} modules import")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
