@@ -3,7 +3,7 @@
 # Used by `make`, .ci/run and the Dockerfile; docs/install.md describes the profiles.
 #   scripts/install.sh serve   serving only: ONNX Runtime, BentoML, gRPC (no TensorFlow)
 #   scripts/install.sh train   serving + training: what `make serve` needs to create the default model
-#   scripts/install.sh score   serving + offline scoring (pandas, pyarrow, pyspark; Java from Debian)
+#   scripts/install.sh score   serving + offline scoring, local and on Spark (Java from Debian)
 #   scripts/install.sh dev     everything `make test` needs, with Debian's browser, Java and promtool
 # VISOR_ACCEL=auto|cpu|gpu picks ONNX Runtime's wheel: auto (default) is gpu when `nvidia-smi`
 # lists a GPU. VENV=path picks the environment (default .venv); VENV=system installs into the
@@ -25,25 +25,29 @@ esac
 lock=requirements/$profile-$accel.txt
 [ -f "$lock" ] || { echo "install.sh: $lock is missing; scripts/lock.sh writes it" >&2; exit 2; }
 if [ "${VISOR_INSTALL_PLAN:-0}" = 1 ]; then echo "$profile $accel $lock"; exit 0; fi
-# The dev profile's tests also need programs from Debian: a browser and its driver (the web UI
-# test), a Java runtime (Spark's local[N] master) and promtool (the alert rules). Installed here
-# when missing and we may (root with apt-get); otherwise those tests say what to install.
+# Programs from Debian: the dev profile's tests need a browser and its driver (the web UI test),
+# a Java runtime (Spark's local[N] master) and promtool (the alert rules); the score profile needs
+# Java for `--engine spark`. Installed when missing and we may (root with apt-get); otherwise the
+# tests and the Spark engine say what to install. The serve and train profiles need none.
 system_packages() {
-  local want=() cmd pkg
-  for pair in chromium:chromium chromedriver:chromium-driver java:default-jre-headless \
-              promtool:prometheus; do
+  local want=() cmd pkg pair
+  for pair in "$@"; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || want+=("$pkg")
   done
   [ ${#want[@]} -gt 0 ] || return 0
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "install.sh: not root with apt-get; install ${want[*]} for the browser, Spark and promtool tests" >&2
+    echo "install.sh: not root with apt-get; install ${want[*]} (Debian packages) for the $profile profile" >&2
     return 0
   fi
   echo "install.sh: installing ${want[*]} (Debian packages)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
 }
-if [ "$profile" = dev ]; then system_packages; fi
+case "$profile" in
+  dev) system_packages chromium:chromium chromedriver:chromium-driver java:default-jre-headless \
+         promtool:prometheus ;;
+  score) system_packages java:default-jre-headless ;;
+esac
 venv=${VENV:-.venv}
 if [ "$venv" = system ]; then py=${PYTHON:-python3}; else py="$venv/bin/python"; fi
 stamp_dir=${venv/#system//tmp}
