@@ -7,6 +7,7 @@ Modules of the optional paths (TensorFlow backends, offline scoring) may lack th
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 import sys
 
@@ -14,12 +15,18 @@ import sys
 OPTIONAL = {"tensorflow", "tf_keras", "pandas", "pyarrow", "pyspark"}
 
 
-def main() -> int:
-    import service
+# the serving packages; `contract` (what training and serving share) where the tree has it
+PACKAGES = ("service", "contract")
 
+
+def main() -> int:
     failed = []
     names = ["sklearn.metrics", "scipy.special"]  # imported lazily by serving code
-    names += [m.name for m in pkgutil.walk_packages(service.__path__, "service.")]
+    for package in PACKAGES:
+        if importlib.util.find_spec(package) is None:
+            continue
+        path = importlib.import_module(package).__path__
+        names += [package] + [m.name for m in pkgutil.walk_packages(path, f"{package}.")]
     for name in names:
         try:
             importlib.import_module(name)
