@@ -33,7 +33,8 @@ WORKDIR /opt/visor
 FROM base AS deps
 COPY pyproject.toml README.md ./
 COPY requirements/ requirements/
-COPY scripts/ scripts/
+# only the two scripts the dependency layer runs, so editing any other leaves it cached
+COPY scripts/install.sh scripts/slim-venv.sh scripts/
 # ACCEL picks ONNX Runtime's wheel: auto (default) installs onnxruntime-gpu on a CUDA base image
 # (they set CUDA_VERSION) and the CPU wheel onnxruntime otherwise; cpu or gpu to choose. Each
 # comes from its own lock (requirements/serve-cpu.txt, serve-gpu.txt): never both.
@@ -47,6 +48,7 @@ RUN set -eu; accel=$ACCEL; \
     PYTHON=python3 VENV=.venv VISOR_ACCEL=$accel scripts/install.sh serve; \
     scripts/slim-venv.sh .venv; \
     .venv/bin/python -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())'
+COPY scripts/ scripts/
 COPY service/ service/
 # what serving imports must have survived slim-venv.sh
 RUN .venv/bin/python scripts/serve-imports.py && .venv/bin/python -m service serve --help >/dev/null

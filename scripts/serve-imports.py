@@ -12,7 +12,7 @@ import pkgutil
 import sys
 
 # the packages of the train and score profiles, absent from the serving image by design
-OPTIONAL = {"tensorflow", "tf_keras", "pandas", "pyarrow", "pyspark"}
+OPTIONAL = {"tensorflow", "tf_keras", "pandas", "pyarrow", "pyspark", "tqdm"}
 
 
 # the serving packages; `contract` (what training and serving share) where the tree has it
