@@ -58,7 +58,7 @@ image:  ## build the CPU serving image visor:IMAGE_TAG (and visor:latest)
 	$(ENGINE) build $(if $(filter podman,$(ENGINE)),--format docker) --network host -t visor:$(IMAGE_TAG) -t visor:latest .
 
 image-smoke:  ## build the image and try it read-only with the digits model (minutes; not in `make test`)
-	$(INSTALL) dev
+	$(INSTALL) train
 	ENGINE=$(ENGINE) IMAGE=visor:$(IMAGE_TAG) VENV=$(VENV) scripts/image-smoke.sh
 
 clean:  ## remove the virtual environment and caches (models/ is kept)
