@@ -13,8 +13,11 @@
 # Install and start use the same scripts as `make serve` (scripts/install.sh, scripts/serve.sh),
 # and the serving image installs the `serve` profile only: no TensorFlow.
 
-ARG BASE_IMAGE=python:3.11-slim-bookworm
-ARG TRAIN_IMAGE=python:3.11-slim-bookworm
+# Pinned by digest, so every build starts from the same bytes (a tag moves); refresh both with
+# `scripts/refresh-base-digest.sh` (asks the registry for the tag's current digest). Another base,
+# e.g. a local mirror: --build-arg BASE_IMAGE=... --build-arg TRAIN_IMAGE=...
+ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
+ARG TRAIN_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 # --- runtime base: a Python 3 with venv (the CUDA images have none) ---------------------------
 FROM ${BASE_IMAGE} AS base
@@ -39,16 +42,17 @@ COPY scripts/install.sh scripts/slim-venv.sh scripts/
 # (they set CUDA_VERSION) and the CPU wheel onnxruntime otherwise; cpu or gpu to choose. Each
 # comes from its own lock (requirements/serve-cpu.txt, serve-gpu.txt): never both.
 ARG ACCEL=auto
-# NOTE: an empty package first, so the dependency layer is cached until the lock changes; the
-# editable install maps `service` to /opt/visor, where the code lands next. The serving image has
-# no `training/`: service/ imports nothing from it (tests/service/test_process.py).
+# NOTE: empty packages first, so the dependency layer is cached until the lock changes; the
+# editable install maps `contract` and `service` to /opt/visor, where the code lands next. The
+# serving image has no `training/`: service/ imports nothing from it (tests/test_architecture.py).
 RUN set -eu; accel=$ACCEL; \
     if [ "$accel" = auto ]; then accel=cpu; [ -z "${CUDA_VERSION:-}" ] || accel=gpu; fi; \
-    mkdir -p service && touch service/__init__.py; \
+    mkdir -p contract service && touch contract/__init__.py service/__init__.py; \
     PYTHON=python3 VENV=.venv VISOR_ACCEL=$accel scripts/install.sh serve; \
     scripts/slim-venv.sh .venv; \
     .venv/bin/python -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())'
 COPY scripts/ scripts/
+COPY contract/ contract/
 COPY service/ service/
 # what serving imports must have survived slim-venv.sh
 RUN .venv/bin/python scripts/serve-imports.py && .venv/bin/python -m service serve --help >/dev/null
@@ -74,10 +78,10 @@ ENV PATH=/opt/visor/.venv/bin:$PATH \
     VISOR_GRPC_PORT=50051
 USER visor
 EXPOSE 3000 50051
-# NOTE: /readyz answers 200 only once every model is loaded and warm; the port is the one the
-# server listens on (VISOR_HTTP_PORT may be changed at `docker run -e`).
+# /readyz answers 200 only once every model is loaded and warm; the script follows the
+# server's VISOR_HTTP_PORT and its TLS settings (https, a client certificate under mutual TLS).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
-  CMD ["python", "-c", "import os, sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('VISOR_HTTP_PORT', '3000'), timeout=4).status != 200)"]
+  CMD ["python", "scripts/healthcheck.py", "/readyz"]
 # NOTE: SIGTERM starts the graceful stop (grace_period_s, 20 s by default). An image cannot set
 # the stop timeout: run with `--stop-timeout 30` / `docker stop -t 30`, and in Kubernetes keep
 # terminationGracePeriodSeconds above the grace period (deploy/k8s).
@@ -92,6 +96,7 @@ WORKDIR /opt/visor
 COPY pyproject.toml README.md ./
 COPY requirements/ requirements/
 COPY scripts/ scripts/
+COPY contract/ contract/
 COPY service/ service/
 COPY training/ training/
 RUN PYTHON=python3 VENV=.venv VISOR_ACCEL=cpu scripts/install.sh train \

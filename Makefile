@@ -7,7 +7,7 @@ ACCEL  ?= auto
 PY      = $(VENV)/bin/python
 INSTALL = VENV=$(VENV) PYTHON=$(PYTHON) VISOR_ACCEL=$(ACCEL) scripts/install.sh
 
-.PHONY: serve test install lock lint loadtest bench peers image image-smoke clean help
+.PHONY: serve test install lock lint loadtest bench peers image image-smoke kube-smoke clean help
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
@@ -54,12 +54,21 @@ peers:  ## the benchmark's peer servers (KServe, PyTriton), each in its own venv
 # Container image (podman or docker; ENGINE=docker). Tagged with the version the k8s manifests pin.
 ENGINE    ?= podman
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# BASE_IMAGE: another base than the Dockerfile's digest-pinned one (a mirror, an offline stand-in)
+BASE_IMAGE ?=
 image:  ## build the CPU serving image visor:IMAGE_TAG (and visor:latest)
-	$(ENGINE) build $(if $(filter podman,$(ENGINE)),--format docker) --network host -t visor:$(IMAGE_TAG) -t visor:latest .
+	$(ENGINE) build $(if $(filter podman,$(ENGINE)),--format docker) --network host \
+		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TRAIN_IMAGE=$(BASE_IMAGE)) \
+		-t visor:$(IMAGE_TAG) -t visor:latest .
 
 image-smoke:  ## build the image and try it read-only with the digits model (minutes; not in `make test`)
 	$(INSTALL) train
-	ENGINE=$(ENGINE) IMAGE=visor:$(IMAGE_TAG) VENV=$(VENV) scripts/image-smoke.sh
+	ENGINE=$(ENGINE) IMAGE=visor:$(IMAGE_TAG) VENV=$(VENV) BASE_IMAGE=$(BASE_IMAGE) scripts/image-smoke.sh
+
+# dev: scripts/kube-smoke-check.py drives both wires with tritonclient (a test tool)
+kube-smoke:  ## play deploy/k8s with podman kube play: probes, both wires, read-only, a publish under load (minutes; not in `make test`)
+	$(INSTALL) dev
+	VENV=$(VENV) BASE_IMAGE=$(BASE_IMAGE) scripts/kube-smoke.sh
 
 clean:  ## remove the virtual environment and caches (models/ is kept)
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -157,7 +157,7 @@ def rest_v2_bodies(spec: LoadSpec, payloads: Payloads) -> list[tuple[bytes, int]
 # --- the closed loop ------------------------------------------------------------------------
 
 
-async def _grpc_sender(spec: LoadSpec, payloads: Payloads, stack: list) -> Send:
+async def grpc_sender(spec: LoadSpec, payloads: Payloads, stack: list) -> Send:
     import grpc
 
     messages = grpc_messages(spec, payloads, encoded=spec.target == "grpc-bytes")
@@ -252,7 +252,7 @@ async def _grpc_stream_sender(spec: LoadSpec, payloads: Payloads, stack: list) -
     return send
 
 
-async def _http_sender(spec: LoadSpec, payloads: Payloads, stack: list) -> Send:
+async def http_sender(spec: LoadSpec, payloads: Payloads, stack: list) -> Send:
     import aiohttp
 
     if spec.target == "rest-v2":
@@ -290,8 +290,8 @@ async def _http_sender(spec: LoadSpec, payloads: Payloads, stack: list) -> Send:
 async def run_load(spec: LoadSpec) -> LoadResult:
     payloads = Payloads.load(spec.payloads)
     stack: list = []
-    make = {"grpc": _grpc_sender, "grpc-bytes": _grpc_sender, "grpc-stream": _grpc_stream_sender}
-    send = await make.get(spec.target, _http_sender)(spec, payloads, stack)
+    make = {"grpc": grpc_sender, "grpc-bytes": grpc_sender, "grpc-stream": _grpc_stream_sender}
+    send = await make.get(spec.target, http_sender)(spec, payloads, stack)
     result = LoadResult(spec.target, spec.concurrency, spec.batch)
     start = time.perf_counter()
     window_start, stop_at = start + spec.warmup, start + spec.warmup + spec.duration

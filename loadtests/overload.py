@@ -24,9 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtests import procs
-from loadtests.client import LoadSpec
-from loadtests.client import _grpc_sender as grpc_sender
-from loadtests.client import _http_sender as http_sender
+from loadtests.client import LoadSpec, grpc_sender, http_sender
 from loadtests.payloads import Payloads
 
 TARGETS = {

@@ -30,8 +30,8 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 def build_session(version_dir: Path, device: str, spinning: bool | None = None, batches: int = 1):
     import onnxruntime as ort
 
+    from contract.metadata import load_metadata
     from service.backends.onnx import session_options
-    from service.metadata import load_metadata
     from service.settings import Settings
 
     meta = load_metadata(version_dir)

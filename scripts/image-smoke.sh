@@ -6,36 +6,25 @@
 # image size and start-up time. Minutes long: not part of `make test` (`make image-smoke`).
 #
 #   VENV=.venv scripts/image-smoke.sh            # ENGINE=podman (default) or docker
+#   BASE_IMAGE=localhost/python:3.11-slim-bookworm scripts/image-smoke.sh   # registry out of reach
 # Needs curl; the gRPC health check runs with the host venv's grpcio-health-checking.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 engine=${ENGINE:-podman}
 image=${IMAGE:-visor:smoke}
 venv=${VENV:-.venv}
-py="$venv/bin/python"
+smoke=image-smoke
 work=${SMOKE_DIR:-build/image-smoke}
 models="$work/models"
 grace=${VISOR_GRACE_PERIOD_S:-20}
 name="visor-smoke-$$"
-fail() { echo "image-smoke: FAIL: $*" >&2; exit 1; }
-free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-now() { date +%s.%N; }
-secs() { "$py" -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$2"; }
+source scripts/smoke-lib.sh
 
 # 1. the model: the default digits model, trained as `make serve` does
-mkdir -p "$work"
-VENV=$venv VISOR_DEFAULT_DATA="$work/data" scripts/default-model.sh "$models"
-png=$(find "$work/data" -name '*.png' | sort | sed -n 1p)  # NOTE: not head: SIGPIPE under pipefail
-[ -n "$png" ] || fail "no PNG in $work/data"
+smoke_model "$work"
 
-# 2. the image
-# NOTE: podman's default (OCI) image format has no HEALTHCHECK
-format=(); [ "$engine" = podman ] && format=(--format docker)
-t0=$(now)
-$engine build "${format[@]}" --network host -t "$image" . >"$work/build.log" 2>&1 \
-  || { tail -n 30 "$work/build.log"; fail "build failed (log: $work/build.log)"; }
-build_s=$(secs "$t0" "$(now)")
-size_mb=$($engine image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f", $1 / 1e6}')
+# 2. the image (BASE_IMAGE=... builds on another base than the pinned one)
+smoke_build "$engine" "$image" "$work/build.log"
 
 # 3. run it read-only; host networking with non-default ports also exercises VISOR_HTTP_PORT
 http_port=$(free_port); grpc_port=$(free_port)

@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/screenshots.py --models models --images build/data/digits --out docs
 
-Starts a real server on the model repository (as tests/http does), drives Debian's headless
-Chromium through the same helpers as tests/http/test_browser.py: uploads one image of each of
+Starts a real server on the model repository (as tests/service/http does), drives Debian's headless
+Chromium through the same helpers as tests/service/http/test_browser.py: uploads one image of each of
 the first classes, re-targets precision, and saves four PNGs (quantised, so they stay small).
 """
 
@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image
 
-from tests.http import browser
-from tests.http.conftest import start_server
+from tests.helpers import browser
+from tests.helpers.servers import start_server
 
 
 def save(driver: Any, path: Path) -> None:

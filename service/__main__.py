@@ -10,16 +10,22 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from pydantic import ValidationError
 
+from service.errors import StartupError
 from service.scoring.cli import add_score_parser
 from service.settings import Settings
-from service.startup import StartupError, check_models, check_ports, describe
+from service.startup import check_models, check_ports, check_tls, describe
+from service.workers.count import resolve_workers
+
+log = logging.getLogger("service")
 
 # flag → Settings field; the help text is the field's description.
 OPTIONS: dict[str, str] = {
     "--models": "models",
+    "--models-cache": "models_cache",
     "--protocol": "protocol",
     "--host": "host",
     "--http-port": "http_port",
@@ -83,9 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = vars(parsed)
     args.pop("command")
     try:
-        settings = Settings(**args)  # NOTE: flags override; unset ones come from VISOR_* / defaults
+        settings = Settings(**args)  # flags override; unset ones come from VISOR_* / defaults
         check_models(settings)
         check_ports(settings)
+        check_tls(settings)
     except (ValidationError, StartupError) as exc:
         flags = {name: flag for flag, name in OPTIONS.items()}
         message = describe(exc, flags) if isinstance(exc, ValidationError) else str(exc)
@@ -95,28 +102,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
     )
-    logging.getLogger("service").info(
-        "%d worker process(es)%s", settings.workers, " (auto)" if settings.workers_auto else ""
-    )
-    if settings.protocol == "grpc":
-        from service.server import serve_grpc
-
-        serve_grpc(settings)
-        return 0
     try:
-        from service.http.serve import serve
-    except ModuleNotFoundError as exc:
-        if exc.name != "bentoml":  # NOTE: only a missing BentoML means "no HTTP front-end here"
-            raise
-        logging.getLogger("service").warning(
-            "HTTP front-end unavailable (%s): serving gRPC only", exc
-        )
-        from service.server import serve_grpc
-
-        serve_grpc(settings)
-        return 0
-    serve(settings)
+        serve(settings)
+    except StartupError as exc:  # before anything started: the HTTP glue's versions
+        print(f"python -m service serve: error: {exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGTERM: BentoML (HTTP, and gRPC in each worker), or gRPC-only workers."""
+    bento = http_launcher(settings)
+    auto = settings.workers == "auto"
+    settings = resolve_workers(settings)
+    log.info("%d worker process(es)%s", settings.worker_count, " (auto)" if auto else "")
+    if bento is not None:
+        bento.export_settings(settings)  # before the service's import reads them
+        from service.http.frontend import Visor
+
+        bento.serve(settings, Visor)
+        return
+    from service.server import serve_grpc
+
+    serve_grpc(settings)
+
+
+def http_launcher(settings: Settings) -> ModuleType | None:
+    """``service.http.bento`` (importing it checks BentoML's and uvicorn's versions), or None."""
+    if settings.protocol == "grpc":
+        return None
+    try:
+        from service.http import bento
+    except ModuleNotFoundError as exc:
+        if exc.name != "bentoml":  # only a missing BentoML means "no HTTP front-end here"
+            raise
+        log.warning("HTTP front-end unavailable (%s): serving gRPC only", exc)
+        return None
+    return bento
 
 
 if __name__ == "__main__":

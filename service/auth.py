@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from service.errors import Unauthenticated
 from service.metrics import Metrics
 
-# NOTE: gRPC methods a probe or tool calls without a key (health checks, reflection), and the
+# GRPC methods a probe or tool calls without a key (health checks, reflection), and the
 # OIP server health calls, open like HTTP's /v2/health/live and /v2/health/ready.
 OPEN_GRPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 OPEN_GRPC_METHODS = frozenset(
@@ -47,7 +47,7 @@ class ApiKeys:
                 "This server needs an API key: send 'Authorization: Bearer <key>' or 'X-API-Key'."
             )
         candidate = presented.encode()
-        # NOTE: compare against every key without an early exit, so timing tells nothing
+        # Compare against every key without an early exit, so timing tells nothing
         # about which key (or how much of one) matched.
         matched = False
         for key in self._keys:

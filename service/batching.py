@@ -6,7 +6,7 @@ until ``max_batch_size`` images are queued or the oldest has waited ``max_queue_
 are stacked on the loop and run in a thread pool; while every slot runs, one full batch more may
 wait in the pool for the first free thread. Results are sliced back to each caller in order.
 
-# NOTE: all state lives on the event loop thread and changes only in loop callbacks, so the hot
+# All state lives on the event loop thread and changes only in loop callbacks, so the hot
 # path takes no locks and needs no dispatcher task: ``submit`` and batch completion "pump" it.
 """
 
@@ -48,14 +48,14 @@ class BatchPolicy:
     inline_lone: bool = False  # run a request that finds the version idle on the loop itself
 
 
-# NOTE: a lone request runs on the event loop, which is blocked while it runs, so requests that
+# A lone request runs on the event loop, which is blocked while it runs, so requests that
 # arrive meanwhile stay unseen until it ends, and the next would find the version idle again:
 # inline runs alone cannot tell a lone client from a crowd served one by one. So inline runs
-# come in rations of _INLINE_RATION, each earned by a request run the usual way (on a thread,
+# come in rations of INLINE_RATION, each earned by a request run the usual way (on a thread,
 # the loop free) during which no other request came; any request that finds the version busy
 # ends the ration and stops inline runs for _QUIET_S. A crowd costs at most one ration of
-# batch-1 runs per _QUIET_S; a lone client gets all but one request in _INLINE_RATION + 1 inline.
-_INLINE_RATION = 16
+# batch-1 runs per _QUIET_S; a lone client gets all but one request in INLINE_RATION + 1 inline.
+INLINE_RATION = 16
 _QUIET_S = 1.0
 
 
@@ -112,13 +112,6 @@ class AdaptiveBatcher:
     def closed(self) -> bool:
         return self._closed
 
-    @property
-    def queued_images(self) -> int:
-        return self._queued
-
-    async def predict(self, pixels: np.ndarray, deadline: float | None = None) -> np.ndarray:
-        return await self.submit(pixels, deadline)
-
     def reserve(self, images: int) -> Reservation:
         """Hold queue room for ``images`` still to be decoded: refuses at once, before any work.
 
@@ -154,7 +147,7 @@ class AdaptiveBatcher:
         return future
 
     def _inline(self, now: float) -> bool:
-        """Whether this request runs on the loop now (see _INLINE_RATION)."""
+        """Whether this request runs on the loop now (see INLINE_RATION)."""
         if self._queue or self._in_flight or self._reserved:
             self._busy_at, self._inline_left, self._probe_at = now, 0, None
             return False
@@ -163,11 +156,11 @@ class AdaptiveBatcher:
         if self._inline_left:
             self._inline_left -= 1
             return True
-        self._probe_at = now  # NOTE: this one runs on a thread; _finish grants the ration
+        self._probe_at = now  # This one runs on a thread; _finish grants the ration
         return False
 
     def _run_inline(self, pixels: np.ndarray, future: asyncio.Future) -> None:
-        # NOTE: no thread hand-over and no wake-up of the loop afterwards: the two hops cost
+        # No thread hand-over and no wake-up of the loop afterwards: the two hops cost
         # a lone request more than the rest of its path (docs/benchmarks.md). ``await`` on the
         # finished future then returns without yielding.
         try:
@@ -187,7 +180,7 @@ class AdaptiveBatcher:
             raise ModelUnavailable(f"model {self.name} is unloading; retry")
         limit = self._policy.max_queue_size
         if n > limit:
-            # NOTE: no retry can ever succeed: a client error, not RESOURCE_EXHAUSTED.
+            # No retry can ever succeed: a client error, not RESOURCE_EXHAUSTED.
             raise InvalidInput(
                 f"{n} images in one request: more images than this server can ever queue for "
                 f"model {self.name} ({limit}, VISOR_MAX_QUEUE_SIZE); send at most {limit} per "
@@ -212,7 +205,7 @@ class AdaptiveBatcher:
         self._set_depth()
         while self._queue:
             if self._in_flight >= policy.concurrency:
-                # NOTE: one full batch more may wait in the pool, so a thread that finishes a
+                # One full batch more may wait in the pool, so a thread that finishes a
                 # batch starts the next at once instead of idling until the loop launches it.
                 if self._in_flight > policy.concurrency or self._queued < policy.max_batch_size:
                     break
@@ -244,7 +237,7 @@ class AdaptiveBatcher:
                 break
             self._queue.popleft()
             self._queued -= n
-            if req.future.done():  # NOTE: the caller gave up (cancelled); skip its work
+            if req.future.done():  # The caller gave up (cancelled); skip its work
                 continue
             if req.deadline is not None and wall > req.deadline:
                 req.future.set_exception(
@@ -258,10 +251,9 @@ class AdaptiveBatcher:
         return batch
 
     def _launch(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
-        # NOTE: the batch is stacked (and uint8 → float32 converted) here, on the loop, where
-        # the GIL is already held: in the inference thread every numpy copy released and took
-        # back the GIL, and each take waited for the loop, far longer than the copy itself
-        # (docs/benchmarks.md, finding 18). A lone float32 request goes to the backend uncopied.
+        # Stacked (and converted to float32) here, on the loop, which holds the GIL already: in
+        # The inference thread each numpy copy would wait for the loop to take the GIL back.
+        # A lone float32 request goes to the backend uncopied.
         parts = [req.pixels for req in batch]
         try:
             x = parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -284,7 +276,7 @@ class AdaptiveBatcher:
     ) -> None:
         self._in_flight -= 1
         if self._probe_at is not None and self._busy_at < self._probe_at:
-            self._inline_left, self._probe_at = _INLINE_RATION, None
+            self._inline_left, self._probe_at = INLINE_RATION, None
         exc = fut.exception()
         if exc is not None:
             self._fail(batch, exc)
@@ -309,7 +301,7 @@ class AdaptiveBatcher:
                 )
 
     def _set_depth(self) -> None:
-        # NOTE: a gauge write is an mmap write under a lock (prometheus multiprocess mode);
+        # A gauge write is an mmap write under a lock (prometheus multiprocess mode);
         # the pump runs twice per request, the depth changes far less often.
         if self._metrics and self._queued != self._depth_shown:
             self._depth_shown = self._queued

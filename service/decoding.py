@@ -18,9 +18,26 @@ from concurrent.futures import Executor
 import numpy as np
 from PIL import Image
 
-from service import codecs
-from service.errors import PayloadTooLarge
-from service.metadata import InputSpec
+from contract.imaging import ImageTooLarge
+from contract.imaging import decode_image as decode_file
+from contract.metadata import InputSpec
+from service.errors import InvalidInput, PayloadTooLarge
+
+
+def decode_image(data: bytes, spec: InputSpec, max_pixels: int, index: int = 0) -> np.ndarray:
+    """One encoded image (any format Pillow reads) → uint8 ``[H, W, C]`` of the model's input."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidInput(f"image {index} must be bytes, got {type(data).__name__}")
+    if not data:
+        raise InvalidInput(f"image {index} is empty (0 bytes)")
+    size = (spec.height, spec.width)
+    try:
+        data = data if isinstance(data, bytes) else bytes(data)
+        return decode_file(data, spec.color_mode, size, spec.resize_method, max_pixels)
+    except ImageTooLarge as exc:
+        raise PayloadTooLarge(f"image {index} is {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidInput(f"image {index} could not be decoded: {exc}") from None
 
 
 def request_pixels(images: Sequence[bytes]) -> int:
@@ -51,22 +68,22 @@ class FairDecoder:
     async def decode(self, images: Sequence[bytes], spec: InputSpec) -> np.ndarray:
         loop = asyncio.get_running_loop()
         out = np.empty((len(images), spec.height, spec.width, spec.channels), dtype=np.uint8)
-        # NOTE: the budget check and the first image share one pool task, so a one-image
+        # The budget check and the first image share one pool task, so a one-image
         # request costs one hop to the pool, as before.
         out[0] = await loop.run_in_executor(self._executor, self._first, images, spec)
         pending = iter(range(1, len(images)))
 
         async def lane() -> None:
-            for i in pending:  # NOTE: one shared iterator: each index is taken by one lane
+            for i in pending:  # One shared iterator: each index is taken by one lane
                 out[i] = await loop.run_in_executor(
-                    self._executor, codecs.decode_image, images[i], spec, self._max_pixels, i
+                    self._executor, decode_image, images[i], spec, self._max_pixels, i
                 )
 
         lanes = [asyncio.ensure_future(lane()) for _ in range(min(self._lanes, len(images) - 1))]
         try:
             await asyncio.gather(*lanes)
         except BaseException:
-            # NOTE: the first bad image (or the client going away) stops the other lanes, so no
+            # The first bad image (or the client going away) stops the other lanes, so no
             # more of this request's images are decoded for nothing.
             for task in lanes:
                 task.cancel()
@@ -81,4 +98,4 @@ class FairDecoder:
                 f"budget of {self._budget} per request (VISOR_MAX_REQUEST_PIXELS): send fewer or "
                 "smaller images per request"
             )
-        return codecs.decode_image(images[0], spec, self._max_pixels, 0)
+        return decode_image(images[0], spec, self._max_pixels, 0)

@@ -6,33 +6,30 @@ Front-ends translate wire formats to these calls and back; every decision lives 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import gc
-import json
 import logging
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from service import codecs
 from service.batching import Reservation
 from service.decoding import FairDecoder
 from service.errors import (
     InternalError,
-    InvalidInput,
     ModelNotFound,
     ModelUnavailable,
     UnknownRequest,
     VisorError,
 )
+from service.limits import check_batch_size, check_pixels
 from service.metrics import Metrics
 from service.monitoring import FeedbackResult
 from service.postprocess import batch_metrics
@@ -41,20 +38,32 @@ from service.repository import Repository
 from service.settings import Settings
 from service.types import Classification, InferOptions, ModelInfo, ModelStatus
 from service.versions import LoadedVersion
-from service.workers import FEEDBACK, SiblingError, Siblings, feedback_payload
 
 log = logging.getLogger(__name__)
+
+
+class FeedbackPeers(Protocol):
+    """Other processes of this server that may hold a request id this one does not."""
+
+    async def ask(
+        self, request_id: str, labels: list[Any], index: int | None
+    ) -> FeedbackResult | None: ...
 
 
 class Engine:
     """``await start()``, then ``classify_images`` / ``classify_array``; ``await stop()``."""
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: CollectorRegistry | None = None,
+        peers: FeedbackPeers | None = None,
+    ) -> None:
         self.settings = settings
-        # NOTE: process-wide, and every server process has one engine per worker. Batches hand
-        # over between the event loop and the inference threads through the GIL; at Python's
-        # default interval a thread returning from ONNX Runtime could wait that long for the
-        # loop (the gain of a shorter one: docs/benchmarks.md, finding 18).
+        self._peers = peers
+        # Process-wide (one engine per process): batches hand over between the event loop and
+        # The inference threads through the GIL, and a shorter interval makes a thread back
+        # From ONNX Runtime wait less for the loop (measured in docs/benchmarks.md).
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         self.metrics = Metrics.shared(registry)
         self._infer_pool = ThreadPoolExecutor(settings.inference_threads, "visor-infer")
@@ -70,7 +79,6 @@ class Engine:
         self._poller: asyncio.Task | None = None
         self._started = False
         self._stopping = False
-        self.siblings: Siblings | None = None  # this worker's siblings (service.workers)
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -82,10 +90,8 @@ class Engine:
             )
         await self.repository.sync()
         if self.settings.gc_freeze:
-            # NOTE: everything alive now (imports, sessions, the app) lives as long as the
-            # process. Frozen, the collector stops walking it: a full collection over the
-            # ~10^5 objects of a serving process otherwise stalls the event loop, and every
-            # request waiting on it, for tens of milliseconds (docs/benchmarks.md, overload).
+            # Everything alive now (imports, sessions, the app) lives as long as the process;
+            # Frozen, full collections stop walking it and stalling the loop (docs/benchmarks.md).
             gc.freeze()
         self._started = True
         self._changed()
@@ -190,7 +196,7 @@ class Engine:
         try:
             return self.model_info(name, version).ready
         except ModelNotFound:
-            return False  # NOTE: a malformed name or version still raises InvalidInput
+            return False  # A malformed name or version still raises InvalidInput
 
     def record_failure(self, name: Any, version: Any, protocol: str, err: VisorError) -> None:
         """Count a request refused before it reached a model (wire format, options, auth).
@@ -199,7 +205,7 @@ class Engine:
         every request on every route, by outcome.
         """
         code = err.grpc_code.name
-        # NOTE: a client can send any name: unknown ones share one label value, so the metric's
+        # A client can send any name: unknown ones share one label value, so the metric's
         # cardinality stays bounded by the repository, not by what clients type.
         known = {m.name: m for m in self.repository.infos()}
         if not isinstance(name, str) or name not in known:
@@ -223,15 +229,9 @@ class Engine:
         except VisorError as err:
             self.record_failure(request.model, request.version, protocol, err)
             raise
-        classify: Callable[..., Awaitable[Classification]]
-        classify, data = (
-            (self.classify_images, call.images)
-            if call.images is not None
-            else (self.classify_array, call.pixels)
-        )
-        result = await classify(
-            call.model, call.version, data, call.options, protocol=protocol, deadline=deadline
-        )
+        run = self._classify_images if call.images is not None else self._classify_array
+        data = call.images if call.images is not None else call.pixels
+        result = await run(call.model, call.version, data, call.options, protocol, deadline)
         return call, result
 
     # --- inference -----------------------------------------------------------------------
@@ -246,30 +246,8 @@ class Engine:
         deadline: float | None = None,
     ) -> Classification:
         """Encoded images → Classification; refused before decoding when they cannot queue."""
-        lv = self._lookup_counted(name, version, protocol)
-        try:
-            codecs.check_batch_size(len(images), self.settings.max_images_per_request)
-            # NOTE: admission before decoding: a full queue (or a request larger than it) is
-            # refused at once, not after its images waited for and took the decode threads.
-            reservation = lv.batcher.reserve(len(images))
-        except VisorError as exc:
-            lv.metrics.count_request(protocol, exc.grpc_code.name)
-            raise
-        try:
-            try:
-                pixels = await self._decoder.decode(images, lv.meta.input)
-            except VisorError as exc:
-                lv.metrics.count_request(protocol, exc.grpc_code.name)
-                raise
-            if lv.batcher.closed and version in (None, ""):
-                # NOTE: the version was swapped out while we decoded; the newest takes the
-                # request when it expects the same input (otherwise its batcher says
-                # UNAVAILABLE: retry).
-                newer = self._lookup(name, None)
-                lv = newer if newer.meta.input == lv.meta.input else lv
-            return await self._classify(lv, pixels, options, protocol, deadline, reservation)
-        finally:
-            reservation.release()  # NOTE: a no-op once the batcher queued the images
+        number = self._version_counted(name, version, protocol)
+        return await self._classify_images(name, number, images, options, protocol, deadline)
 
     async def classify_array(
         self,
@@ -282,26 +260,77 @@ class Engine:
         deadline: float | None = None,
     ) -> Classification:
         """uint8 or float32 ``[N, H, W, C]`` pixels → Classification."""
+        number = self._version_counted(name, version, protocol)
+        return await self._classify_array(name, number, pixels, options, protocol, deadline)
+
+    async def _classify_images(
+        self,
+        name: str,
+        version: int | None,
+        images: Sequence[bytes],
+        options: InferOptions,
+        protocol: str,
+        deadline: float | None,
+    ) -> Classification:
+        lv = self._lookup_counted(name, version, protocol)
+        try:
+            check_batch_size(len(images), self.settings.max_images_per_request)
+            # Admission before decoding: a full queue (or a request larger than it) is refused
+            # at once, not after its images waited for and took the decode threads.
+            reservation = lv.batcher.reserve(len(images))
+        except VisorError as exc:
+            lv.metrics.count_request(protocol, exc.grpc_code.name)
+            raise
+        try:
+            try:
+                pixels = await self._decoder.decode(images, lv.meta.input)
+            except VisorError as exc:
+                lv.metrics.count_request(protocol, exc.grpc_code.name)
+                raise
+            if lv.batcher.closed and version is None:
+                # The version was swapped out while we decoded; the newest takes the request
+                # when it expects the same input (otherwise its batcher says UNAVAILABLE: retry).
+                newer = self._lookup(name, None)
+                lv = newer if newer.meta.input == lv.meta.input else lv
+            return await self._classify(lv, pixels, options, protocol, deadline, reservation)
+        finally:
+            reservation.release()  # a no-op once the batcher queued the images
+
+    async def _classify_array(
+        self,
+        name: str,
+        version: int | None,
+        pixels: np.ndarray,
+        options: InferOptions,
+        protocol: str,
+        deadline: float | None,
+    ) -> Classification:
         lv = self._lookup_counted(name, version, protocol)
         return await self._classify(lv, pixels, options, protocol, deadline)
 
-    def _lookup_counted(self, name: str, version: int | str | None, protocol: str) -> LoadedVersion:
+    def _version_counted(self, name: str, version: int | str | None, protocol: str) -> int | None:
+        try:
+            return params.version(version)
+        except VisorError as err:
+            self.record_failure(name, version, protocol, err)
+            raise
+
+    def _lookup_counted(self, name: str, version: int | None, protocol: str) -> LoadedVersion:
         try:
             return self._lookup(name, version)
         except VisorError as err:
             self.record_failure(name, version, protocol, err)
             raise
 
-    def _lookup(self, name: str, version: int | str | None) -> LoadedVersion:
+    def _lookup(self, name: str, version: int | None) -> LoadedVersion:
         if self._stopping:
             raise ModelUnavailable("the server is shutting down; retry on another replica")
         if not self._started:
             raise ModelUnavailable("the server is starting: models are still loading; retry")
-        number = params.version(version)
-        if number is None:
+        if version is None:
             lv = self.repository.latest.get(name)
         else:
-            lv = self.repository.serving.get(name, {}).get(number)
+            lv = self.repository.serving.get(name, {}).get(version)
         if lv is not None:
             return lv
         info = self.model_info(name, version)  # raises ModelNotFound
@@ -320,7 +349,7 @@ class Engine:
         reservation: Reservation | None = None,
     ) -> Classification:
         try:
-            pixels = codecs.check_pixels(
+            pixels = check_pixels(
                 pixels, lv.meta.input, self.settings.max_images_per_request
             )
             k = lv.post.top_k(options)
@@ -379,12 +408,12 @@ class Engine:
     ) -> FeedbackResult:
         """Ground truth for an answered request (its ``request_id``): feeds the live metrics.
 
-        The request may have been answered by a sibling worker (``service.workers``): the id is
-        then looked up there.
+        The request may have been answered by another worker of this server: the id is then
+        looked up in the ``peers``.
         """
         done = self.feedback_here(request_id, labels, index)
-        if done is None and self.siblings is not None:
-            done = await self._feedback_siblings(request_id, labels, index)
+        if done is None and self._peers is not None:
+            done = await self._peers.ask(request_id, list(labels), index)
         if done is not None:
             return done
         self.metrics.live_feedback_unmatched.inc()
@@ -408,32 +437,6 @@ class Engine:
                     if done is not None:
                         return done
         return None
-
-    async def _feedback_siblings(
-        self, request_id: str, labels: Sequence[str | int | None], index: int | None
-    ) -> FeedbackResult | None:
-        assert self.siblings is not None
-        payload = feedback_payload(request_id, list(labels), index)
-        refusal: SiblingError | None = None
-        for answer in await self.siblings.ask_all(FEEDBACK, payload):
-            if isinstance(answer, bytes):
-                return FeedbackResult(**json.loads(answer))
-            if answer.status != UnknownRequest.grpc_code.value[0]:
-                refusal = answer  # NOTE: the sibling holds the id but refused the labels
-        if refusal is not None:
-            raise InvalidInput(refusal.message)
-        return None
-
-    async def answer_sibling_feedback(self, payload: bytes, _timeout: float | None) -> bytes:
-        """A sibling's feedback lookup: the result as JSON, or SiblingError (never re-asked)."""
-        fields = json.loads(payload)
-        try:
-            done = self.feedback_here(fields["request_id"], fields["labels"], fields["index"])
-        except VisorError as err:
-            raise SiblingError(err.grpc_code.value[0], err.message) from None
-        if done is None:
-            raise SiblingError(UnknownRequest.grpc_code.value[0], "unknown request id")
-        return json.dumps(dataclasses.asdict(done)).encode()
 
 
 @functools.cache

@@ -5,6 +5,10 @@ from __future__ import annotations
 import grpc
 
 
+class StartupError(Exception):
+    """A configuration that cannot start; ``str()`` is the one line shown to the operator."""
+
+
 class VisorError(Exception):
     """Base of every error Visor reports to a client. ``str(err)`` is the user-facing sentence."""
 

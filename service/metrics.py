@@ -94,7 +94,7 @@ class Metrics:
     def _live(self, registry: CollectorRegistry) -> None:
         """Live verification (service/monitoring): feedback-based precision/recall and drift."""
         mv, mvl = ["model", "version"], ["model", "version", "label"]
-        # NOTE: NaN where an estimate has no data yet; every gauge is per worker process (the
+        # NaN where an estimate has no data yet; every gauge is per worker process (the
         # `pid` label under BentoML's multiprocess mode): aggregate with min/max by (...).
         self.live_precision = Gauge(
             "visor_live_precision",
@@ -178,7 +178,7 @@ class Metrics:
         registry = registry or REGISTRY
         with cls._lock:
             metrics = cls._shared.get(id(registry))
-            # NOTE: ids are reused after garbage collection: check it is the same registry.
+            # Ids are reused after garbage collection: check it is the same registry.
             if metrics is None or metrics.registry is not registry:
                 metrics = cls._shared[id(registry)] = cls(registry)
             return metrics

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from service.calibration import CurveCounts, choose
+from contract.calibration import CurveCounts, choose
+from contract.metadata import ModelMetadata
 from service.errors import InvalidInput
-from service.metadata import ModelMetadata
 from service.types import BatchMetrics, ClassMetricsResult, InferOptions
 
 DEFAULT_CONFIDENCE = 0.95  # for metadata that stores counts but no confidence
@@ -56,7 +56,7 @@ class Postprocessor:
         }
         self._index = {label: i for i, label in enumerate(self.labels)}
         self._model = f"{meta.name} v{meta.version}"
-        # NOTE: what a response's threshold_source says when a request names no thresholds
+        # What a response's threshold_source says when a request names no thresholds
         self.default_source = "calibrated" if meta.thresholds.calibrated else "fixed"
         self._retargeted: dict[tuple[str, float], tuple[np.ndarray, np.ndarray]] = {}
 
@@ -119,7 +119,7 @@ class Postprocessor:
 
     def _retarget(self, metric: str, target: float) -> tuple[np.ndarray, np.ndarray]:
         if not self._curves:
-            # NOTE: e.g. an imported model without calibration data: there is nothing to
+            # E.g. an imported model without calibration data: there is nothing to
             # re-target from, and silently keeping the fixed thresholds would hide that.
             raise InvalidInput(
                 f"model {self._model} has no calibration curves (its thresholds are not "
@@ -132,7 +132,7 @@ class Postprocessor:
                 np.array([t for t, _ in chosen], np.float32),
                 np.array([c for _, c in chosen], bool),
             )
-            # NOTE: a bounded cache: targets are few in practice, the arrays tiny.
+            # A bounded cache: targets are few in practice, the arrays tiny.
             if len(self._retargeted) < 256:
                 self._retargeted[(metric, target)] = cached
         return cached
@@ -140,13 +140,13 @@ class Postprocessor:
     def _class_threshold(self, i: int, metric: str, target: float) -> tuple[float, bool]:
         """The threshold for ``metric >= target`` and whether the stored counts certify it."""
         counts = self._counts.get(i)
-        if counts is not None:  # the rule training used (service.calibration)
+        if counts is not None:  # the rule training used (contract.calibration)
             choice = choose(counts, metric, target, self._confidence)
             return float(counts.thresholds[choice.index]), choice.certified
         curve = self._curves.get(i)
         if curve is None:
             return float(self.calibrated[i]), False
-        # NOTE: metadata without counts (older or imported models): point estimates only, so
+        # Metadata without counts (older or imported models): point estimates only, so
         # nothing is certified. Precision: the lowest threshold reaching it (the most recall);
         # recall: the highest; unreachable: the best value seen.
         thresholds, precision, recall = curve
@@ -195,7 +195,7 @@ def batch_metrics(
     y_true[np.arange(len(truth)), truth] = 1
     y_pred = (probabilities >= thresholds).astype(np.int8)
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
-    # NOTE: for multilabel-indicator input scikit-learn averages over every column; naming
+    # For multilabel-indicator input scikit-learn averages over every column; naming
     # the present ones restores its multiclass rule, so absent labels do not count as 0.
     present = np.flatnonzero(y_true.any(axis=0) | y_pred.any(axis=0))
     mp, mr, mf, _ = precision_recall_fscore_support(

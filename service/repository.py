@@ -16,15 +16,17 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from contract.golden import GoldenMismatch, verify_golden
+from contract.metadata import METADATA_FILE, ModelMetadata, load_metadata, sha256_path
 from service.backends import load_backend
 from service.batching import AdaptiveBatcher, BatchPolicy
-from service.golden import GoldenMismatch, verify_golden
-from service.metadata import METADATA_FILE, ModelMetadata, load_metadata, sha256_path
 from service.metrics import Metrics, VersionMetrics
 from service.monitoring import VersionMonitor
+from service.policy import VersionPolicy
 from service.settings import Settings
+from service.storage import Mirror
 from service.types import ModelInfo, ModelStatus
-from service.versions import LoadedVersion, VersionPolicy, batch_limit, warmup_sizes
+from service.versions import LoadedVersion, batch_limit, warmup_sizes
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ class Repository:
         self._failed: dict[tuple[str, int], tuple[int, ...]] = {}
         self._prints: dict[tuple[str, int], tuple[int, ...]] = {}  # this scan's fingerprints
         self._sync_lock = asyncio.Lock()
+        # a bucket is mirrored into settings.models (the cache) before each scan.
+        self._mirror = Mirror(settings.models_url, settings.models) if settings.models_url else None
 
     def infos(self) -> list[ModelInfo]:
         return [self._infos[k] for k in sorted(self._infos)]
@@ -87,7 +91,7 @@ class Repository:
     async def sync(self) -> None:
         """Bring the loaded versions in line with the folder and the version policy."""
         async with self._sync_lock:
-            # NOTE: file-system walks run in the loader thread, never on the event loop.
+            # File-system walks run in the loader thread, never on the event loop.
             loop = asyncio.get_running_loop()
             found, self._prints = await loop.run_in_executor(
                 self._loader, self._scan, list(self._failed)
@@ -130,6 +134,9 @@ class Repository:
             self._infos.pop(key, None)
 
     def _scan(self, failed: list[tuple[str, int]]) -> tuple[dict, dict]:
+        if self._mirror is not None:
+            serving = [(n, v) for n, versions in self.serving.items() for v in versions]
+            self._mirror.pull(self._policy, failed, serving)
         found = scan(self._settings.models)
         prints = {
             key: fingerprint(found[key[0]][key[1]])
@@ -210,7 +217,7 @@ class Repository:
             if meta.golden is not None:
                 verify_golden(path, meta.golden, backend.run, limit, settings.golden_tolerance)
         except BaseException:
-            backend.close()  # NOTE: a version that cannot serve frees its session at once
+            backend.close()  # A version that cannot serve frees its session at once
             raise
         vm = VersionMetrics(self._metrics, name, version)
         vm.set_labels(list(meta.labels))

@@ -1,7 +1,8 @@
-"""The composition root of a gRPC-only server: engine + gRPC front-end, async start()/stop().
+"""The assembly root: builds one server process's parts, starts and stops them in order.
 
-HTTP (and HTTP + gRPC in one process) is served by BentoML (``service.http.serve``), whose
-worker hosts the same ``GrpcFrontend`` on its own loop.
+``VisorServer`` owns the engine, the gRPC front-end (unless HTTP only) and the link to the other
+worker processes; BentoML's HTTP front-end (``service.http.frontend``) holds one per worker, and
+``serve_grpc`` runs one per gRPC-only worker process.
 """
 
 from __future__ import annotations
@@ -10,46 +11,72 @@ import asyncio
 import logging
 import multiprocessing
 import signal
-from typing import TYPE_CHECKING
+from typing import Any
+
+from prometheus_client import CollectorRegistry
 
 from service.engine import Engine
+from service.grpc.frontend import GrpcFrontend
+from service.monitoring import FeedbackResult
 from service.settings import Settings
-from service.workers import Siblings, join_siblings, siblings_folder
-
-if TYPE_CHECKING:
-    from service.grpc.server import GrpcFrontend
+from service.workers.siblings import (
+    FEEDBACK,
+    INFER,
+    SiblingFeedback,
+    Siblings,
+    folder_from_env,
+    siblings_folder,
+)
 
 log = logging.getLogger(__name__)
 
 
 class VisorServer:
-    """One engine and its gRPC server. ``await start()``; ``await stop()`` stops gracefully."""
+    """One process's engine, gRPC front-end and siblings: ``await start()``, ``await stop()``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
-        self.engine = Engine(settings)
+        folder = folder_from_env(settings.worker_count)
+        self.siblings = Siblings(folder, {}, settings.grpc_spread_busy) if folder else None
+        feedback = SiblingFeedback(self.siblings, self._feedback_here) if self.siblings else None
+        self.engine = Engine(settings, registry, peers=feedback)
         self.grpc: GrpcFrontend | None = None
-        self.siblings: Siblings | None = None
+        if settings.protocol in ("grpc", "both"):
+            spread = self.siblings if settings.grpc_spread else None
+            self.grpc = GrpcFrontend(self.engine, settings, siblings=spread)
+        if self.siblings is not None:
+            assert feedback is not None
+            self.siblings.handlers[FEEDBACK] = feedback.answer
+            if self.grpc is not None and settings.grpc_spread:
+                self.siblings.handlers[INFER] = self.grpc.servicer.answer_sibling
+
+    def _feedback_here(self, *args: Any) -> FeedbackResult | None:
+        return self.engine.feedback_here(*args)
 
     async def start(self) -> None:
-        from service.grpc.server import GrpcFrontend
+        """Load every model and open the ports; a lone gRPC-only worker binds first, so its
+        health service answers NOT_SERVING while the models warm up."""
+        # Workers sharing a port (SO_REUSEPORT) bind only once warm, or the kernel would hand
+        # connections to a worker that cannot serve them yet; uvicorn likewise accepts HTTP only
+        # after BentoML's start-up hook returns.
+        bind_first = self.settings.protocol == "grpc" and self.settings.worker_count == 1
+        if self.grpc is not None and bind_first:
+            await self.grpc.start()
+        await self.engine.start()
+        if self.grpc is not None and not bind_first:
+            await self.grpc.start()
+        if self.siblings is not None:
+            await self.siblings.start()
+        ready = sum(1 for m in self.engine.models() if m.ready)
+        log.info("Visor ready: %d model version(s) serving", ready)
 
-        # NOTE: one worker binds first, so health answers NOT_SERVING while the models warm up.
-        # Several workers share the port (SO_REUSEPORT): each binds only once warm, or the
-        # kernel would hand connections to a worker that cannot serve them yet.
-        if self.settings.workers > 1:
-            await self.engine.start()
-        self.grpc = GrpcFrontend(self.engine, self.settings)
-        await self.grpc.start()
-        if self.settings.workers == 1:
-            await self.engine.start()
-        self.siblings = await join_siblings(self.engine, self.grpc.servicer)
-        log.info(
-            "Visor ready: %d model version(s) serving",
-            sum(1 for m in self.engine.models() if m.ready),
-        )
+    def begin_stop(self) -> None:
+        """Start refusing new gRPC calls now (a signal arrived); ``stop()`` finishes the job."""
+        if self.grpc is not None:
+            self.grpc.begin_stop()
 
     async def stop(self) -> None:
+        """Drain gRPC, leave the siblings, then let queued and running batches finish."""
         if self.grpc is not None:
             await self.grpc.stop()
         if self.siblings is not None:
@@ -64,10 +91,15 @@ class VisorServer:
         await self.start()
         await stop.wait()
         log.info(
-            "signal received: finishing in-flight requests (up to %ss)",
-            self.settings.grace_period_s,
+            "signal received: finishing in-flight work (up to %ss)", self.settings.grace_period_s
         )
         await self.stop()
+
+
+def serve_grpc(settings: Settings) -> None:
+    """Serve gRPC only until SIGTERM: ``worker_count`` processes sharing the port."""
+    with siblings_folder(settings.worker_count):
+        _run_workers(settings)
 
 
 def _worker(settings: Settings) -> None:
@@ -78,20 +110,14 @@ def _worker(settings: Settings) -> None:
     asyncio.run(VisorServer(settings).run_until_signalled())
 
 
-def serve_grpc(settings: Settings) -> None:
-    """Serve gRPC only; ``workers`` > 1 starts that many processes sharing the port (SO_REUSEPORT)."""
-    if settings.workers == 1:
+def _run_workers(settings: Settings) -> None:
+    if settings.worker_count == 1:
         _worker(settings)
         return
-    with siblings_folder(settings.workers):
-        _run_workers(settings)
-
-
-def _run_workers(settings: Settings) -> None:
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=_worker, args=(settings,), name=f"visor-grpc-{i}")
-        for i in range(settings.workers)
+        for i in range(settings.worker_count)
     ]
     for p in procs:
         p.start()
@@ -105,6 +131,6 @@ def _run_workers(settings: Settings) -> None:
     try:
         for p in procs:
             p.join()
-    except KeyboardInterrupt:  # NOTE: Ctrl-C reaches the workers too (same process group)
+    except KeyboardInterrupt:  # Ctrl-C reaches the workers too (same process group)
         for p in procs:
             p.join()

@@ -6,15 +6,29 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.policy import VersionPolicy
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VISOR_", env_file=".env", extra="ignore")
 
     # --- model repository -------------------------------------------------------------
-    models: Path = Field(Path("models"), description="The model repository to serve.")
+    models: Path = Field(
+        Path("models"),
+        description="The model repository to serve: a folder, or a bucket (s3://, gs://, "
+        "az://bucket/prefix; docs/deploy.md) whose versions are downloaded into models_cache.",
+    )
+    models_url: str | None = Field(
+        None, description="Set from --models when it names a bucket; models is then the cache."
+    )
+    models_cache: Path | None = Field(
+        None,
+        description="Where versions from a bucket are downloaded and checked before they "
+        "serve; default: a folder per bucket under the temp directory.",
+    )
     backend: Literal["onnx", "savedmodel", "keras_h5"] = Field(
         "onnx", description="Which artifact to load; only onnx avoids importing TensorFlow."
     )
@@ -203,10 +217,14 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(30.0, gt=0, description="Default per-request deadline.")
     grace_period_s: float = Field(20.0, ge=0, description="SIGTERM: time to finish in-flight work.")
-    # NOTE: NoDecode + the validator below: VISOR_API_KEYS takes "k1,k2" as well as JSON.
+    # NoDecode + the validator below: VISOR_API_KEYS takes "k1,k2" as well as JSON.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="When set, every inference call needs one of these keys (comma-separated).",
+    )
+    require_api_keys: bool = Field(
+        False,
+        description="Refuse to start unless VISOR_API_KEYS holds a key (deployments fail closed).",
     )
     default_top_k: int = Field(5, ge=1, description="Classes in top-k when a request names none.")
     max_image_pixels: int = Field(
@@ -256,12 +274,29 @@ class Settings(BaseSettings):
         100, ge=1, description="Recompute the drift gauges every this many served images."
     )
 
-    _workers_auto: bool = PrivateAttr(False)
+    # --- TLS (docs/deploy.md "TLS") ----------------------------------------------------------
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate (chain) of the server; with tls_key_file, HTTPS and gRPC "
+        "over TLS on the same ports, and plain connections are refused.",
+    )
+    tls_key_file: Path | None = Field(
+        None,
+        validate_default=True,
+        description="PEM private key (unencrypted) of tls_cert_file.",
+    )
+    tls_client_ca_file: Path | None = Field(
+        None,
+        validate_default=True,
+        description="PEM CA certificate(s): mutual TLS, every client must present a "
+        "certificate signed by one of them.",
+    )
 
     @property
-    def workers_auto(self) -> bool:
-        """Whether ``workers`` was resolved from ``auto`` (for the start-up log)."""
-        return self._workers_auto
+    def worker_count(self) -> int:
+        """Worker processes; ``auto`` is decided at start-up (``service.workers.count``), and
+        until then counts as this one process."""
+        return self.workers if isinstance(self.workers, int) else 1
 
     @field_validator("workers")
     @classmethod
@@ -270,25 +305,68 @@ class Settings(BaseSettings):
             raise ValueError("must be 1 or more, or auto")
         return value
 
-    @model_validator(mode="after")
-    def _resolve_workers(self) -> Settings:
-        # NOTE: resolved here, once, so every reader sees a number, and the workers a parent
-        # starts (which rebuild Settings from VISOR_WORKERS) agree with it.
-        self._workers_auto = self.workers == "auto"
-        if self.workers == "auto":
-            from service.workers import auto_workers
+    @model_validator(mode="before")
+    @classmethod
+    def _bucket_models(cls, data: Any) -> Any:
+        # a URL as a Path would lose its "//": kept in models_url; models becomes the cache
+        if isinstance(data, dict) and isinstance(data.get("models"), str):
+            from contract.storage import is_url
 
-            self.workers = auto_workers(
-                self.models, list(self.providers), self.auto_workers_max_model_mb
-            )
+            if is_url(data["models"]):
+                data = {**data, "models_url": data["models"]}
+                data.pop("models")
+        return data
+
+    @model_validator(mode="after")
+    def _bucket_cache(self) -> Settings:
+        if self.models_url:
+            from contract.storage import default_cache, is_url
+
+            if not is_url(self.models_url):
+                raise ValueError(f"models_url {self.models_url!r} is not scheme://bucket/prefix")
+            self.models_cache = self.models_cache or default_cache(self.models_url)
+            self.models = self.models_cache
         return self
 
     @field_validator("version_policy")
     @classmethod
     def _known_policy(cls, value: str) -> str:
-        from service.versions import VersionPolicy  # NOTE: lazy: versions imports this module
-
         VersionPolicy.parse(value)  # raises ValueError with the accepted forms
+        return value
+
+    @field_validator("require_api_keys")
+    @classmethod
+    def _keys_when_required(cls, value: bool, info: ValidationInfo) -> bool:
+        # api_keys is declared first, so it is validated (or failed) before this runs.
+        keys = info.data.get("api_keys")
+        if value and keys is not None and not any(k.get_secret_value() for k in keys):
+            raise ValueError(
+                "no API key is set: put one or more keys in VISOR_API_KEYS (the visor-api-keys "
+                "Secret in deploy/), or set VISOR_REQUIRE_API_KEYS=false to serve without keys"
+            )
+        return value
+
+    @field_validator("tls_cert_file", "tls_key_file", "tls_client_ca_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: Any) -> Any:
+        # VISOR_TLS_CERT_FILE= (empty, as a template leaves it) means no TLS, not the path "."
+        return None if value == "" else value
+
+    @field_validator("tls_key_file")
+    @classmethod
+    def _key_with_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if (value is None) != (info.data.get("tls_cert_file") is None):
+            raise ValueError(
+                "tls_cert_file and tls_key_file come together: set both (TLS on both ports) or "
+                "neither"
+            )
+        return value
+
+    @field_validator("tls_client_ca_file")
+    @classmethod
+    def _client_ca_with_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("tls_cert_file") is None:
+            raise ValueError("mutual TLS needs the server's own tls_cert_file and tls_key_file too")
         return value
 
     @field_validator("api_keys", mode="before")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contract.metadata import ModelMetadata
 from service.backends import Backend
 from service.batching import AdaptiveBatcher
-from service.metadata import ModelMetadata
 from service.metrics import VersionMetrics
 from service.monitoring import VersionMonitor
 from service.postprocess import Postprocessor
@@ -16,36 +15,10 @@ from service.settings import Settings
 from service.types import ModelInfo, ModelStatus
 
 
-@dataclass(frozen=True)
-class VersionPolicy:
-    """``latest:N`` (the N newest), ``all``, or ``specific:1,3``."""
-
-    latest: int | None = 1
-    specific: frozenset[int] = frozenset()
-
-    @classmethod
-    def parse(cls, text: str) -> VersionPolicy:
-        text = text.strip().lower()
-        if text == "all":
-            return cls(latest=None)
-        if m := re.fullmatch(r"latest(?::(\d+))?", text):
-            return cls(latest=max(1, int(m.group(1) or 1)))
-        if m := re.fullmatch(r"specific:(\d+(?:,\d+)*)", text):
-            return cls(latest=None, specific=frozenset(int(v) for v in m.group(1).split(",")))
-        raise ValueError(f"version_policy {text!r}: use 'latest:N', 'all' or 'specific:1,3'")
-
-    def select(self, versions: list[int]) -> list[int]:
-        if self.specific:
-            return [v for v in versions if v in self.specific]
-        ordered = sorted(versions, reverse=True)
-        return ordered if self.latest is None else ordered[: self.latest]
-
-
 def batch_limit(settings: Settings, device: str) -> int:
     """The largest batch for a backend running on ``device``: capped on the CPU."""
-    # NOTE: measured on 2 cores (docs/benchmarks.md): MobileNetV2 peaks at batch 4-8 on ONNX
-    # Runtime's CPU provider; batches of 32 only add latency, and an arena sized for two of them
-    # in flight took the server to 1 GB. GPUs keep max_batch_size.
+    # A CPU gains no throughput from large batches, only latency and arena memory
+    # (docs/benchmarks.md); GPUs keep max_batch_size.
     if device in ("CPUExecutionProvider", "CPU"):
         return min(settings.max_batch_size, settings.cpu_max_batch_size)
     return settings.max_batch_size

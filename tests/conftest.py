@@ -4,29 +4,11 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_training_cli(
-    *args: str, timeout: float = 300, env: dict | None = None
-) -> subprocess.CompletedProcess:
-    """``python -m training ARGS`` in a subprocess (TensorFlow stays out of the test process)."""
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "training", *args],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=timeout,
-    )
+from tests.helpers.training import run_training_cli
 
 
 @pytest.fixture(scope="session")

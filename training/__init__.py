@@ -6,6 +6,6 @@ TensorFlow (imported lazily by the modules that need it) exposes Keras 2 (tf-ker
 
 import os
 
-# NOTE: must happen before TensorFlow is first imported anywhere in the process.
+# Must happen before TensorFlow is first imported anywhere in the process.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="no progress bars or info logs (warnings and errors only)",
     )
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{dataset,train,evaluate,import}"
+        dest="command", required=True, metavar="{dataset,train,evaluate,import,publish}"
     )
     ds = sub.add_parser("dataset", help="write a bundled data set as class folders")
     ds.add_argument(
@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="fail on an unreadable file instead of skipping it"
     )
     add_import_parser(sub)
+    from training.publish_remote import add_publish_parser
+
+    add_publish_parser(sub)
     return parser
 
 
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    # NOTE: TensorFlow logs through absl at INFO (e.g. a "Sharding callback duration" line per
+    # TensorFlow logs through absl at INFO (e.g. a "Sharding callback duration" line per
     # epoch); those are TensorFlow's internals, not progress a user needs.
     logging.getLogger("absl").setLevel(logging.WARNING)
     from training.commands import USER_ERRORS, run_command
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_command(args)
     except USER_ERRORS as exc:
-        # NOTE: bad data/weights/resume are the user's to fix: one clear line, exit status 1.
+        # Bad data/weights/resume are the user's to fix: one clear line, exit status 1.
         print(f"python -m training {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -1,7 +1,7 @@
 """Per-class decision thresholds with a stated confidence (TF-free).
 
 A label is predicted for an image when its probability is >= the label's threshold. The rule and
-its statistics live in :mod:`service.calibration` (the server re-targets with the same code); this
+its statistics live in :mod:`contract.calibration` (the server re-targets with the same code); this
 module applies it to calibration predictions and stores what the server and the model card need.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.calibration import Choice, CurveCounts, choose, curve_counts
-from service.metadata import CalibrationCurve, ClassThreshold, Thresholds
+from contract.calibration import Choice, CurveCounts, choose, curve_counts
+from contract.metadata import CalibrationCurve, ClassThreshold, Thresholds
 
 MAX_CURVE_POINTS = 1000
 
@@ -38,7 +38,7 @@ def _class_threshold(label: str, counts: CurveCounts, choice: Choice) -> ClassTh
         threshold=float(min(max(counts.thresholds[i], 0.0), 1.0)),
         val_precision=precision,
         val_recall=recall,
-        # NOTE: never "met" without the guarantee: a certified threshold's point estimate is at
+        # Never "met" without the guarantee: a certified threshold's point estimate is at
         # least its bound; an uncertified one's estimate is in val_precision / val_recall.
         target_met=choice.certified,
         lower_bound=choice.lower_bound,

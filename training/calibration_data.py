@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.metadata import ClassThreshold, TestMetrics, Thresholds
+from contract.imaging import decode_image
+from contract.metadata import ClassThreshold, TestMetrics, Thresholds
 from training.calibrate import calibrate, with_test_results
+from training.config import ImportConfig, InputShape
 from training.data import scan_labelled
 from training.errors import ImportModelError
 from training.evaluate import compute_metrics
-from training.imaging import decode_image
 
 if TYPE_CHECKING:
     import tf_keras as keras
 
-    from training.importer import ImportConfig, InputShape
 
 
 def halves(y: np.ndarray, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

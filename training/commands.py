@@ -40,6 +40,10 @@ def run_command(args: argparse.Namespace) -> int:
         from training.import_cli import run_import_command
 
         return run_import_command(args)
+    if args.command == "publish":
+        from training.publish_remote import run_publish_command
+
+        return run_publish_command(args)
     return _evaluate(args.model_dir, args.data, args.strict)
 
 
@@ -80,9 +84,9 @@ def _evaluate(version_dir: Path, data_dir: Path, strict: bool) -> int:
     """TF-free: ONNX Runtime on Pillow-decoded images, metrics at argmax and at the thresholds."""
     import onnxruntime as ort
 
-    from service.metadata import load_metadata
+    from contract.imaging import decode_image
+    from contract.metadata import load_metadata
     from training.evaluate import compute_metrics
-    from training.imaging import decode_image
 
     meta = load_metadata(version_dir)
     paths, names = scan_labelled(data_dir, strict)

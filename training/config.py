@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from service.metadata import ResizeMethod  # one definition for both halves
-from training.flags import at_least, fraction, model_name, option
+from contract.metadata import ColorMode, ResizeMethod
+from training.flags import at_least, fraction, model_name, option, repository
 from training.flags import folds as flags_folds
 
 Architecture = Literal["cnn", "mobilenetv2", "efficientnetb0", "resnet50"]
@@ -145,7 +145,12 @@ class ExportConfig:
         "starts with a letter or digit)",
         parse=model_name,
     )
-    out_dir: Path = option(Path("models"), help="model repository", flag="--out")
+    out_dir: Path | str = option(
+        Path("models"),
+        help="model repository: a folder, or a bucket (s3://bucket/prefix, gs://, az://)",
+        flag="--out",
+        parse=repository,
+    )
     opset: int = option(17, help="ONNX opset", parse=at_least(13))
     parity_tolerance: float = 1e-5
     parity_batch: int = 32
@@ -179,3 +184,34 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(item) for item in value]
     return str(value) if isinstance(value, Path) else value
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    """Everything ``python -m training import`` needs."""
+
+    model_path: Path
+    labels_path: Path
+    name: str
+    out_dir: Path | str = Path("models")  # a str is a bucket URL (training/publish_remote.py)
+    input_range: str | None = None  # A key of INPUT_RANGES; None: read from the model
+    color_mode: ColorMode | None = None  # None: from the model's channels
+    image_size: tuple[int, int] | None = None  # (height, width); None: from the model
+    resize_method: str = "bilinear"
+    calibration_data: Path | None = None
+    policy: str = "precision"
+    target: float = 0.95
+    threshold: float = 0.5
+    opset: int = 17
+    seed: int = 1337
+
+
+@dataclass(frozen=True)
+class InputShape:
+    height: int
+    width: int
+    channels: int
+
+    @property
+    def color_mode(self) -> ColorMode:
+        return "grayscale" if self.channels == 1 else "rgb"

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from contract.imaging import IMAGE_SUFFIXES, is_grayscale, open_image
+from contract.metadata import ColorMode
 from training.config import DataConfig
 from training.errors import DatasetError
-from training.imaging import IMAGE_SUFFIXES, ColorMode, is_grayscale, open_image
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")

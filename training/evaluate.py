@@ -11,11 +11,11 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from service.metadata import ClassMetrics, Histogram, Reference, TestMetrics
+from contract.metadata import ClassMetrics, Histogram, Reference, TestMetrics
 
 
 def _roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float | None:
-    # NOTE: AUC is undefined when the split holds only one of the two outcomes.
+    # AUC is undefined when the split holds only one of the two outcomes.
     return float(roc_auc_score(y_true, scores)) if 0 < y_true.sum() < len(y_true) else None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -15,8 +16,8 @@ import tensorflow as tf
 import tf2onnx
 import tf_keras as keras
 
-from service.golden import write_golden
-from service.metadata import (
+from contract.golden import write_golden
+from contract.metadata import (
     METADATA_FILE,
     Artifact,
     Golden,
@@ -32,7 +33,7 @@ from training.staging import make_readable, make_staging, remove_stale
 
 log = logging.getLogger(__name__)
 ARTIFACTS = {"onnx": "model.onnx", "savedmodel": "saved_model", "keras_h5": "model.h5"}
-# NOTE: a few inputs are enough to catch damaged weights (they move every output) and keep the
+# A few inputs are enough to catch damaged weights (they move every output) and keep the
 # file small for large inputs. The tolerance leaves room for a GPU provider's arithmetic
 # (TF32, fused kernels) while damaged weights move probabilities by far more.
 GOLDEN_INPUTS = 8
@@ -57,7 +58,7 @@ def write_artifacts(model: keras.Model, folder: Path, opset: int) -> None:
         save_format="tf",
         include_optimizer=False,
         signatures={"serving_default": serve},
-        # NOTE: no per-layer traced functions: the serving signature is all serving needs, Keras
+        # No per-layer traced functions: the serving signature is all serving needs, Keras
         # reloads built-in layers from their config, and saving a backbone gets much faster.
         save_traces=False,
     )
@@ -146,6 +147,10 @@ def publish(
     written (the service ignores names that are not positive integers); staging folders left by
     a killed publisher are removed first (training/staging.py).
     """
+    if isinstance(cfg.out_dir, str):
+        from training.publish_remote import publish_remote
+
+        return publish_remote(cfg.out_dir, cfg.name, fill, finish)  # type: ignore[return-value]
     model_dir = cfg.out_dir / cfg.name
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_stale(model_dir)
@@ -156,12 +161,12 @@ def publish(
             version = next_version(model_dir)
             metadata = finish(tmp, version)
             (tmp / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
-            make_readable(tmp)  # NOTE: mkdtemp made it 0700; servers may run as another user
+            make_readable(tmp)  # Mkdtemp made it 0700; servers may run as another user
             target = model_dir / str(version)
             if target.exists():
                 continue
             try:
-                # NOTE: rename is atomic; it fails (ENOTEMPTY/EEXIST) if a concurrent publisher
+                # Rename is atomic; it fails (ENOTEMPTY/EEXIST) if a concurrent publisher
                 # took this number first (publishers never create empty version folders).
                 os.rename(tmp, target)
             except OSError:
@@ -177,3 +182,22 @@ def publish(
 
 def created_now() -> datetime:
     return datetime.now(UTC)
+
+
+def framework_versions() -> dict[str, str]:
+    """The versions of what made the artifacts, recorded in their metadata."""
+    import onnxruntime
+    import sklearn
+    import tensorflow as tf
+    import tf2onnx
+    import tf_keras
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "tf_keras": tf_keras.__version__,
+        "tf2onnx": tf2onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+    }

@@ -98,7 +98,7 @@ def at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text} is below the minimum {minimum}")
         return value
 
-    parse.__name__ = "int"  # NOTE: argparse names the type in "invalid int value: 'x'"
+    parse.__name__ = "int"  # argparse names the type in "invalid int value: 'x'"
     return parse
 
 
@@ -109,8 +109,13 @@ def folds(text: str) -> int:
     return value
 
 
+def repository(text: str) -> Path | str:
+    """``--out``: a folder, or a bucket URL kept as text (as a Path, s3://b/p would be s3:/b/p)."""
+    return text if re.match(r"^[a-z][a-z0-9+.-]*://.", text) else Path(text)
+
+
 def model_name(text: str) -> str:
-    from service.metadata import NAME_PATTERN
+    from contract.metadata import NAME_PATTERN
 
     if not re.fullmatch(NAME_PATTERN, text):
         raise argparse.ArgumentTypeError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.metadata import TestMetrics
+from contract.metadata import TestMetrics
 from training.errors import TrainingError
 
 

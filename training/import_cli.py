@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 from typing import Any, get_args
 
-from service.metadata import ResizeMethod
+from contract.metadata import ResizeMethod
+from training.flags import repository
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RANGES = ("0,255", "0,1", "-1,1")
@@ -70,7 +71,12 @@ def add_import_parser(sub: Any) -> None:
     p.add_argument("model", type=_model_path, help="a .keras or .h5 file or a SavedModel folder")
     p.add_argument("--labels", type=_existing("file"), required=True, help="one label per line")
     p.add_argument("--name", type=_name, required=True, help="published as OUT/NAME/<version>/")
-    p.add_argument("--out", type=Path, default=Path("models"), help="model repository")
+    p.add_argument(
+        "--out",
+        type=repository,
+        default=Path("models"),
+        help="model repository: a folder, or a bucket (s3://bucket/prefix, gs://, az://)",
+    )
     p.add_argument(
         "--input-range",
         choices=RANGES,
@@ -112,7 +118,8 @@ def check_import_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 
 def run_import_command(args: argparse.Namespace) -> int:
-    from training.importer import ImportConfig, run_import
+    from training.config import ImportConfig
+    from training.importer import run_import
 
     cfg = ImportConfig(
         model_path=args.model,

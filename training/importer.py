@@ -10,16 +10,14 @@ disjoint halves; without, the thresholds are a fixed value and say they are unca
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tf_keras as keras
 
-from service.metadata import ModelMetadata, TestMetrics, Thresholds
-from training.config import ExportConfig
+from contract.metadata import ModelMetadata, TestMetrics, Thresholds
+from training.config import ExportConfig, ImportConfig, InputShape
 from training.errors import ImportModelError
-from training.imaging import ColorMode
 from training.keras_source import load_keras_model
 from training.models import INPUT_NAME, OUTPUT_NAME
 
@@ -29,40 +27,9 @@ INPUT_RANGES: dict[str, tuple[float, float]] = {
     "0,1": (0.0, 1.0),
     "-1,1": (-1.0, 1.0),
 }
-# NOTE: layers that turn raw pixels into a network's range; one of them before the first layer
+# Layers that turn raw pixels into a network's range; one of them before the first layer
 # with weights means the model already takes 0..255.
 PIXEL_PREPROCESSING = (keras.layers.Rescaling, keras.layers.Normalization)
-
-
-@dataclass(frozen=True)
-class ImportConfig:
-    """Everything ``python -m training import`` needs."""
-
-    model_path: Path
-    labels_path: Path
-    name: str
-    out_dir: Path = Path("models")
-    input_range: str | None = None  # a key of INPUT_RANGES; None: read from the model
-    color_mode: ColorMode | None = None  # None: from the model's channels
-    image_size: tuple[int, int] | None = None  # (height, width); None: from the model
-    resize_method: str = "bilinear"
-    calibration_data: Path | None = None
-    policy: str = "precision"
-    target: float = 0.95
-    threshold: float = 0.5
-    opset: int = 17
-    seed: int = 1337
-
-
-@dataclass(frozen=True)
-class InputShape:
-    height: int
-    width: int
-    channels: int
-
-    @property
-    def color_mode(self) -> ColorMode:
-        return "grayscale" if self.channels == 1 else "rgb"
 
 
 def read_labels(path: Path) -> list[str]:
@@ -167,12 +134,16 @@ def run_import(cfg: ImportConfig) -> Path:
         checksums,
         created_now,
         export_golden,
+        framework_versions,
         io_specs,
         publish,
         write_artifacts,
     )
-    from training.workflow import _frameworks  # NOTE: the versions train records, too
 
+    if isinstance(cfg.out_dir, str):
+        from training.publish_remote import check_writable
+
+        check_writable(cfg.out_dir)  # refused credentials fail before the export, not after
     labels = read_labels(cfg.labels_path)
     user_model, source = load_keras_model(cfg.model_path)
     shape = input_shape(user_model, cfg)
@@ -212,7 +183,7 @@ def run_import(cfg: ImportConfig) -> Path:
         write_artifacts(model, tmp, cfg.opset)
         batch = sample[: export.parity_batch]
         parity.update(check_parity(model, tmp, batch, export.parity_tolerance))
-        # NOTE: as train does: the server re-runs these at load and refuses a version whose
+        # As train does: the server re-runs these at load and refuses a version whose
         # outputs moved (a corrupted artifact with a matching checksum).
         golden.append(export_golden(tmp, batch))
 
@@ -231,7 +202,7 @@ def run_import(cfg: ImportConfig) -> Path:
             onnx_opset=cfg.opset,
             parity=parity,
             golden=golden[0],
-            frameworks=_frameworks(),
+            frameworks=framework_versions(),
             training={
                 "imported": {
                     "source": str(cfg.model_path),

@@ -64,7 +64,7 @@ def load_keras_model(path: Path) -> tuple[keras.Model, dict[str, str]]:
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - any load failure is reported in one line
-        # NOTE: the first sentence says what failed; the rest is a page of model config
+        # The first sentence says what failed; the rest is a page of model config
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0].split('. ')[0][:160]}"
         if version and version.startswith("3"):
             raise ImportModelError(

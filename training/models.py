@@ -36,7 +36,7 @@ def _small_cnn(x, num_classes: int, dropout: float, width: int):
     for filters in (width, 2 * width):
         for _ in range(2):
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-            # NOTE: momentum 0.9 (not 0.99): small data sets give few steps, and slow moving
+            # Momentum 0.9 (not 0.99): small data sets give few steps, and slow moving
             # statistics made validation predict one class for the first epochs.
             x = keras.layers.BatchNormalization(momentum=0.9)(x)
             x = keras.layers.ReLU()(x)
@@ -54,7 +54,7 @@ def _to_backbone_input(x, channels: int, size: int, preprocess: str):
     if preprocess == "tf":
         x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalise")(x)
     if channels == 1 or preprocess == "caffe":
-        # NOTE: a frozen 1x1 convolution does gray->RGB and RGB->BGR-minus-mean with built-in
+        # A frozen 1x1 convolution does gray->RGB and RGB->BGR-minus-mean with built-in
         # layers only, so HDF5/SavedModel/ONNX all load without custom objects.
         order = [2, 1, 0] if preprocess == "caffe" else [0, 1, 2]
         kernel = np.zeros((1, 1, channels, 3), np.float32)
@@ -107,10 +107,10 @@ def build_model(
         base = spec.factory(
             include_top=False, weights=weights, input_shape=(base_size, base_size, 3)
         )
-        base._name = BASE_NAME  # NOTE: a stable name lets unfreeze() find it in any backbone.
+        base._name = BASE_NAME  # A stable name lets unfreeze() find it in any backbone.
         if is_transfer(cfg):
             base.trainable = False
-            # NOTE: BatchNorm stays in inference mode, also when unfrozen (keras-io's recipe).
+            # BatchNorm stays in inference mode, also when unfrozen (keras-io's recipe).
             x = base(x, training=False)
         else:
             _from_scratch(base)

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from contract.imaging import decode_image
+from contract.metadata import ColorMode
 from training.data import Split
-from training.imaging import ColorMode, decode_image
 
 
 def _decoder(color_mode: ColorMode, size: int, method: str):
@@ -49,7 +50,7 @@ def make_dataset(
         ds = ds.shuffle(len(split.paths), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
-    # NOTE: the source is an in-memory list of paths, not files: shard by element across workers.
+    # The source is an in-memory list of paths, not files: shard by element across workers.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options)
 

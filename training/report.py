@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import ConfusionMatrixDisplay
 
-from service.metadata import ClassThreshold, ModelMetadata, Thresholds
+from contract.metadata import ClassThreshold, ModelMetadata, Thresholds
 
 
 def plot_history(history: list[dict[str, float]], path: Path) -> None:

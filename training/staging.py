@@ -17,7 +17,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 STAGING_PREFIX = ".tmp-"
-# NOTE: staging folders named without a pid (older Visor, other tools) are left alone this long.
+# Staging folders named without a pid (older Visor, other tools) are left alone this long.
 STALE_AFTER_S = 60.0
 
 
@@ -31,7 +31,7 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # NOTE: another user's live process
+    except PermissionError:  # Another user's live process
         return True
     return True
 
@@ -60,7 +60,7 @@ def remove_stale(model_dir: Path) -> list[Path]:
 
 
 def _umask() -> int:
-    # NOTE: the only portable way to read the umask is to set it; this runs once per publish,
+    # The only portable way to read the umask is to set it; this runs once per publish,
     # before any other thread of the trainer creates files.
     mask = os.umask(0o022)
     os.umask(mask)

@@ -34,7 +34,7 @@ from training.pipeline import make_dataset
 log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.json"
-# NOTE: fields that must match for --resume to continue a run rather than mix two.
+# Fields that must match for --resume to continue a run rather than mix two.
 RESUME_KEYS = (
     ("data", "data_dir"),
     ("data", "image_size"),
@@ -87,7 +87,7 @@ def prepare_work_dir(work: Path, cfg: RunConfig) -> None:
         new = cfg.to_dict()
         for section, key in RESUME_KEYS:
             if key == "cnn_width" and new["model"]["architecture"] != "cnn":
-                continue  # NOTE: backbones ignore the width
+                continue  # Backbones ignore the width
             was = (old.get(section) or {}).get(key)
             if was != new[section][key]:
                 raise ResumeError(
@@ -140,7 +140,7 @@ def _callbacks(cfg: RunConfig, work: Path, own: Path, phase: str, best: float | 
 
 
 def _tensorboard(own: Path) -> list[keras.callbacks.Callback]:
-    # NOTE: TensorFlow 2.21 no longer installs TensorBoard; tf.summary then raises at the first
+    # TensorFlow 2.21 no longer installs TensorBoard; tf.summary then raises at the first
     # epoch. Without the package, runs keep the CSV log and say so once.
     if importlib.util.find_spec("tensorboard") is None:
         log.warning("tensorboard is not installed: TensorBoard logs skipped (CSV log only)")
@@ -205,7 +205,7 @@ def _run_phase(
         callbacks=_callbacks(cfg, work, own, phase, best) + list(extra),
         verbose=_verbosity(cfg.fit.quiet),
     )
-    # NOTE: after a restore, history holds only the epochs run by this process.
+    # After a restore, history holds only the epochs run by this process.
     reached = max(e + 1 for e in history.epoch) if history.epoch else last
     _barrier(strategy)  # the chief has written best-*.h5 before any worker reads it
     if (work / f"best-{phase}.h5").exists():
@@ -242,7 +242,7 @@ def fit(cfg: RunConfig, ds: Dataset) -> FitResult:
     strategy = make_strategy(cfg.fit.strategy)
     chief, task_id = _chief_and_id(strategy)
     work = cfg.fit.work_dir
-    # NOTE: non-chief workers keep their logs/state beside (not inside) the shared work dir, so the
+    # Non-chief workers keep their logs/state beside (not inside) the shared work dir, so the
     # chief can clear the work dir of a fresh run without racing them.
     own = work if chief else work.with_name(f"{work.name}.worker-{task_id}")
     prepare_work_dir(own, cfg)
@@ -278,7 +278,7 @@ def fit(cfg: RunConfig, ds: Dataset) -> FitResult:
         if is_transfer(cfg.model) and cfg.fit.fine_tune_epochs > 0:
             with strategy.scope():
                 unfreeze(model, cfg.model.fine_tune_layers)
-                # NOTE: keras-io's recipe: a 10x lower learning rate once base layers can move.
+                # Keras-io's recipe: a 10x lower learning rate once base layers can move.
                 compile_model(fit_model, cfg.fit.learning_rate / 10)
             last = done + cfg.fit.fine_tune_epochs
             _run_phase(fit_model, model, cfg, work, own, "phase2", done, last, data, strategy)
@@ -299,7 +299,7 @@ def _recalibration(cfg: RunConfig, model: keras.Model, train: tf.data.Dataset) -
 def _fresh_copy(cfg: RunConfig, ds: Dataset, weights: Path) -> keras.Model:
     """Rebuild outside the distribution strategy (plain variables) and load the trained weights."""
     channels = 1 if ds.color_mode == "grayscale" else 3
-    # NOTE: the same graph (and trainable flags) as fitted; load_weights overwrites every weight.
+    # The same graph (and trainable flags) as fitted; load_weights overwrites every weight.
     model = build_model(cfg.model, len(ds.labels), cfg.data.image_size, channels, False)
     fit_model = with_augmentation(model, build_augmentation(cfg.augment, cfg.fit.seed))
     fit_model.load_weights(str(weights))

@@ -10,7 +10,7 @@ from training.errors import WeightsError
 
 
 def _mobilenet_file(size: int) -> str:
-    # NOTE: Keras picks the 224 file for sizes it has no weights for (with a warning).
+    # Keras picks the 224 file for sizes it has no weights for (with a warning).
     rows = size if size in (96, 128, 160, 192, 224) else 224
     return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.metadata import ModelMetadata, TestMetrics, Thresholds
+from contract.metadata import ModelMetadata, TestMetrics, Thresholds
 from training.calibrate import calibrate, with_test_results
 from training.config import RunConfig
 from training.data import Dataset, load_dataset
@@ -34,24 +33,6 @@ class RunResult:
     seconds: float
 
 
-def _frameworks() -> dict[str, str]:
-    import onnxruntime
-    import sklearn
-    import tensorflow as tf
-    import tf2onnx
-    import tf_keras
-
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "tf_keras": tf_keras.__version__,
-        "tf2onnx": tf2onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "scikit-learn": sklearn.__version__,
-        "numpy": np.__version__,
-    }
-
-
 def _summary(ds: Dataset) -> dict:
     return {
         "labels": ds.labels,
@@ -64,14 +45,19 @@ def _summary(ds: Dataset) -> dict:
 def run_training(cfg: RunConfig) -> RunResult:
     """Train and publish ``cfg.export.out_dir/NAME/<next version>/``."""
     started = time.monotonic()
-    resolve_weights(cfg.model, cfg.data.image_size)  # NOTE: fail on missing weights before any work
+    resolve_weights(cfg.model, cfg.data.image_size)  # Fail on missing weights before any work
+    if isinstance(cfg.export.out_dir, str):
+        from training.publish_remote import check_writable
+
+        check_writable(cfg.export.out_dir)  # refused credentials fail now, not after fitting
     ds = load_dataset(cfg.data)
-    # NOTE: TensorFlow loads only now, so bad data and missing weights fail in a second.
+    # TensorFlow loads only now, so bad data and missing weights fail in a second.
     from training.export import (
         check_parity,
         checksums,
         created_now,
         export_golden,
+        framework_versions,
         io_specs,
         publish,
         write_artifacts,
@@ -130,7 +116,7 @@ def run_training(cfg: RunConfig) -> RunResult:
             parity=parity,
             golden=golden[0],
             reference=reference(probs_val, ds.labels, "validation"),
-            frameworks=_frameworks(),
+            frameworks=framework_versions(),
             training=cfg.to_dict() | {"dataset": _summary(ds), "history": result.history},
         )
         write_report(tmp / "report", meta, result.history, pr_curves(y_test, probs_test))

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from service.metadata import ModelMetadata
+from contract.metadata import ModelMetadata
 from service.settings import Settings
 
 
@@ -23,10 +23,6 @@ class Backend(Protocol):
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
     def close(self) -> None: ...
-
-
-def artifact_kind(settings: Settings) -> str:
-    return settings.backend
 
 
 def load_backend(kind: str, version_dir: Path, meta: ModelMetadata, settings: Settings) -> Backend:

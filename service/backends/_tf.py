@@ -7,7 +7,7 @@ from types import ModuleType
 
 
 def import_tensorflow() -> ModuleType:
-    # NOTE: must be set before the first TensorFlow import, or tf.keras would be Keras 3.
+    # Must be set before the first TensorFlow import, or tf.keras would be Keras 3.
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.metadata import ModelMetadata
 from service.backends._tf import import_tensorflow
-from service.metadata import ModelMetadata
 
 
 class KerasH5Backend:
@@ -16,7 +16,7 @@ class KerasH5Backend:
         import tf_keras
 
         self._tf = tf
-        # NOTE: compile=False: serving needs no optimizer state; safe_mode refuses to
+        # Compile=False: serving needs no optimizer state; safe_mode refuses to
         # deserialise Lambda layers' Python bytecode from a file we did not write.
         self._model = tf_keras.models.load_model(str(path), compile=False, safe_mode=True)
         self.device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.metadata import ModelMetadata
+from contract.metadata import ModelMetadata
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def wanted_providers(settings: Settings) -> list[str]:
     """The configured providers this onnxruntime build offers, in order of preference."""
     available = set(ort.get_available_providers())
     chosen = [p for p in settings.providers if p in available]
-    # NOTE: onnxruntime-gpu lists the CUDA/TensorRT providers even on a machine without a GPU,
+    # Onnxruntime-gpu lists the CUDA/TensorRT providers even on a machine without a GPU,
     # and trying them prints pages of library errors before falling back. Without an NVIDIA
     # device they cannot work, so skip them (said once in the log) unless the user insists
     # with VISOR_REQUIRE_PROVIDER, in which case the failure must stay loud.
@@ -46,7 +46,7 @@ def wanted_providers(settings: Settings) -> list[str]:
 
 
 def _preload_cuda_dlls(providers: list[str]) -> None:
-    # NOTE: onnxruntime-gpu ≥ 1.21 can load the CUDA/cuDNN libraries that pip's nvidia-* wheels
+    # Onnxruntime-gpu ≥ 1.21 can load the CUDA/cuDNN libraries that pip's nvidia-* wheels
     # install; without this the CUDA provider fails to start and ORT silently falls back to CPU.
     global _dlls_preloaded
     if _dlls_preloaded or not _GPU_PROVIDERS & set(providers):
@@ -65,10 +65,10 @@ def intra_op_threads(settings: Settings, batches: int = 1) -> int:
     """
     if settings.intra_op_threads:
         return settings.intra_op_threads
-    share = settings.workers * batches
+    share = settings.worker_count * batches
     if share == 1:
         return 0
-    # NOTE: every worker has its own sessions and every batch in flight its own threads; with
+    # Every worker has its own sessions and every batch in flight its own threads; with
     # ORT's default each would start a thread per core, N of them putting N threads on a core.
     return max(1, len(os.sched_getaffinity(0)) // share)
 
@@ -94,7 +94,7 @@ def session_options(
     opts.inter_op_num_threads = settings.inter_op_threads
     opts.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization]
     opts.log_severity_level = 3
-    # NOTE: spinning (ORT's default) is off: it shortens a lone request but costs throughput
+    # Spinning (ORT's default) is off: it shortens a lone request but costs throughput
     # once batches overlap (docs/benchmarks.md): two batches in flight plus the event loop
     # leave no core for a thread that spins.
     spin = "1" if (settings.ort_allow_spinning if spinning is None else spinning) else "0"
@@ -113,7 +113,7 @@ class OnnxBackend:
         providers = wanted_providers(settings)
         _preload_cuda_dlls(providers)
         lone = lone_session_wanted(settings, providers)
-        # NOTE: with a session of its own for lone requests, the main session only runs batches
+        # With a session of its own for lone requests, the main session only runs batches
         # that may overlap (inference_threads at once), so each gets its share of the cores:
         # single-threaded batches side by side beat multi-threaded ones fighting over the same
         # cores (docs/benchmarks.md).
@@ -131,17 +131,17 @@ class OnnxBackend:
                 raise RuntimeError(msg + " (VISOR_REQUIRE_PROVIDER is set)")
             log.warning(msg)
         log.info("%s v%s: ONNX Runtime active provider %s", meta.name, meta.version, self.device)
-        # NOTE: spinning threads cut a lone request's latency but cost throughput once batches
+        # Spinning threads cut a lone request's latency but cost throughput once batches
         # overlap (docs/benchmarks.md). So on the CPU a second, spinning session answers
         # single-image batches that run while nothing else does, and every other batch goes to
         # the main session. It is only ever fed batch 1, so its arena stays small. Wanted only
         # when CPU is the provider asked for, so it never sits beside a GPU session that fell
         # back.
-        self._lone: ort.InferenceSession | None = None
+        self.lone: ort.InferenceSession | None = None
         self._running = 0
         self._lock = threading.Lock()
         if lone:
-            self._lone = ort.InferenceSession(
+            self.lone = ort.InferenceSession(
                 str(path),
                 sess_options=session_options(settings, spinning=True),
                 providers=["CPUExecutionProvider"],
@@ -149,27 +149,22 @@ class OnnxBackend:
             one = np.zeros(
                 (1, meta.input.height, meta.input.width, meta.input.channels), np.float32
             )
-            for session in (self._lone, self.session):  # warm both at batch 1
+            for session in (self.lone, self.session):  # warm both at batch 1
                 session.run(self._outputs, {self._input: one})
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        if self._lone is None:
+        if self.lone is None:
             return self.session.run(self._outputs, {self._input: batch})[0]
-        with self._lock:  # NOTE: every run counts, so "alone" means no batch of any size runs
+        with self._lock:  # Every run counts, so "alone" means no batch of any size runs
             alone = self._running == 0
             self._running += 1
         try:
-            session = self._lone if alone and len(batch) == 1 else self.session
+            session = self.lone if alone and len(batch) == 1 else self.session
             return session.run(self._outputs, {self._input: batch})[0]
         finally:
             with self._lock:
                 self._running -= 1
 
-    @property
-    def lone_session(self) -> bool:
-        """Whether single-image batches may run on the spinning session."""
-        return self._lone is not None
-
     def close(self) -> None:
         del self.session
-        self._lone = None
+        self.lone = None

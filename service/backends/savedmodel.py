@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.metadata import ModelMetadata
 from service.backends._tf import import_tensorflow
-from service.metadata import ModelMetadata
 
 
 class SavedModelBackend:

@@ -12,11 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from service import codecs
 from service.errors import InvalidInput
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
-from service.protocol import InferCall, InferRequest, OutputSpec, RequestedOutput, TensorData
-from service.protocol.response import classification_items, label_items, metrics_json, output_shape
+from service.protocol import InferCall, InferRequest, RequestedOutput, TensorData
+from service.protocol.response import metrics_json, outputs
 from service.types import Classification
 
 # Typed contents fields, and how to read each into a numpy array without a Python loop.
@@ -43,7 +42,7 @@ def parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
 def to_request(req: pb.ModelInferRequest) -> InferRequest:
     raw = req.raw_input_contents
     if raw and len(raw) != len(req.inputs):
-        # NOTE: the one check of gRPC's own layout: raw_input_contents pair with inputs by index.
+        # The one check of gRPC's own layout: raw_input_contents pair with inputs by index.
         raise InvalidInput(f"{len(raw)} raw_input_contents for {len(req.inputs)} inputs")
     return InferRequest(
         model=req.model_name,
@@ -87,45 +86,26 @@ def encode_response(
     ``resp``: an empty message to fill in place (a stream answer's ``infer_response``)."""
     if resp is None:
         resp = pb.ModelInferResponse()
-    raw = bool(req.raw_input_contents)
-    classes = result.probabilities.shape[1]
-    resp.MergeFrom(
-        _skeleton(
-            result.model,
-            result.version,
-            result.threshold_source,
-            call.outputs,
-            len(result),
-            classes,
-        )
-    )
+    tensors = outputs(call, result, raw=bool(req.raw_input_contents))
+    heads = tuple((t.name, t.datatype, t.shape) for t in tensors)
+    resp.MergeFrom(_skeleton(result.model, result.version, result.threshold_source, heads))
     resp.id = req.id or result.request_id
     resp.parameters["request_id"].string_param = result.request_id
     if (metrics := metrics_json(result)) is not None:
         resp.parameters["metrics"].string_param = metrics
-    for i, spec in enumerate(call.outputs):
-        if spec.k:
-            _put_bytes(resp, i, classification_items(result, spec.k), raw)
-        elif spec.name == "probabilities":
-            if raw:
-                resp.raw_output_contents.append(
-                    result.probabilities.astype("<f4", copy=False).tobytes()
-                )
-            else:
-                resp.outputs[i].contents.fp32_contents.extend(result.probabilities.ravel().tolist())
+    for i, t in enumerate(tensors):
+        if t.raw is not None:
+            resp.raw_output_contents.append(t.raw)
+        elif isinstance(t.value, np.ndarray):
+            resp.outputs[i].contents.fp32_contents.extend(t.value.ravel().tolist())
         else:
-            _put_bytes(resp, i, label_items(result), raw)
+            resp.outputs[i].contents.bytes_contents.extend(t.value)
     return resp
 
 
 @functools.lru_cache(maxsize=256)
 def _skeleton(
-    model: str,
-    version: int,
-    threshold_source: str,
-    outputs: tuple[OutputSpec, ...],
-    n: int,
-    classes: int,
+    model: str, version: int, threshold_source: str, heads: tuple[tuple[str, str, tuple], ...]
 ) -> pb.ModelInferResponse:
     """A response's fields that do not depend on the images: names, datatypes, shapes.
 
@@ -134,14 +114,6 @@ def _skeleton(
     """
     resp = pb.ModelInferResponse(model_name=model, model_version=str(version))
     resp.parameters["threshold_source"].string_param = threshold_source
-    for spec in outputs:
-        datatype, shape = output_shape(spec, n, classes)
-        resp.outputs.add(name=spec.name, datatype=datatype, shape=shape)
+    for name, datatype, shape in heads:
+        resp.outputs.add(name=name, datatype=datatype, shape=shape)
     return resp
-
-
-def _put_bytes(resp: pb.ModelInferResponse, i: int, items: list[bytes], raw: bool) -> None:
-    if raw:
-        resp.raw_output_contents.append(codecs.bytes_to_raw(items))
-    else:
-        resp.outputs[i].contents.bytes_contents.extend(items)

@@ -19,7 +19,7 @@ class FeedbackServicer(ext_grpc.FeedbackServicer):
     async def SendFeedback(
         self, request: ext.FeedbackRequest, context: grpc.aio.ServicerContext
     ) -> ext.FeedbackResponse:
-        # NOTE: proto3 strings cannot be null: "" stands for an image whose label is unknown.
+        # Proto3 strings cannot be null: "" stands for an image whose label is unknown.
         labels = [label or None for label in request.labels]
         index = request.index if request.HasField("index") else None
         try:

@@ -71,8 +71,8 @@ def add_inference_service(servicer: Any, server: grpc.aio.Server) -> None:
             request_deserializer=_deserializer(getattr(pb, f"{name}Request")),
             response_serializer=getattr(pb, f"{name}Response").SerializeToString,
         )
-    # NOTE: ModelInfer takes and returns bytes: a call handed to a sibling worker travels as it
-    # came, unparsed (service/workers.py); one answered here is parsed as the others are.
+    # ModelInfer takes and returns bytes: a call handed to a sibling worker travels as it
+    # came, unparsed (service/workers/siblings.py); one answered here is parsed as the others are.
     handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
         servicer.infer_bytes_call, request_deserializer=None, response_serializer=None
     )

@@ -17,7 +17,7 @@ from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.grpc.handlers import Undecodable, parse_infer_request
 from service.settings import Settings
-from service.workers import INFER, SiblingError, SiblingGone, Siblings
+from service.workers.siblings import INFER, SiblingError, SiblingGone, Siblings
 
 log = logging.getLogger(__name__)
 EXTENSIONS = ["model_stream_infer"]  # besides the engine's, which both wires share
@@ -26,18 +26,20 @@ _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
 
 def _ascii(text: str) -> str:
-    # NOTE: gRPC metadata values must be printable ASCII.
+    # GRPC metadata values must be printable ASCII.
     return "".join(c if " " <= c <= "~" else "?" for c in text)[:1024]
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(
+        self, engine: Engine, settings: Settings, siblings: Siblings | None = None
+    ) -> None:
         self._engine = engine
         self._timeout = settings.request_timeout_s
         self.stopping = False  # set by GrpcFrontend.stop: new inference calls get UNAVAILABLE
         self._active = 0  # inference calls in progress
         self._idle: asyncio.Event | None = None
-        self.siblings: Siblings | None = None  # set when this worker shares calls (workers.py)
+        self.siblings = siblings  # the other workers, when this one hands calls to them
         self._calls = 0  # ModelInfer calls that came to this worker and are not answered yet
         self._for_siblings = 0  # calls siblings handed to this worker, not answered yet
 
@@ -74,7 +76,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except VisorError as err:
             await context.abort(err.grpc_code, err.message)
         if not ready and (failure := self._engine.load_failure(request.name, request.version)):
-            # NOTE: the reply is a bare bool; the reason travels as trailing metadata
+            # The reply is a bare bool; the reason travels as trailing metadata
             context.set_trailing_metadata((("visor-load-error", _ascii(failure)),))
         return pb.ModelReadyResponse(ready=ready)
 
@@ -123,7 +125,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         siblings = self.siblings
         if siblings is None:
             return await self._answer_here(data, context)
-        # NOTE: a worker's load is every ModelInfer it holds: calls that came to it (answered
+        # A worker's load is every ModelInfer it holds: calls that came to it (answered
         # here or handed on) and calls its siblings handed to it. One connection's calls then
         # go to the sibling until it holds as many; workers loaded evenly trade none.
         load = self._calls + self._for_siblings
@@ -137,9 +139,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 except SiblingError as err:
                     if err.status != _UNAVAILABLE:
                         await context.abort(_CODES[err.status], err.message)
-                    # NOTE: the sibling is stopping (or its model reloading): answer here
+                    # The sibling is stopping (or its model reloading): answer here
                 except SiblingGone:
-                    pass  # NOTE: the sibling stopped; inference has no side effects: answer here
+                    pass  # The sibling stopped; inference has no side effects: answer here
             return await self._answer_here(data, context)
         finally:
             self._calls -= 1
@@ -180,11 +182,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         request_iterator: AsyncIterator[pb.ModelInferRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        # NOTE: requests of one stream run concurrently (so they can share batches); answers come
+        # Requests of one stream run concurrently (so they can share batches); answers come
         # back as they finish, each carrying its request's id, as in Triton.
         answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         remaining = context.time_remaining()
-        # NOTE: the stream's deadline bounds every request of it; without one, each request
+        # The stream's deadline bounds every request of it; without one, each request
         # gets the default timeout from when it arrives.
         stream_deadline = None if remaining is None else time.monotonic() + remaining
         reader = asyncio.create_task(self._read_stream(request_iterator, answers, stream_deadline))

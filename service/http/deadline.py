@@ -3,21 +3,21 @@
 BentoML (1.4.x, and its main branch) wraps every HTTP request in ``TimeoutMiddleware``, which
 arms ``loop.call_later(traffic.timeout, ...)`` and never cancels it: each request leaves a
 ``TimerHandle``, a future and a copy of the request's ``contextvars.Context`` on the event loop
-for the whole ``traffic.timeout`` (Visor: 300 s). Under load that is the worker's memory growth
-(tracemalloc: ``traffic.py:29`` and ``asyncio/base_events.py``, docs/benchmarks.md "Soak"); with
-BentoML's tracing on, the copied context pins each request's OpenTelemetry span as well.
-``traffic.timeout`` must be > 0, so configuration cannot switch the middleware off, and no
-BentoML release cancels the timer. ``install()`` swaps the class BentoML builds its middleware
-stack from for this one: the same contract (504 when no answer has started in time), with the
-timer cancelled as soon as the answer starts or the request ends.
+for the whole ``traffic.timeout``: the worker's memory growth under load (docs/http.md, "Memory").
+``traffic.timeout`` must be > 0, so configuration cannot switch the middleware off.
+``bento.install_in_worker`` swaps the class BentoML builds its middleware stack from for this
+one: the same contract (504 when no answer has started in time), with the timer cancelled as
+soon as the answer starts or the request ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import DeadlineExceeded
+from service.http.middleware import error_response
 
 
 class RequestTimeoutMiddleware:
@@ -37,7 +37,7 @@ class RequestTimeoutMiddleware:
             nonlocal started
             if not started:
                 started = True
-                timer.reschedule(None)  # NOTE: the answer started: streaming it has no cutoff
+                timer.reschedule(None)  # the answer started: streaming it has no cutoff
             await send(message)
 
         try:
@@ -46,15 +46,5 @@ class RequestTimeoutMiddleware:
         except TimeoutError:
             if started or not timer.expired():
                 raise
-            body = {"error": f"Not able to process the request in {self.timeout} seconds"}
-            await JSONResponse(body, status_code=504)(scope, receive, send)
-
-
-def install() -> None:
-    """Make BentoML build every HTTP app of this process with ``RequestTimeoutMiddleware``."""
-    # NOTE: BentoML's BaseAppFactory imports the class from this module each time it builds an
-    # app (inside its `middlewares` property), so replacing the module attribute before the
-    # worker builds its app is enough; tests/http/test_deadline.py fails if that ever changes.
-    from bentoml._internal.server.http import traffic
-
-    traffic.TimeoutMiddleware = RequestTimeoutMiddleware  # type: ignore[misc]
+            err = DeadlineExceeded(f"Not able to process the request in {self.timeout} seconds")
+            await error_response(err)(scope, receive, send)

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from service.errors import InvalidInput, VisorError
-from service.http.middleware import error_body
+from service.http.middleware import error_response
 from service.http.tensors import load_json
 
 
@@ -23,9 +23,9 @@ async def feedback(request: Request) -> Response:
         request_id, labels, index = _read(await request.body())
         done = await request.app.state.engine.feedback(request_id, labels, index)
     except VisorError as err:
-        # NOTE: answered here: the mounted app's own error middleware would turn a raised
+        # answered here: the mounted app's own error middleware would turn a raised
         # VisorError into a 500 before Visor's guard sees it.
-        return Response(error_body(err), err.http_status, media_type="application/json")
+        return error_response(err)
     return JSONResponse(
         {
             "request_id": request_id,

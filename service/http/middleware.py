@@ -6,12 +6,11 @@ sees the same rules and every refusal has the same ``{"error", "code"}`` body.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import ApiKeys, key_from_headers
@@ -20,22 +19,12 @@ from service.metrics import Metrics
 
 log = logging.getLogger("visor.http")
 
-# NOTE: probes, scrapers, the web page and the API reference must work without a key (the page
+# probes, scrapers, the web page and the API reference must work without a key (the page
 # asks for one and sends it with its own API calls).
-OPEN_PATHS = frozenset(
-    {
-        "/livez",
-        "/readyz",
-        "/healthz",
-        "/metrics",
-        "/v2/health/live",
-        "/v2/health/ready",
-        "/",
-        "/docs",
-        "/docs.json",
-        "/schema.json",
-    }
-)
+OPEN_PATHS = frozenset({
+    "/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready",
+    "/", "/docs", "/docs.json", "/schema.json",
+})  # fmt: skip
 OPEN_PREFIXES = ("/static_content/", "/assets/", "/ui/", "/docs/")
 
 
@@ -44,17 +33,11 @@ def is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
-def error_body(err: VisorError) -> bytes:
-    return json.dumps({"error": err.message, "code": err.reason}).encode()
-
-
-async def send_error(send: Send, err: VisorError) -> None:
-    body = error_body(err)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if isinstance(err, Unauthenticated):
-        headers.append((b"www-authenticate", b'Bearer realm="visor"'))
-    await send({"type": "http.response.start", "status": err.http_status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def error_response(err: VisorError) -> Response:
+    """The answer to every refusal on every HTTP route: ``{"error": sentence, "code": reason}``."""
+    challenge = {"www-authenticate": 'Bearer realm="visor"'}
+    headers = challenge if isinstance(err, Unauthenticated) else None
+    return JSONResponse({"error": err.message, "code": err.reason}, err.http_status, headers)
 
 
 class GuardMiddleware:
@@ -79,7 +62,7 @@ class GuardMiddleware:
         except VisorError as err:
             _count_refusal(path, err)
             await _discard_body(receive, limit=4 * self.max_body)
-            return await send_error(send, err)
+            return await error_response(err)(scope, receive, send)
         await self._forward(scope, receive, send)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -87,7 +70,7 @@ class GuardMiddleware:
         received = 0
 
         async def counted_receive() -> Message:
-            # NOTE: a chunked upload declares no length; count what arrives and stop at the
+            # a chunked upload declares no length; count what arrives and stop at the
             # limit, so a client cannot stream an unbounded body into memory.
             nonlocal received
             message = await receive()
@@ -107,7 +90,7 @@ class GuardMiddleware:
         except VisorError as err:
             if started:
                 raise
-            await send_error(send, err)
+            await error_response(err)(scope, receive, send)
 
     def _too_large(self, size: int) -> PayloadTooLarge:
         return PayloadTooLarge(
@@ -139,4 +122,4 @@ async def _discard_body(receive: Receive, limit: int) -> None:
 async def visor_error_response(_request: Request, err: Exception) -> Response:
     """Starlette exception handler: a VisorError raised by a route → its JSON answer."""
     assert isinstance(err, VisorError)
-    return Response(error_body(err), status_code=err.http_status, media_type="application/json")
+    return error_response(err)

@@ -2,7 +2,7 @@
 
 Everything is served from files shipped with the code, so the page and the reference work on a
 machine without internet access. The reference reuses the Swagger UI build that BentoML ships
-(``bentoml/_internal/server/static_content``) instead of a second copy.
+(``bento.swagger_assets``) instead of a second copy.
 """
 
 from __future__ import annotations
@@ -14,17 +14,11 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from service.http.bento import swagger_assets
 from service.http.openapi import document
 from service.http.reports import model_card, report_file
 
 UI_DIR = Path(__file__).parent / "ui"
-
-
-def swagger_assets() -> Path:
-    """Where BentoML keeps its Swagger UI bundle (CSS and JS)."""
-    from bentoml._internal import server
-
-    return Path(server.__file__).parent / "static_content"
 
 
 async def index(_request: Request) -> Response:

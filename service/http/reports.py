@@ -45,7 +45,7 @@ def report_files(folder: Path) -> list[str]:
 
 
 def _inside(path: Path, folder: Path) -> bool:
-    # NOTE: a symlink in report/ must not lead elsewhere on the server's disk.
+    # A symlink in report/ must not lead elsewhere on the server's disk.
     return path.is_file() and path.resolve().is_relative_to(folder.resolve())
 
 
@@ -75,7 +75,7 @@ def _target(request: Request) -> tuple[ModelInfo, Path]:
     return info, report_folder(engine.settings.models, info.name, info.version)
 
 
-# NOTE: sync handlers: Starlette runs them in its thread pool, so the directory scans and file
+# Sync handlers: Starlette runs them in its thread pool, so the directory scans and file
 # checks stay off the event loop that also carries inference requests.
 def model_card(request: Request) -> Response:
     info, folder = _target(request)

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from service.codecs import bytes_to_raw
 from service.errors import InvalidInput, PayloadTooLarge
 from service.protocol import TensorData
 from service.protocol.params import check_known
@@ -33,7 +32,7 @@ def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
         raise InvalidInput(f"Content-Encoding '{encoding}' is not supported: use gzip or deflate.")
     inflater = zlib.decompressobj(wbits)
     try:
-        # NOTE: bounded, so a small compressed body cannot expand past the body limit.
+        # Bounded, so a small compressed body cannot expand past the body limit.
         out = inflater.decompress(body, limit + 1)
     except zlib.error as err:
         raise InvalidInput(f"The {encoding} body could not be decompressed: {err}.") from err
@@ -112,7 +111,7 @@ def input_tensor(spec: Any, tail: memoryview, offset: int) -> tuple[TensorData, 
 
 
 def _b64(item: Any, name: Any) -> Any:
-    # NOTE: JSON cannot carry raw image bytes; BYTES elements in JSON are base64 (as MLServer).
+    # JSON cannot carry raw image bytes; BYTES elements in JSON are base64 (as MLServer).
     if not isinstance(item, str):
         return item  # the parser refuses it with the same message on every wire
     try:
@@ -121,17 +120,12 @@ def _b64(item: Any, name: Any) -> Any:
         raise InvalidInput(f"Input {name!r:.60}: an element is not valid base64.") from err
 
 
-def encode_output(out: OutputTensor, binary: bool, chunks: list[bytes]) -> dict[str, Any]:
-    """One output tensor as JSON; with ``binary`` its bytes are appended to ``chunks`` instead."""
+def encode_output(out: OutputTensor, chunks: list[bytes]) -> dict[str, Any]:
+    """One output tensor as JSON; when it is sent raw its bytes are appended to ``chunks``."""
     entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": list(out.shape)}
-    if binary:
-        raw = (
-            np.ascontiguousarray(out.value, dtype="<f4").tobytes()
-            if isinstance(out.value, np.ndarray)
-            else bytes_to_raw(out.value)
-        )
-        chunks.append(raw)
-        entry["parameters"] = {"binary_data_size": len(raw)}
+    if out.raw is not None:
+        chunks.append(out.raw)
+        entry["parameters"] = {"binary_data_size": len(out.raw)}
     elif isinstance(out.value, np.ndarray):
         entry["data"] = out.value.ravel().tolist()
     else:

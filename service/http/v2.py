@@ -1,9 +1,10 @@
 """Open Inference Protocol (KServe v2) REST routes, mounted under ``/v2`` on the BentoML service.
 
 Thin: copy the JSON (and binary tensors) into the protocol layer's request, call the engine, lay
-the output tensors out as JSON or binary. Validation lives in ``service.protocol``. Outputs: ``probabilities``
-(FP32 [N, classes]), ``labels`` (BYTES [N], the thresholded labels joined by ","), and the
-classification extension (``parameters.classification: k`` → BYTES [N, k] "score:index:label").
+the output tensors out as JSON or binary. Validation lives in ``service.protocol``. Outputs:
+``probabilities`` (FP32 [N, classes]), ``labels`` (BYTES [N], the thresholded labels joined by
+","), and the classification extension (``parameters.classification: k`` → BYTES [N, k]
+"score:index:label").
 Request parameters ``threshold``, ``target_precision``, ``target_recall``, ``top_k`` are passed on.
 """
 
@@ -20,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.errors import InvalidInput, VisorError
+from service.http.middleware import visor_error_response
 from service.http.tensors import encode_output, inflate, input_tensor, split_body
 from service.protocol import InferRequest, RequestedOutput, response
 from service.protocol.params import check_known
@@ -34,11 +36,13 @@ def _engine(request: Request) -> Any:
 
 
 async def live(request: Request) -> Response:
-    return JSONResponse({"live": True}, status_code=200 if _engine(request).live else 503)
+    live = bool(_engine(request).live)
+    return JSONResponse({"live": live}, status_code=200 if live else 503)
 
 
 async def ready(request: Request) -> Response:
-    return JSONResponse({"ready": True}, status_code=200 if _engine(request).ready else 503)
+    ready = bool(_engine(request).ready)
+    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
 async def server_metadata(request: Request) -> Response:
@@ -70,10 +74,7 @@ async def infer(request: Request) -> Response:
     deadline = time.monotonic() + request.app.state.timeout_s
     call, result = await engine.infer(oip, protocol=PROTOCOL, deadline=deadline)
     chunks: list[bytes] = []
-    outputs = [
-        encode_output(out, call.binary_output if out.binary is None else out.binary, chunks)
-        for out in response.outputs(call, result)
-    ]
+    outputs = [encode_output(out, chunks) for out in response.outputs(call, result, raw=None)]
     body: dict[str, Any] = {
         "model_name": result.model,
         "model_version": str(result.version),
@@ -131,11 +132,6 @@ async def _read_request(request: Request) -> InferRequest:
     )
 
 
-async def _visor_error(_request: Request, err: Exception) -> Response:
-    assert isinstance(err, VisorError)
-    return JSONResponse({"error": err.message, "code": err.reason}, status_code=err.http_status)
-
-
 def create_v2_app(timeout_s: float = 30.0) -> Starlette:
     """The /v2 app; the service sets ``app.state.engine`` (and the timeout) once it starts."""
     model = "/models/{model}"
@@ -151,7 +147,7 @@ def create_v2_app(timeout_s: float = 30.0) -> Starlette:
             Route(f"{base}/ready", model_ready),
             Route(f"{base}/infer", infer, methods=["POST"]),
         ]
-    app = Starlette(routes=routes, exception_handlers={VisorError: _visor_error})
+    app = Starlette(routes=routes, exception_handlers={VisorError: visor_error_response})
     app.state.timeout_s = timeout_s
     app.state.max_body = 64 * 1024 * 1024
     return app

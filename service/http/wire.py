@@ -13,7 +13,6 @@ import binascii
 import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
@@ -23,28 +22,16 @@ from starlette.requests import Request
 
 from service.errors import InvalidInput
 from service.http.tensors import load_json
-from service.protocol import params
-from service.protocol.params import check_known
-from service.types import Classification, InferOptions, ModelInfo
-
-# Every field a /classify or /evaluate request may carry besides its images; others are refused.
-FIELDS = ("model", "version", *params.OPTION_PARAMETERS)
+from service.protocol import InferRequest, TensorData
+from service.types import Classification, ModelInfo
 
 
-@dataclass(frozen=True, slots=True)
-class ClassifyCall:
-    """One decoded request: what the engine needs, nothing from HTTP."""
-
-    model: str | None
-    version: int | None
-    images: list[bytes]
-    options: InferOptions
-
-
-async def read_call(
+async def read_request(
     request: Request, max_images: int, default_model: Callable[[], str]
-) -> ClassifyCall:
-    """Decode a /classify or /evaluate request body (multipart or JSON)."""
+) -> InferRequest:
+    """A /classify or /evaluate body (multipart or JSON) → the protocol layer's request: the
+    images as one BYTES input, the other fields as parameters (the engine validates them all,
+    unknown names included)."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         images, fields = await _read_multipart(request, max_images)
@@ -54,20 +41,24 @@ async def read_call(
         raise InvalidInput(
             f"Unsupported Content-Type '{media_type}': send multipart/form-data or application/json."
         )
-    check_known(fields, FIELDS, "field")
     if not images:
         raise InvalidInput("The request holds no image: attach files or give 'images' (base64).")
-    model = fields.get("model")
-    model = default_model() if model in (None, "") else params.model_name(model)
-    version = params.version(fields.get("version"))
-    return ClassifyCall(model, version, images, params.options(fields))
+    model = fields.pop("model", None)
+    version = fields.pop("version", None)
+    image = TensorData(name="image", datatype="BYTES", shape=[len(images)], values=images)
+    return InferRequest(
+        model=default_model() if model in (None, "") else model,
+        version=version,
+        inputs=[image],
+        parameters=fields,
+    )
 
 
 async def _read_multipart(request: Request, max_images: int) -> tuple[list[bytes], dict[str, Any]]:
     try:
         form: FormData = await request.form(max_files=max_images, max_fields=64)
     except (MultiPartException, HTTPException) as err:
-        # NOTE: Starlette turns parser errors (too many files, bad boundary) into HTTPException.
+        # Starlette turns parser errors (too many files, bad boundary) into HTTPException.
         detail = getattr(err, "detail", None) or getattr(err, "message", "")
         raise InvalidInput(f"The multipart body could not be read: {detail}.") from err
     images: list[bytes] = []
@@ -77,7 +68,7 @@ async def _read_multipart(request: Request, max_images: int) -> tuple[list[bytes
             if isinstance(value, UploadFile):
                 images.append(await value.read())
             elif name in ("labels", "threshold"):
-                # NOTE: an empty field (Swagger UI's "Send empty value") means "not given".
+                # An empty field (Swagger UI's "Send empty value") means "not given".
                 if parts := [p for p in value.split(",") if p.strip()]:
                     fields.setdefault(name, []).extend(parts)
             else:
@@ -102,7 +93,7 @@ async def _read_json(request: Request) -> tuple[list[bytes], dict[str, Any]]:
 
 
 def _b64(text: str, index: int) -> bytes:
-    # NOTE: accept data URLs ("data:image/png;base64,...") as browsers produce them.
+    # Accept data URLs ("data:image/png;base64,...") as browsers produce them.
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
@@ -178,5 +169,5 @@ def model_entry(info: ModelInfo) -> dict[str, Any]:
 
 
 def _floats(values: Any) -> list[float]:
-    # NOTE: str() of a float32 is its shortest repr: 0.3, not 0.30000001192092896.
+    # str() of a float32 is its shortest repr: 0.3, not 0.30000001192092896.
     return [float(str(v)) for v in values]

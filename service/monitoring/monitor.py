@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract.metadata import ModelMetadata, Reference
 from service.errors import FeedbackConflict, InvalidInput
-from service.metadata import ModelMetadata, Reference
 from service.metrics import Metrics
 from service.monitoring import stats
 from service.monitoring.windows import DriftWindow, FeedbackWindow, Prediction, PredictionStore
@@ -80,7 +80,7 @@ class VersionMonitor:
         self._set_targets(meta)
         self.drift: DriftWindow | None = None
         ref = _usable(meta)
-        if ref is not None:  # NOTE: no reference, no drift gauge: there is nothing to compare with
+        if ref is not None:  # No reference, no drift gauge: there is nothing to compare with
             self._ref_labels = np.array([ref.label_distribution.get(x, 0.0) for x in self.labels])
             self._ref_conf = np.asarray(ref.confidence.fractions, np.float64)
             self._edges = list(ref.confidence.edges)
@@ -105,7 +105,7 @@ class VersionMonitor:
         """Keep what ``result`` answered, as labels at the ``served`` (calibrated) thresholds."""
         now = self._clock()
         probs = result.probabilities
-        # NOTE: live precision is about the served thresholds: a request that asked for its own
+        # Live precision is about the served thresholds: a request that asked for its own
         # still counts with what the calibrated thresholds would have answered.
         hits = result.hits if result.threshold_source == "calibrated" else probs >= served
         predicted: list[list[int]] = [[] for _ in range(len(probs))]

@@ -7,9 +7,10 @@ from bisect import bisect_right
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.special import betaincinv  # NOTE: Beta quantiles, as in service/calibration.py
 
-# NOTE: PSI takes log(observed / expected); a bin empty on either side would make it infinite.
+from contract.calibration import lower_bound, upper_bound
+
+# PSI takes log(observed / expected); a bin empty on either side would make it infinite.
 # Empty bins count as this fraction instead (the usual practice for PSI), so one unseen label
 # adds a bounded, visible term rather than an infinity that hides every other change.
 PSI_FLOOR = 1e-4
@@ -18,30 +19,19 @@ PSI_FLOOR = 1e-4
 def clopper_pearson_lower(
     successes: np.ndarray, trials: np.ndarray, confidence: float
 ) -> np.ndarray:
-    """One-sided lower confidence bounds of binomial proportions (exact, Clopper-Pearson).
-
-    The bound is the ``1 - confidence`` quantile of Beta(k, n - k + 1); 0 when k = 0 and NaN
-    where there are no trials (nothing to bound).
-    """
-    k = np.asarray(successes, dtype=np.float64)
+    """Calibration's lower bound (``contract.calibration``), NaN where there are no trials."""
     n = np.asarray(trials, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        bound = betaincinv(k, n - k + 1.0, 1.0 - confidence)
-    bound = np.where(k > 0, bound, 0.0)
-    return np.where(n > 0, bound, np.nan)
+        return np.where(n > 0, lower_bound(successes, n, confidence), np.nan)
 
 
 def clopper_pearson_upper(
     successes: np.ndarray, trials: np.ndarray, confidence: float
 ) -> np.ndarray:
-    """One-sided upper confidence bounds: the ``confidence`` quantile of Beta(k + 1, n - k);
-    1 when k = n, NaN where there are no trials."""
-    k = np.asarray(successes, dtype=np.float64)
+    """Calibration's upper bound (``contract.calibration``), NaN where there are no trials."""
     n = np.asarray(trials, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        bound = betaincinv(k + 1.0, n - k, confidence)
-    bound = np.where(k < n, bound, 1.0)
-    return np.where(n > 0, bound, np.nan)
+        return np.where(n > 0, upper_bound(successes, n, confidence), np.nan)
 
 
 def ratio(successes: np.ndarray, trials: np.ndarray) -> np.ndarray:
@@ -77,7 +67,7 @@ def _distribution(values: np.ndarray, floor: float) -> np.ndarray:
 def bin_indices(values: Sequence[float], edges: Sequence[float]) -> list[int]:
     """The histogram bin of each value (as ``np.histogram``: [a, b), the last bin [a, b]);
     values outside the edges go to the first/last bin."""
-    # NOTE: bisect over the inner edges gives 0 … bins-1 directly; for the few images of one
+    # Bisect over the inner edges gives 0 … bins-1 directly; for the few images of one
     # request it costs a fraction of numpy's searchsorted (and clip) on the request path.
     inner = edges[1:-1]
     return [bisect_right(inner, v) for v in values]

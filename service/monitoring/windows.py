@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-# NOTE: tuples, and no set until feedback arrives: the store holds tens of thousands of these.
+# Tuples, and no set until feedback arrives: the store holds tens of thousands of these.
 @dataclass(slots=True)
 class Prediction:
     """What one request's images were answered with, kept until feedback arrives."""
@@ -119,7 +119,7 @@ class DriftWindow:
     def __init__(self, classes: int, bins: int, capacity: int, max_age_s: float) -> None:
         self.capacity = capacity
         self.max_age_s = max_age_s
-        # NOTE: plain lists: on the request path an item increment of a list costs a fraction
+        # Plain lists: on the request path an item increment of a list costs a fraction
         # of a numpy array's.
         self.labels = [0] * classes
         self.confidence = [0] * bins

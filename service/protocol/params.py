@@ -60,7 +60,7 @@ def integer(value: Any, what: str, minimum: int = 1) -> int:
     if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"{what} must be an integer, got {_short(value)}")
+        raise InvalidInput(f"{what} must be an integer, got {short(value)}")
     if value < minimum:
         raise InvalidInput(f"{what} must be at least {minimum}, got {value}")
     return value
@@ -71,15 +71,15 @@ def unit(value: Any, what: str) -> float:
     if isinstance(value, str):
         value = _float_text(value, what)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInput(f"{what} must be a number in [0, 1], got {_short(value)}")
+        raise InvalidInput(f"{what} must be a number in [0, 1], got {short(value)}")
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise InvalidInput(f"{what} must be a number in [0, 1], got {_short(value)}")
+        raise InvalidInput(f"{what} must be a number in [0, 1], got {short(value)}")
     return float(value)
 
 
 def boolean(value: Any, what: str) -> bool:
     if not isinstance(value, bool):
-        raise InvalidInput(f"{what} must be true or false, got {_short(value)}")
+        raise InvalidInput(f"{what} must be true or false, got {short(value)}")
     return value
 
 
@@ -126,7 +126,7 @@ def _truth(value: Any) -> str | int:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise InvalidInput(f"labels must be label names (or class indices), got {_short(value)}")
+    raise InvalidInput(f"labels must be label names (or class indices), got {short(value)}")
 
 
 def _opt_unit(value: Any, what: str) -> float | None:
@@ -137,12 +137,13 @@ def _float_text(text: str, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise InvalidInput(f"{what} must be a number, got {_short(text)}") from None
+        raise InvalidInput(f"{what} must be a number, got {short(text)}") from None
     if not math.isfinite(value):
-        raise InvalidInput(f"{what} must be a finite number, got {_short(text)}")
+        raise InvalidInput(f"{what} must be a finite number, got {short(text)}")
     return value
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
+    """A value as an error message shows it: its repr, cut at 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

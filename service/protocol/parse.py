@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from service import codecs
 from service.errors import InvalidInput
 from service.protocol import params
+from service.protocol.raw import bytes_from_raw, tensor_from_bytes
 from service.protocol.request import (
     DEFAULT_OUTPUTS,
     GROUND_TRUTH_INPUT,
@@ -77,7 +77,7 @@ def _outputs(requested: list[RequestedOutput] | None) -> tuple[OutputSpec, ...]:
     for out in requested:
         if out.name not in OUTPUTS:
             raise InvalidInput(
-                f"unknown output {params._short(out.name)}: this server returns "
+                f"unknown output {params.short(out.name)}: this server returns "
                 f"{', '.join(OUTPUTS)}"
             )
         if any(s.name == out.name for s in specs):
@@ -137,7 +137,7 @@ def tensor(t: TensorData, max_elements: int) -> np.ndarray | list[bytes]:
     datatype, name = t.datatype, t.name
     if datatype not in DATATYPES:
         raise InvalidInput(
-            f"input {name!r}: datatype {params._short(datatype)} is not accepted: "
+            f"input {name!r}: datatype {params.short(datatype)} is not accepted: "
             "use UINT8, FP32 or BYTES"
         )
     shape = _shape(t.shape, name, max_elements)
@@ -154,12 +154,12 @@ def tensor(t: TensorData, max_elements: int) -> np.ndarray | list[bytes]:
         )
     count = math.prod(shape)
     if datatype == "BYTES":
-        items = codecs.bytes_from_raw(bytes(t.raw)) if t.raw is not None else _bytes(t, name)
+        items = bytes_from_raw(bytes(t.raw)) if t.raw is not None else _bytes(t, name)
         if len(items) != count:
             raise InvalidInput(f"input {name!r}: BYTES shape {shape} holds {len(items)} elements")
         return items
     if t.raw is not None:
-        return codecs.tensor_from_bytes(t.raw, datatype, shape)
+        return tensor_from_bytes(t.raw, datatype, shape)
     return _numbers(t.values, datatype, shape, name)
 
 
@@ -203,7 +203,7 @@ def _numbers(values: Any, datatype: str, shape: list[int], name: str) -> np.ndar
         ):
             raise InvalidInput(f"input {name!r}: UINT8 values must be integers in 0..255")
         return array.astype(np.uint8).reshape(shape)
-    with np.errstate(over="ignore"):  # NOTE: out-of-range values become inf: refused later
+    with np.errstate(over="ignore"):  # Out-of-range values become inf: refused later
         return array.astype(np.float32).reshape(shape)
 
 

@@ -81,7 +81,7 @@ def run_score(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.engine == "spark" and args.output.suffix.lower() != ".parquet":
         return _fail(f"--engine spark writes Parquet: give a .parquet --output, not {args.output}")
-    from service.scoring.model import ScoringError  # NOTE: `serve` never loads scoring code
+    from service.scoring.model import ScoringError  # `serve` never loads scoring code
 
     try:
         return _run(args)
@@ -105,8 +105,8 @@ def _run(args: argparse.Namespace) -> int:
     meta = load_checked(folder)
     onnx_path = folder / meta.artifacts["onnx"].path
     settings = scoring_settings(args.threads or cores())
-    scorer = Scorer(onnx_path, meta, settings, _options_of(args))  # NOTE: checks the options
-    source = open_source(args.input)  # NOTE: before the output exists, so a typo creates nothing
+    scorer = Scorer(onnx_path, meta, settings, _options_of(args))  # Checks the options
+    source = open_source(args.input)  # Before the output exists, so a typo creates nothing
     output = open_output(args.output, args.part_rows)
     done = output.done()
     started = time.monotonic()
@@ -132,7 +132,7 @@ def _spark(args: argparse.Namespace, scorer: Any, onnx_path: Path, source: Any, 
     from service.scoring.spark_worker import ScoringJob
 
     if source.paths is not None and not set(source.paths) - done:
-        return 0  # NOTE: nothing left: no need to start Spark
+        return 0  # Nothing left: no need to start Spark
     if source.paths is None and count(source) == 0:
         return 0
     job = ScoringJob(

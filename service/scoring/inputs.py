@@ -12,11 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from contract.imaging import IMAGE_SUFFIXES
 from service.scoring.model import Item, ScoringError
-
-# NOTE: the suffixes training reads images from (training/data.py); listed here so that
-# service/ does not import training/.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 
 
 @dataclass(frozen=True)

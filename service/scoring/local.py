@@ -58,5 +58,5 @@ def score_local(
                 scored += len(items)
                 bar.update(len(items))
         finally:
-            output.close()  # NOTE: also on Ctrl-C: what was scored is kept for the next run
+            output.close()  # Also on Ctrl-C: what was scored is kept for the next run
     return scored

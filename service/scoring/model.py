@@ -1,6 +1,6 @@
 """One model version scored offline exactly as the server scores it.
 
-Same pieces as a served request: ``codecs.decode_image`` (decode, EXIF, colour, resize), the
+Same pieces as a served request: ``decode_image`` (decode, EXIF, colour, resize), the
 ONNX Runtime backend with the server's session options, and the ``Postprocessor`` (probabilities
 and thresholds, re-targeted as a request would ask). What differs is only that every image is
 decoded on its own, so one unreadable file becomes a row with its error instead of failing the
@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from service import codecs
+from contract.metadata import ModelMetadata, load_metadata, sha256_path
 from service.backends.onnx import OnnxBackend
+from service.decoding import decode_image
 from service.errors import VisorError
-from service.metadata import ModelMetadata, load_metadata, sha256_path
 from service.postprocess import Postprocessor
 from service.settings import Settings
 from service.types import InferOptions
 
-# NOTE: Pillow names the in-memory file in its message ("<_io.BytesIO object at 0x7f...>"); the
+# Pillow names the in-memory file in its message ("<_io.BytesIO object at 0x7f...>"); the
 # address changes from run to run, and rows must be the same whichever engine or run wrote them.
 _ADDRESS = re.compile(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>")
 
@@ -62,7 +62,7 @@ def load_checked(folder: Path) -> ModelMetadata:
 
 
 def error_text(exc: Exception) -> str:
-    text = str(exc).removeprefix("image 0 ")  # NOTE: the server numbers images in a request
+    text = str(exc).removeprefix("image 0 ")  # The server numbers images in a request
     return _ADDRESS.sub("", text).replace("\n", " ")
 
 
@@ -90,7 +90,7 @@ class Scorer:
         """uint8 ``[H, W, C]``, or the error text of an unreadable image."""
         try:
             data = item.content if item.content is not None else Path(item.path).read_bytes()
-            return codecs.decode_image(data, self.meta.input, self.settings.max_image_pixels)
+            return decode_image(data, self.meta.input, self.settings.max_image_pixels)
         except VisorError as exc:
             return error_text(exc)
         except OSError as exc:
@@ -139,7 +139,7 @@ def scoring_settings(intra_op_threads: int, providers: list[str] | None = None) 
     extra = {"providers": providers} if providers else {}
     return Settings(
         intra_op_threads=intra_op_threads,
-        ort_spin_lone_requests=False,  # NOTE: batches here are never lone single images
+        ort_spin_lone_requests=False,  # Batches here are never lone single images
         _env_file=None,  # type: ignore[call-arg]
         **extra,
     )

@@ -29,7 +29,7 @@ from service.scoring.model import ScoringError
 
 log = logging.getLogger(__name__)
 COLUMNS = ["path", "model", "version", "label", "score", "labels", "probabilities", "error"]
-# NOTE: the same columns and types as Spark's DDL below, so parts of both engines read as one.
+# The same columns and types as Spark's DDL below, so parts of both engines read as one.
 SCHEMA = pa.schema(
     [
         ("path", pa.string()),
@@ -85,7 +85,7 @@ class ParquetParts:
             raise ScoringError(f"--output {path} is a file; a .parquet output is a folder of parts")
         self.path, self.part_rows = path, part_rows
         path.mkdir(parents=True, exist_ok=True)
-        for stale in path.glob(".part-*.tmp"):  # NOTE: a killed run's unfinished part
+        for stale in path.glob(".part-*.tmp"):  # A killed run's unfinished part
             stale.unlink()
         self._rows: list[dict] = []
 

@@ -26,16 +26,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def spark_session(master: str, batch_size: int, driver_memory: str, progress: bool = True):
     """A small SparkSession: no UI, Arrow transfers of ``batch_size`` rows."""
-    # NOTE: local executors are Python processes the JVM starts; they import service.* from
+    # Local executors are Python processes the JVM starts; they import service.* from
     # here. On a cluster the executors need Visor installed (the same image or an env).
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
     )
     if master.startswith("local"):
-        # NOTE: else Spark starts the workers with the first `python3` on PATH, which may
+        # Else Spark starts the workers with the first `python3` on PATH, which may
         # lack this environment's packages; on a cluster set PYSPARK_PYTHON yourself.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # NOTE: loopback only, no warning
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # Loopback only, no warning
     from pyspark.sql import SparkSession
 
     spark = (
@@ -57,10 +57,10 @@ def spark_session(master: str, batch_size: int, driver_memory: str, progress: bo
 def _todo_frame(spark, source: Source, done: set[str]):
     if source.paths is not None:
         todo = [p for p in source.paths if p not in done]
-        # NOTE: a few thousand images a partition: big enough to amortise a task's start,
+        # A few thousand images a partition: big enough to amortise a task's start,
         # small enough that every core gets work and a failed task redoes little.
         parts = max(spark.sparkContext.defaultParallelism, math.ceil(len(todo) / 2048))
-        # NOTE: parallelize splits the list as it ships it; a repartition would add a shuffle
+        # Parallelize splits the list as it ships it; a repartition would add a shuffle
         rdd = spark.sparkContext.parallelize([(p,) for p in todo], min(parts, len(todo)))
         return spark.createDataFrame(rdd, "path string")
     assert source.table is not None
@@ -70,7 +70,7 @@ def _todo_frame(spark, source: Source, done: set[str]):
         seen = spark.createDataFrame(pd.DataFrame({"path": sorted(done)}), "path string")
         frame = frame.join(seen, "path", "left_anti")
     cores = spark.sparkContext.defaultParallelism
-    # NOTE: Spark splits a table by file blocks: a small one is a single task on a single core
+    # Spark splits a table by file blocks: a small one is a single task on a single core
     return frame.repartition(cores) if frame.rdd.getNumPartitions() < cores else frame
 
 
@@ -93,7 +93,7 @@ def score_spark(
         todo = _todo_frame(spark, source, done)
         rows = todo.mapInPandas(lambda frames: score_partitions(job, frames), SPARK_SCHEMA)
         rows.write.mode("append").parquet(str(output))
-        # NOTE: counted from what was written, not from a second pass over the input
+        # Counted from what was written, not from a second pass over the input
         return len(done_after(output)) - len(done)
     finally:
         spark.stop()

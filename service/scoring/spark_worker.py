@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from service.metadata import ModelMetadata
+from contract.metadata import ModelMetadata
 from service.scoring.model import Item, Scorer, scoring_settings
 from service.scoring.output import COLUMNS
 from service.types import InferOptions
 
-# NOTE: one Scorer (one ONNX Runtime session) per executor process, reused by every task the
+# One Scorer (one ONNX Runtime session) per executor process, reused by every task the
 # process runs (spark.python.worker.reuse); keyed by the ONNX file's sha256.
 _SCORERS: dict[str, Scorer] = {}
 
@@ -26,7 +26,7 @@ class ScoringJob:
     onnx_name: str  # the file name given to SparkContext.addFile
     options: InferOptions
     batch_size: int
-    intra_op_threads: int = 1  # NOTE: Spark runs a task per core; each task one thread
+    intra_op_threads: int = 1  # Spark runs a task per core; each task one thread
 
 
 def scorer_for(job: ScoringJob) -> Scorer:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import os
 import re
+import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +73,35 @@ def test_gpu_base_is_a_build_argument() -> None:
     assert re.search(r"BASE_IMAGE=nvidia/cuda:13[.\d]*-cudnn-runtime", text)
 
 
+PINNED = re.compile(
+    r"^ARG (BASE_IMAGE|TRAIN_IMAGE)=python:3\.11-slim-bookworm@sha256:([0-9a-f]{64})$", re.MULTILINE
+)
+
+
+def test_base_images_are_pinned_by_digest() -> None:
+    pins = dict(PINNED.findall((ROOT / "Dockerfile").read_text()))
+    assert set(pins) == {"BASE_IMAGE", "TRAIN_IMAGE"}
+    assert len(set(pins.values())) == 1  # serving and training start from the same base
+
+
+def test_refresh_script_repins_both_lines_and_refuses_a_bad_digest(tmp_path: Path) -> None:
+    copy = tmp_path / "Dockerfile"
+    copy.write_text((ROOT / "Dockerfile").read_text())
+    script = str(ROOT / "scripts" / "refresh-base-digest.sh")
+    env = {"PATH": os.environ["PATH"], "DOCKERFILE": str(copy)}
+    fresh = "b" * 64
+    done = subprocess.run(
+        [script], env={**env, "DIGEST": f"sha256:{fresh}"}, capture_output=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert dict(PINNED.findall(copy.read_text())) == {"BASE_IMAGE": fresh, "TRAIN_IMAGE": fresh}
+    bad = subprocess.run(
+        [script], env={**env, "DIGEST": "sha256:latest"}, capture_output=True, check=False
+    )
+    assert bad.returncode == 2 and b"not a sha256:<64 hex> digest" in bad.stderr
+    assert dict(PINNED.findall(copy.read_text()))["BASE_IMAGE"] == fresh  # left as it was
+
+
 def test_copied_paths_exist_and_are_not_ignored(stages: dict) -> None:
     ignored = [
         line.strip()
@@ -100,9 +132,20 @@ def test_bentofile_serves_the_service_with_the_serve_lock() -> None:
     assert importlib.util.find_spec(module) is not None
 
 
+def test_pyproject_pins_the_releases_the_http_glue_accepts() -> None:
+    from service.http.bento import SUPPORTED
+
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert {f"{name}{spec}" for name, spec in SUPPORTED.items()} <= set(dependencies)
+
+
 def test_healthcheck_follows_the_configured_port_and_stop_is_graceful(stages: dict) -> None:
     runtime = dict(stages["runtime"])
-    assert "VISOR_HTTP_PORT" in runtime["HEALTHCHECK"] and ":3000/" not in runtime["HEALTHCHECK"]
+    # the script (run against real servers, plain and TLS, in tests/service/test_tls.py) reads
+    # VISOR_HTTP_PORT and the TLS settings; scripts/ is copied into the image
+    assert '"scripts/healthcheck.py"' in runtime["HEALTHCHECK"]
+    assert ":3000/" not in runtime["HEALTHCHECK"]
+    assert "VISOR_HTTP_PORT" in (ROOT / "scripts" / "healthcheck.py").read_text()
     assert runtime["STOPSIGNAL"] == "SIGTERM"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import ValidationError
+
+from service.settings import Settings
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 KUBE_VERSION = "1.33.0"  # NOTE: the oldest version we claim; sleep preStop and grpc probes exist.
@@ -25,20 +29,24 @@ def _base() -> dict[str, dict[str, Any]]:
     return {r["kind"]: r for r in resources}
 
 
-def _merge_containers(base: list[dict], patch: list[dict]) -> list[dict]:
+def _merge_by_name(base: list[dict], patch: list[dict]) -> list[dict]:
     by_name = {c["name"]: c for c in base}
     for c in patch:
-        by_name[c["name"]] = _merge(by_name.get(c["name"], {}), c)
+        if c.get("$patch") == "delete":
+            del by_name[c["name"]]
+        else:
+            by_name[c["name"]] = _merge(by_name.get(c["name"], {}), c)
     return list(by_name.values())
 
 
 def _merge(base: Any, patch: Any) -> Any:
-    """A strategic-merge subset: maps merge, containers merge by name, other lists replace."""
+    """A strategic-merge subset: maps merge, containers and env merge by name (`$patch: delete`
+    removes one), other lists replace."""
     if isinstance(base, dict) and isinstance(patch, dict):
         out = copy.deepcopy(base)
         for key, value in patch.items():
-            if key == "containers":
-                out[key] = _merge_containers(out.get(key, []), value)
+            if key in ("containers", "env"):
+                out[key] = _merge_by_name(out.get(key, []), value)
             else:
                 out[key] = _merge(out.get(key), value)
         return out
@@ -71,6 +79,38 @@ def test_gpu_overlay_matches_the_schema_and_requests_a_gpu() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # kept from the base
     (image,) = overlay["images"]
     assert image["name"] == "visor" and image["newTag"] == f"{_project_version()}-gpu"
+
+
+def _env(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_base_fails_closed_without_the_api_key_secret() -> None:
+    env = _env(_base()["Deployment"])
+    ref = env["VISOR_API_KEYS"]["valueFrom"]["secretKeyRef"]
+    # NOTE: a required Secret: the kubelet does not start the container without it
+    assert ref == {"name": "visor-api-keys", "key": "keys"}
+    assert env["VISOR_REQUIRE_API_KEYS"]["value"] == "true"  # an empty Secret stops the server
+    fields = Settings.model_fields
+    for name in env:
+        assert name.startswith("VISOR_") and name.removeprefix("VISOR_").lower() in fields, name
+
+
+def test_no_auth_overlay_is_the_explicit_way_to_serve_without_keys() -> None:
+    overlay = _docs(K8S / "overlays" / "no-auth" / "kustomization.yaml")[0]
+    assert overlay["resources"] == ["../../base"]
+    patch = _docs(K8S / "overlays" / "no-auth" / overlay["patches"][0]["path"])[0]
+    deployment = _merge(_base()["Deployment"], patch)
+    kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+    env = _env(deployment)
+    assert "VISOR_API_KEYS" not in env and env["VISOR_REQUIRE_API_KEYS"]["value"] == "false"
+    assert Settings(require_api_keys=env["VISOR_REQUIRE_API_KEYS"]["value"], _env_file=None)
+    with pytest.raises(ValidationError, match="no API key is set"):
+        Settings(
+            require_api_keys=_env(_base()["Deployment"])["VISOR_REQUIRE_API_KEYS"]["value"],
+            api_keys="",
+            _env_file=None,
+        )
 
 
 def test_a_broken_manifest_is_refused() -> None:
@@ -125,6 +165,11 @@ def test_pod_is_locked_down() -> None:
     for volume in pod["volumes"]:
         if "emptyDir" in volume:
             assert volume["emptyDir"].get("sizeLimit"), volume["name"]
+    resources = container["resources"]
+    assert resources["requests"]["ephemeral-storage"] and resources["limits"]["ephemeral-storage"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["models"]["readOnly"] is True
     grace = next(e["value"] for e in container["env"] if e["name"] == "VISOR_GRACE_PERIOD_S")
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod["terminationGracePeriodSeconds"] > float(grace) + pre_stop
@@ -141,3 +186,36 @@ def test_network_policy_opens_only_the_serving_ports() -> None:
     named = {p["name"] for p in container["ports"]}
     opened = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
     assert opened == named
+
+
+def _renderer():
+    path = K8S.parents[1] / "scripts" / "kube-smoke-render.py"
+    spec = importlib.util.spec_from_file_location("kube_smoke_render", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kube_smoke_plays_the_base_with_host_networking_only() -> None:
+    base = _base()["Deployment"]
+    played = _renderer().render(18080, 18081)
+    kubernetes_validate.validate(played, KUBE_VERSION, strict=True)
+    pod, container = (
+        played["spec"]["template"]["spec"],
+        played["spec"]["template"]["spec"]["containers"][0],
+    )
+    assert (
+        played["spec"]["replicas"] == 1 and pod["hostNetwork"] is True and "ports" not in container
+    )
+    env = _env(played)
+    assert env["VISOR_HOST"]["value"] == "127.0.0.1"  # never a pod or bridge address
+    assert (env["VISOR_HTTP_PORT"]["value"], env["VISOR_GRPC_PORT"]["value"]) == ("18080", "18081")
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 18080}
+    assert container["startupProbe"]["grpc"]["port"] == 18081
+    # everything else is the base's own: image, volumes, security context, the key Secret
+    base_container = base["spec"]["template"]["spec"]["containers"][0]
+    for key in ("image", "args", "volumeMounts", "securityContext", "resources", "lifecycle"):
+        assert container[key] == base_container[key], key
+    assert pod["volumes"] == base["spec"]["template"]["spec"]["volumes"]
+    assert pod["securityContext"] == base["spec"]["template"]["spec"]["securityContext"]
+    assert env["VISOR_API_KEYS"] == _env(base)["VISOR_API_KEYS"]

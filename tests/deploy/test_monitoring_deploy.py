@@ -15,8 +15,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from service.metrics import Metrics
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RULES_TEST = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "visor.json"

@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 
 from loadtests.loadtest import parse_mix
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
 
 
 def run(*argv: str, timeout: float) -> subprocess.CompletedProcess:
@@ -69,7 +68,7 @@ def test_loadtest_runs_locust_and_summarises(digits_repo: Path, tmp_path: Path) 
         "--spawn-rate",
         "4",
         "--run-time",
-        "3s",
+        "8s",
         "--results",
         str(tmp_path),
         timeout=120,
@@ -170,7 +169,7 @@ def test_bench_measures_the_peers_on_the_same_windows(digits_repo: Path, tmp_pat
 
 def test_ab_alternates_variants_and_reports_medians(digits_repo: Path, tmp_path: Path) -> None:
     done = run(
-        "loadtests.ab",
+        "loadtests.experiments.ab",
         "--model",
         "digits",
         "--models",
@@ -215,7 +214,7 @@ def test_ab_alternates_variants_and_reports_medians(digits_repo: Path, tmp_path:
 
 
 def test_ab_refuses_a_tree_that_is_not_a_checkout(tmp_path: Path) -> None:
-    from loadtests.ab import parse_tree
+    from loadtests.experiments.ab import parse_tree
 
     assert parse_tree(f"old={ROOT}") == ("old", ROOT.resolve())
     for bad in (f"old={tmp_path}", str(ROOT), f"={ROOT}"):
@@ -225,7 +224,7 @@ def test_ab_refuses_a_tree_that_is_not_a_checkout(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad", ["noname", ":X=1", "a:X", "a:1X=2"])
 def test_ab_refuses_malformed_variants(bad: str) -> None:
-    from loadtests.ab import parse_variant
+    from loadtests.experiments.ab import parse_variant
 
     with pytest.raises(argparse.ArgumentTypeError):
         parse_variant(bad)

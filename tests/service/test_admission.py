@@ -10,7 +10,6 @@ import grpc
 import numpy as np
 import pytest
 from PIL import Image
-from svc_helpers import GrpcFixture, encode, image_pixels
 
 from service.batching import AdaptiveBatcher, BatchPolicy
 from service.engine import Engine
@@ -18,6 +17,8 @@ from service.errors import InvalidInput, PayloadTooLarge, QueueFull
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.types import InferOptions
+from tests.helpers.models import encode, image_pixels
+from tests.helpers.servers import GrpcFixture
 
 pytestmark = pytest.mark.anyio
 

@@ -66,7 +66,7 @@ def one(value: float, n: int = 1) -> np.ndarray:
 async def held_first(backend: FakeBackend, b: AdaptiveBatcher) -> asyncio.Future:
     """Close the backend's gate and send one request: it runs alone, held until the gate opens."""
     backend.gate.clear()
-    first = asyncio.ensure_future(b.predict(one(0)))
+    first = asyncio.ensure_future(b.submit(one(0)))
     await asyncio.sleep(0.05)
     return first
 
@@ -77,7 +77,7 @@ async def test_batches_form_under_concurrency_and_results_keep_order(pool) -> No
     vm = VersionMetrics(Metrics(registry), "t", 1)
     b = batcher(backend, pool, metrics=vm)
     first = await held_first(backend, b)
-    rest = [asyncio.ensure_future(b.predict(one(i, n=1 + i % 2))) for i in range(1, 13)]
+    rest = [asyncio.ensure_future(b.submit(one(i, n=1 + i % 2))) for i in range(1, 13)]
     await asyncio.sleep(0.05)
     backend.gate.set()
     results = await asyncio.gather(first, *rest)
@@ -95,7 +95,7 @@ async def test_full_queue_rejects_at_once(pool) -> None:
     backend = FakeBackend()
     b = batcher(backend, pool, queue=4)
     running = await held_first(backend, b)
-    queued = [asyncio.ensure_future(b.predict(one(1, n=2))) for _ in range(2)]
+    queued = [asyncio.ensure_future(b.submit(one(1, n=2))) for _ in range(2)]
     await asyncio.sleep(0)
     with pytest.raises(QueueFull):
         b.submit(one(9))  # raises synchronously: no waiting behind the queue
@@ -109,8 +109,8 @@ async def test_expired_requests_never_run(pool) -> None:
     backend = FakeBackend()
     b = batcher(backend, pool)
     running = await held_first(backend, b)
-    expired = asyncio.ensure_future(b.predict(one(7), deadline=time.monotonic() + 0.01))
-    alive = asyncio.ensure_future(b.predict(one(8), deadline=time.monotonic() + 30))
+    expired = asyncio.ensure_future(b.submit(one(7), deadline=time.monotonic() + 0.01))
+    alive = asyncio.ensure_future(b.submit(one(8), deadline=time.monotonic() + 30))
     await asyncio.sleep(0.05)
     backend.gate.set()
     with pytest.raises(DeadlineExceeded):
@@ -125,20 +125,20 @@ async def test_batch_error_reaches_every_waiter_and_batcher_recovers(pool) -> No
     b = batcher(backend, pool)
     first = await held_first(backend, b)
     backend.fail = True
-    waiters = [asyncio.ensure_future(b.predict(one(i))) for i in range(1, 5)]
+    waiters = [asyncio.ensure_future(b.submit(one(i))) for i in range(1, 5)]
     await asyncio.sleep(0.01)
     backend.gate.set()
     outcomes = await asyncio.gather(first, *waiters, return_exceptions=True)
     assert all(isinstance(o, InternalError) and "backend exploded" in str(o) for o in outcomes)
     backend.fail = False
-    assert (await b.predict(one(3)))[0, 0] == 6
+    assert (await b.submit(one(3)))[0, 0] == 6
 
 
 async def test_drain_waits_for_queued_work(pool) -> None:
     backend = FakeBackend()
     backend.gate.clear()
     b = batcher(backend, pool)
-    pending = [asyncio.ensure_future(b.predict(one(i))) for i in range(3)]
+    pending = [asyncio.ensure_future(b.submit(one(i))) for i in range(3)]
     await asyncio.sleep(0.02)
     drained = asyncio.ensure_future(b.drain())
     await asyncio.sleep(0.02)
@@ -153,11 +153,14 @@ async def test_a_full_batch_waits_in_the_pool_while_every_slot_runs() -> None:
     # the event loop to launch it.
     backend = FakeBackend()
     with ThreadPoolExecutor(1) as single:
-        b = batcher(backend, single, max_batch=2, concurrency=1)
+        registry = CollectorRegistry()
+        metrics = VersionMetrics(Metrics(registry), "t", 1)
+        b = batcher(backend, single, max_batch=2, concurrency=1, metrics=metrics)
         first = await held_first(backend, b)
-        rest = [asyncio.ensure_future(b.predict(one(i))) for i in range(1, 5)]
+        rest = [asyncio.ensure_future(b.submit(one(i))) for i in range(1, 5)]
         await asyncio.sleep(0.05)
-        assert b.queued_images == 2  # requests 1 and 2 wait in the pool as one batch
+        depth = registry.get_sample_value("visor_queue_depth", {"model": "t", "version": "1"})
+        assert depth == 2  # requests 1 and 2 wait in the pool as one batch
         backend.gate.set()
         results = await asyncio.gather(first, *rest)
     assert [float(r[0, 0]) for r in results] == [0.0, 2.0, 4.0, 6.0, 8.0]
@@ -169,8 +172,8 @@ async def test_requests_that_cannot_share_a_batch_fail_and_the_batcher_goes_on(p
     b = batcher(backend, pool)
     first = await held_first(backend, b)
     odd = [
-        asyncio.ensure_future(b.predict(np.zeros((1, 2, 2, 1), np.float32))),
-        asyncio.ensure_future(b.predict(np.zeros((1, 3, 3, 1), np.float32))),
+        asyncio.ensure_future(b.submit(np.zeros((1, 2, 2, 1), np.float32))),
+        asyncio.ensure_future(b.submit(np.zeros((1, 3, 3, 1), np.float32))),
     ]
     await asyncio.sleep(0.01)
     backend.gate.set()
@@ -178,7 +181,7 @@ async def test_requests_that_cannot_share_a_batch_fail_and_the_batcher_goes_on(p
     for waiter in odd:
         with pytest.raises(InternalError, match="batch of 2 requests"):
             await waiter
-    assert (await b.predict(one(5)))[0, 0] == 10
+    assert (await b.submit(one(5)))[0, 0] == 10
 
 
 class ThreadRecorder(FakeBackend):
@@ -200,47 +203,47 @@ def inline_batcher(backend, pool, **kw):
 
 
 async def test_a_lone_client_runs_on_the_loop_between_probes(pool) -> None:
-    from service.batching import _INLINE_RATION
+    from service.batching import INLINE_RATION
 
     backend = ThreadRecorder()
     b = inline_batcher(backend, pool)
     loop_thread = threading.get_ident()
-    rounds = 3 * (_INLINE_RATION + 1)
+    rounds = 3 * (INLINE_RATION + 1)
     for i in range(rounds):
-        out = await b.predict(one(i))
+        out = await b.submit(one(i))
         assert out[0, 0] == 2 * i
     on_loop = [t == loop_thread for t in backend.threads]
     # the first request of each ration is a probe on a pool thread; the ration runs inline
-    assert on_loop == ([False] + [True] * _INLINE_RATION) * 3
+    assert on_loop == ([False] + [True] * INLINE_RATION) * 3
 
 
 async def test_a_crowd_after_lone_requests_is_batched(pool) -> None:
-    from service.batching import _INLINE_RATION
+    from service.batching import INLINE_RATION
 
     backend = ThreadRecorder()
     b = inline_batcher(backend, pool)
-    await b.predict(one(0))  # the probe earns a ration of inline runs
+    await b.submit(one(0))  # the probe earns a ration of inline runs
     backend.batches.clear()
     backend.threads.clear()
     loop_thread = threading.get_ident()
-    crowd = [asyncio.ensure_future(b.predict(one(i))) for i in range(1, 41)]
+    crowd = [asyncio.ensure_future(b.submit(one(i))) for i in range(1, 41)]
     outs = await asyncio.gather(*crowd)
     assert [float(o[0, 0]) for o in outs] == [2.0 * i for i in range(1, 41)]
     inline_runs = sum(t == loop_thread for t in backend.threads)
-    assert inline_runs <= _INLINE_RATION
+    assert inline_runs <= INLINE_RATION
     assert max(backend.batches) > 1, backend.batches  # the rest were batched
     # and the crowd stopped inline runs: the next lone request waits for quiet on a thread
     backend.threads.clear()
-    await b.predict(one(99))
+    await b.submit(one(99))
     assert backend.threads != [loop_thread]
 
 
 async def test_an_inline_failure_fails_that_request_only(pool) -> None:
     backend = ThreadRecorder()
     b = inline_batcher(backend, pool)
-    await b.predict(one(0))
+    await b.submit(one(0))
     backend.fail = True
     with pytest.raises(InternalError):
-        await b.predict(one(1))
+        await b.submit(one(1))
     backend.fail = False
-    assert (await b.predict(one(2)))[0, 0] == 4
+    assert (await b.submit(one(2)))[0, 0] == 4

@@ -6,11 +6,11 @@ import sys
 
 import numpy as np
 import pytest
-from svc_helpers import LABELS, encode, image_pixels, reference_probabilities
 
 from service.engine import Engine
 from service.errors import InvalidInput, ModelNotFound, ModelUnavailable
 from service.types import InferOptions, ModelStatus
+from tests.helpers.models import LABELS, encode, image_pixels, reference_probabilities
 
 pytestmark = pytest.mark.anyio
 

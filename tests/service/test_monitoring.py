@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
-from svc_helpers import LABELS, metadata
 
+from contract.metadata import ModelMetadata
 from service.errors import FeedbackConflict, InvalidInput
-from service.metadata import ModelMetadata
 from service.metrics import Metrics
 from service.monitoring import VersionMonitor
 from service.settings import Settings
 from service.types import Classification
+from tests.helpers.models import LABELS, metadata
 
 REFERENCE = {
     "split": "validation",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from svc_helpers import metadata
 
-from service.calibration import choose, curve_counts
-from service.metadata import ModelMetadata
+from contract.calibration import choose, curve_counts
+from contract.metadata import ModelMetadata
 from service.postprocess import Postprocessor
 from service.types import InferOptions
+from tests.helpers.models import metadata
 from training.calibrate import calibrate
 
 LABELS = ["top", "bottom", "left"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from svc_helpers import LABELS, metadata
 
+from contract.metadata import ModelMetadata
 from service.errors import InvalidInput
-from service.metadata import ModelMetadata
 from service.postprocess import Postprocessor
 from service.types import InferOptions
+from tests.helpers.models import LABELS, metadata
 
 
 @pytest.fixture

@@ -13,16 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
-from svc_helpers import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+from tests.helpers.servers import free_port
 
 NO_TF = """
 import asyncio, sys
 import numpy as np
 from prometheus_client import CollectorRegistry
 from service.engine import Engine
-from service.grpc.server import GrpcFrontend
+from service.grpc.frontend import GrpcFrontend
 from service.settings import Settings
 from service.types import InferOptions
 

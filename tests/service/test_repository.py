@@ -8,13 +8,15 @@ import shutil
 
 import numpy as np
 import pytest
-from svc_helpers import image_pixels, wait_for, write_version
 
+from contract.metadata import sha256_path
 from service.engine import Engine
 from service.errors import ModelUnavailable
-from service.metadata import sha256_path
+from service.policy import VersionPolicy
 from service.types import InferOptions, ModelStatus
-from service.versions import VersionPolicy, batch_limit, warmup_sizes
+from service.versions import batch_limit, warmup_sizes
+from tests.helpers.models import image_pixels, write_version
+from tests.helpers.servers import wait_for
 
 pytestmark = pytest.mark.anyio
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from svc_helpers import encode, reference_probabilities, write_version
 
 from service.__main__ import main
 from service.scoring.output import read_parts
+from tests.helpers import ROOT
+from tests.helpers.models import encode, reference_probabilities, write_version
 
-ROOT = Path(__file__).resolve().parents[2]
 GOOD = 10
 BAD = {"corrupt.png": "cannot identify image file", "truncated.png": "could not be decoded"}
 

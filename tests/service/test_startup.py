@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from svc_helpers import LoopThread
 
 from service.engine import Engine
-from service.grpc.server import GrpcFrontend
-from tests.conftest import ROOT
+from service.grpc.frontend import GrpcFrontend
+from tests.helpers import ROOT
+from tests.helpers.servers import LoopThread
 
 
 def _serve(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -39,6 +39,10 @@ def _serve(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         (["--version-policy", "newest"], {}, "use 'latest:N', 'all' or 'specific:1,3'"),
         (["--models", "no/such/folder"], {}, "model repository no/such/folder is not a folder"),
         (["--host", "no.such.host.invalid"], {}, "cannot bind host 'no.such.host.invalid'"),
+        # fail closed: a deployment that asks for keys never serves openly for want of one
+        ([], {"VISOR_REQUIRE_API_KEYS": "true"}, "VISOR_REQUIRE_API_KEYS) = 'true': no API key"),
+        ([], {"VISOR_REQUIRE_API_KEYS": "1", "VISOR_API_KEYS": " , "}, "= '1': no API key"),
+        ([], {"VISOR_REQUIRE_API_KEYS": "true", "VISOR_API_KEYS": '[""]'}, "= 'true': no API key"),
     ],
 )
 def test_bad_setting_is_one_line_and_exit_2(
@@ -50,6 +54,14 @@ def test_bad_setting_is_one_line_and_exit_2(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("python -m service serve: error: ") and expected in lines[0]
+
+
+def test_required_keys_pass_when_one_is_set() -> None:
+    from service.settings import Settings
+
+    settings = Settings(require_api_keys=True, api_keys="k1", _env_file=None)
+    assert [k.get_secret_value() for k in settings.api_keys] == ["k1"]
+    assert Settings(require_api_keys=False, api_keys="", _env_file=None).api_keys == []
 
 
 def _start(make_settings, registry, **overrides):

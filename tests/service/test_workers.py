@@ -1,5 +1,5 @@
 """Several workers: how many ``--workers auto`` gives, and how workers share gRPC calls and
-feedback through their sockets (service/workers.py). Real sockets and real server processes."""
+feedback through their sockets (service/workers/). Real sockets and real server processes."""
 
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ import grpc
 import numpy as np
 import psutil
 import pytest
-from svc_helpers import H, W, free_port, reference_probabilities, write_version
 
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import visor_ext_pb2 as ext
 from service.settings import Settings
-from service.workers import INFER, SiblingError, SiblingGone, Siblings, auto_workers
+from service.workers.count import auto_workers, resolve_workers
+from service.workers.siblings import INFER, SiblingError, SiblingGone, Siblings
+from tests.helpers import ROOT
+from tests.helpers.models import H, W, reference_probabilities, write_version
+from tests.helpers.servers import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 CPU = ["CPUExecutionProvider"]
 
 
@@ -49,9 +51,11 @@ def test_auto_is_one_worker_on_one_core(tmp_path, monkeypatch) -> None:
     assert auto_workers(tmp_path, CPU, 1.0) == 1
 
 
-def test_settings_resolve_auto_once_and_refuse_nonsense(tmp_path, four_cores) -> None:
+def test_settings_only_parse_and_start_up_resolves_auto(tmp_path, four_cores) -> None:
     write_version(tmp_path, "tiny", 1)
-    assert Settings(models=tmp_path, _env_file=None).workers == 4
+    settings = Settings(models=tmp_path, _env_file=None)
+    assert settings.workers == "auto" and settings.worker_count == 1  # no folder scan yet
+    assert resolve_workers(settings).workers == 4
     assert Settings(models=tmp_path, workers="3", _env_file=None).workers == 3
     for bad in (0, "many", -2):
         with pytest.raises(ValueError, match="workers"):
@@ -75,10 +79,9 @@ async def test_siblings_forward_bytes_errors_and_notice_a_sibling_gone(tmp_path)
 
     a, b = Siblings(tmp_path, {INFER: echo}), Siblings(tmp_path, {INFER: echo})
     b.path = tmp_path / "worker-b.sock"  # NOTE: both live in this process: distinct names
-    await a.start()
     await b.start()
-    await a._rescan()
-    a._meter.cancel()  # NOTE: a's loop is declared saturated below; b measures its own (idle)
+    await a.start()  # finds b's socket as it starts
+    a.meter.cancel()  # NOTE: a's loop is declared saturated below; b measures its own (idle)
     try:
         a.busy = 0.5
         assert a.pick(8) is None  # an unsaturated worker answers its calls, however many

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from visor_train_helpers import write_classes
 
-from tests.conftest import run_training_cli
+from tests.helpers.s3 import s3_server  # noqa: F401 - the loopback S3 server
+from tests.helpers.training import run_training_cli, write_classes
 
 
 @pytest.fixture

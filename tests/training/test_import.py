@@ -12,15 +12,15 @@ import grpc
 import numpy as np
 import pandas as pd
 import pytest
-from visor_train_helpers import write_classes
 
 import training  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from contract.imaging import decode_image
+from contract.metadata import load_metadata
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.metadata import load_metadata
-from tests.conftest import ROOT, run_training_cli
-from tests.http.conftest import HTTP, start_server
-from training.imaging import decode_image
+from tests.helpers import ROOT
+from tests.helpers.servers import HTTP, start_server
+from tests.helpers.training import run_training_cli, write_classes
 
 keras = pytest.importorskip("tf_keras")
 

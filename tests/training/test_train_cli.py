@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from visor_train_helpers import write_classes
 
-from service.metadata import load_metadata, sha256_path
+from contract.metadata import load_metadata, sha256_path
+from tests.helpers.training import write_classes
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from visor_train_helpers import write_classes
-
-from service.metadata import load_metadata
+from contract.metadata import load_metadata
+from tests.helpers.training import write_classes
 
 
 def test_cross_fitted_calibration_is_recorded_and_reused_on_resume(cli, tmp_path: Path) -> None:

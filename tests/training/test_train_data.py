@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from visor_train_helpers import write_classes
 
+from contract.imaging import decode_image
+from tests.helpers.training import write_classes
 from training.config import DataConfig
 from training.data import load_dataset
 from training.errors import DatasetError
-from training.imaging import decode_image
 
 
 def test_dataset_digits_writes_png_class_folders(cli, tmp_path: Path) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from visor_train_helpers import write_classes
 
 import training  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from tests.helpers.training import write_classes
 
 keras = pytest.importorskip("tf_keras")
 

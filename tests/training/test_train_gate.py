@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from visor_train_helpers import write_shapes
 
-from service.metadata import TestMetrics as SplitMetrics
+from contract.metadata import TestMetrics as SplitMetrics
+from tests.helpers.training import write_shapes
 from training.gate import PublishRefused, check_publishable, default_min_accuracy
 
 

@@ -9,11 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from visor_train_helpers import write_classes
-
-from service.metadata import load_metadata
-
-ROOT = Path(__file__).resolve().parents[2]
+from contract.metadata import load_metadata
+from tests.helpers import ROOT
+from tests.helpers.training import write_classes
 
 
 def _free_ports(n: int) -> list[int]:

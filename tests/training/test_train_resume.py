@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from visor_train_helpers import write_classes
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+from tests.helpers.training import write_classes
+
 EPOCHS = 4
 
 

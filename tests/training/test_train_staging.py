@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 import training  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from service.metadata import ModelMetadata, load_metadata
+from contract.metadata import ModelMetadata, load_metadata
 from service.repository import scan
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from training.config import ExportConfig
 from training.export import publish
 from training.staging import make_staging

@@ -8,11 +8,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from svc_helpers import reference_probabilities, write_version
 
-from service.backends.onnx import OnnxBackend, session_options, wanted_providers
-from service.metadata import load_metadata
+from contract.metadata import load_metadata
+from service.backends.onnx import (
+    OnnxBackend,
+    lone_session_wanted,
+    session_options,
+    wanted_providers,
+)
 from service.settings import Settings
+from tests.helpers.models import reference_probabilities, write_version
 
 GPU_FIRST = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -87,7 +92,6 @@ def test_a_lone_single_image_runs_on_the_spinning_session(version_dir) -> None:
     meta = load_metadata(version_dir)
     settings = Settings(providers=["CPUExecutionProvider"], _env_file=None)
     backend = OnnxBackend(version_dir / "model.onnx", meta, settings)
-    assert backend.lone_session
     one = np.random.default_rng(1).uniform(0, 255, (1, 8, 8, 1)).astype(np.float32)
     three = np.random.default_rng(2).uniform(0, 255, (3, 8, 8, 1)).astype(np.float32)
     used: list[str] = []
@@ -106,7 +110,7 @@ def test_a_lone_single_image_runs_on_the_spinning_session(version_dir) -> None:
             return self.session.run(outputs, feed)
 
     backend.session = main = Recorder("main", backend.session)
-    backend._lone = Recorder("lone", backend._lone)
+    backend.lone = Recorder("lone", backend.lone)
     np.testing.assert_allclose(backend.run(one), reference_probabilities(one), atol=1e-5)
     np.testing.assert_allclose(backend.run(three), reference_probabilities(three), atol=1e-5)
     assert used == ["lone", "main"]
@@ -127,7 +131,7 @@ def test_a_lone_single_image_runs_on_the_spinning_session(version_dir) -> None:
 def test_lone_session_off(version_dir, off: dict) -> None:
     settings = Settings(providers=["CPUExecutionProvider"], **off, _env_file=None)
     backend = OnnxBackend(version_dir / "model.onnx", load_metadata(version_dir), settings)
-    assert not backend.lone_session
+    assert not lone_session_wanted(settings, ["CPUExecutionProvider"])
     assert backend.session.get_session_options().intra_op_num_threads == 0  # all cores
 
 
@@ -136,4 +140,4 @@ def test_with_a_lone_session_overlapping_batches_split_the_cores(version_dir, mo
     settings = Settings(providers=["CPUExecutionProvider"], inference_threads=2, _env_file=None)
     backend = OnnxBackend(version_dir / "model.onnx", load_metadata(version_dir), settings)
     assert backend.session.get_session_options().intra_op_num_threads == 4
-    assert backend._lone.get_session_options().intra_op_num_threads == 0
+    assert backend.lone.get_session_options().intra_op_num_threads == 0

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.helpers import ROOT
 
 
 def test_savedmodel_and_hdf5_match_onnx(digits_repo: Path) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.metadata import load_metadata
 from service.backends import load_backend
-from service.metadata import load_metadata
 from service.settings import Settings
 
 version_dir = Path(sys.argv[1])

@@ -6,13 +6,13 @@ from __future__ import annotations
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from svc_helpers import LoopThread
 
 from service.auth import ApiKeyInterceptor, ApiKeys
 from service.engine import Engine
+from service.grpc.frontend import GrpcFrontend
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.grpc.server import GrpcFrontend
+from tests.helpers.servers import LoopThread
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from __future__ import annotations
 import threading
 
 import grpc
-from svc_helpers import GrpcFixture
 
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from tests.helpers.servers import GrpcFixture
 
 
 def test_stalled_call_is_cut_after_age_and_grace(make_settings, registry) -> None:

@@ -12,11 +12,11 @@ import pytest
 import tritonclient.grpc as triton
 from PIL import Image
 from prometheus_client import CollectorRegistry
-from svc_helpers import GrpcFixture
 
-from service.metadata import load_metadata
+from contract.imaging import decode_image as training_decode
+from contract.metadata import load_metadata
 from service.settings import Settings
-from training.imaging import decode_image as training_decode
+from tests.helpers.servers import GrpcFixture
 
 
 def _images(digits_repo: Path) -> list[bytes]:

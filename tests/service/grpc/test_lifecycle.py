@@ -8,12 +8,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from svc_helpers import GrpcFixture, LoopThread, free_port, hold_batches, image_pixels
 
 from service.engine import Engine
+from service.grpc.frontend import GrpcFrontend
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.grpc.server import GrpcFrontend
+from tests.helpers.models import image_pixels
+from tests.helpers.servers import GrpcFixture, LoopThread, free_port, hold_batches
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

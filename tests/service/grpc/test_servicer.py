@@ -7,10 +7,11 @@ import struct
 import grpc
 import numpy as np
 import pytest
-from svc_helpers import GrpcFixture, encode, hold_batches, image_pixels
 
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from tests.helpers.models import encode, image_pixels
+from tests.helpers.servers import GrpcFixture, hold_batches
 
 
 def request(
@@ -149,7 +150,7 @@ def test_concurrent_grpc_requests_share_batches(make_settings, registry) -> None
         rest = [stub.ModelInfer.future(request(), timeout=30) for _ in range(6)]
         pause = threading.Event()
         for _ in range(2000):  # liveness only: until all six wait behind the held batch
-            if lv.batcher.queued_images == 6:
+            if registry.get_sample_value("visor_queue_depth", labels) == 6:
                 break
             pause.wait(0.01)
         gate.set()

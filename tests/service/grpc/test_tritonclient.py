@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from svc_helpers import encode, image_pixels, reference_probabilities
 from tritonclient.utils import InferenceServerException
+
+from tests.helpers.models import encode, image_pixels, reference_probabilities
 
 
 @pytest.fixture

@@ -1,0 +1,297 @@
+"""Everything Visor reaches into BentoML and uvicorn for: the one file a release of either breaks.
+
+- ``export_settings`` and ``serve``: BentoML's ``serve_http``, a prometheus folder per server.
+- ``PassRequest``: an input spec for which BentoML hands the handler the raw request.
+- ``swagger_assets``: the Swagger UI bundle inside BentoML's package, served by /docs.
+- ``install_in_worker``: the request timeout in place of BentoML's (``deadline.py``) and uvicorn's
+  HTTP protocol with a timer per connection phase (``GuardedHttpProtocol``).
+
+BentoML's supervisor (circus) spawns ``settings.workers`` worker processes that share the HTTP
+socket; each imports ``service.http.frontend:Visor`` and rebuilds ``Settings`` from the
+environment, so every setting given here is exported as a ``VISOR_`` variable first.
+
+``SUPPORTED`` holds the releases this module was tested with (pyproject.toml pins the same); any
+other stops the server at start-up: run tests/service/http against it, then widen both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import shutil
+import ssl
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import bentoml  # noqa: F401  (missing: ModuleNotFoundError "bentoml", so serve gRPC only)
+from packaging.specifiers import SpecifierSet
+from pydantic import SecretStr
+from starlette.requests import Request
+
+from service.errors import StartupError
+from service.settings import Settings
+from service.workers.siblings import siblings_folder
+
+SUPPORTED = {"bentoml": ">=1.4,<1.5", "uvicorn": ">=0.55,<0.56"}
+
+
+def check_versions() -> None:
+    """Refuse to start with a BentoML or uvicorn release the glue below was not tested with."""
+    found = {name: version(name) for name in SUPPORTED}
+    wrong = [
+        f"{name} {found[name]}"
+        for name, spec in SUPPORTED.items()
+        if found[name] not in SpecifierSet(spec)
+    ]
+    if wrong:
+        wanted = ", ".join(f"{name}{spec}" for name, spec in SUPPORTED.items())
+        raise StartupError(
+            f"{' and '.join(wrong)} installed, but Visor's HTTP front-end (service/http/bento.py) "
+            f"is tested with {wanted}: install those (pip install -e .), or serve gRPC only "
+            "(--protocol grpc)"
+        )
+
+
+check_versions()
+# after the check, so an unsupported release fails with its message rather than an ImportError
+from _bentoml_impl.server import serve_http
+from _bentoml_sdk.io_models import IODescriptor
+from bentoml._internal import server as bentoml_server
+from bentoml._internal.configuration.containers import BentoMLContainer
+from bentoml._internal.server.http import traffic
+from uvicorn import config as uvicorn_config
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from service.http.deadline import RequestTimeoutMiddleware
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``VISOR_*`` variables that rebuild ``settings`` in another process."""
+    prefix = Settings.model_config.get("env_prefix", "VISOR_")
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"{prefix}{name}".upper()] = _env_value(value)
+    return env
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, (list, tuple)):
+        # pydantic-settings reads complex fields as JSON.
+        return json.dumps([_env_value(v) if isinstance(v, SecretStr) else v for v in value])
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def bentoml_options(settings: Settings, given: str = "") -> str:
+    """``BENTOML_CONFIG_OPTIONS`` for the workers: what the user gave, plus Visor's switches."""
+    options = [given.strip()]
+    # "services.visor.*" keys only: Visor.inject_config() overwrites api_server.* and the
+    # top-level tracing block with the service's own config, so nothing else reaches a worker.
+    if not settings.http_access_log:
+        # one log line per request is a measurable share of a small request's cost
+        options.append("services.visor.logging.access.enabled=false")
+    if not settings.http_tracing:
+        # BentoML installs its OpenTelemetry middleware unconditionally; a URL regex that
+        # matches every path makes it hand each request straight on (the cost it saves is
+        # measured in docs/benchmarks.md).
+        options.append("services.visor.tracing.excluded_urls=.")
+    return " ".join(o for o in options if o)
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS arguments: HTTPS when a certificate is set, client certificates required
+    (signed by the client CA) when one is set too."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return {}
+    client_ca = settings.tls_client_ca_file
+    return {
+        "ssl_certfile": str(settings.tls_cert_file),
+        "ssl_keyfile": str(settings.tls_key_file),
+        "ssl_ca_certs": None if client_ca is None else str(client_ca),
+        "ssl_cert_reqs": ssl.CERT_NONE if client_ca is None else ssl.CERT_REQUIRED,
+    }
+
+
+def export_settings(settings: Settings) -> None:
+    """Put ``settings`` where BentoML's workers read them: ``VISOR_*`` and BentoML's options."""
+    os.environ.update(settings_env(settings))
+    os.environ["BENTOML_CONFIG_OPTIONS"] = bentoml_options(
+        settings, os.environ.get("BENTOML_CONFIG_OPTIONS", "")
+    )
+
+
+def serve(settings: Settings, service: Any) -> None:
+    """Serve ``service`` (``frontend.Visor``, imported after ``export_settings``) over HTTP on
+    ``settings.http_port``, and gRPC on ``grpc_port`` unless protocol=http."""
+    check_versions()
+    service.config["workers"] = settings.worker_count
+    service.inject_config()
+    if settings.tls_cert_file is not None:
+        BentoMLContainer.ssl.enabled.set(True)  # read only for the "listening on https://" line
+    # BentoML's /metrics aggregates the workers through prometheus multiprocess files; its
+    # default folder is per user and wiped by every server that starts, so each gets its own.
+    metrics_dir = tempfile.mkdtemp(prefix="visor-prometheus-")
+    BentoMLContainer.prometheus_multiproc_dir.set(metrics_dir)
+    try:
+        with siblings_folder(settings.worker_count):  # the workers' sockets (service/workers/)
+            serve_http(
+                service,
+                host=settings.host,
+                port=settings.http_port,
+                timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
+                timeout_keep_alive=max(1, math.ceil(settings.idle_timeout_s)),
+                **tls_options(settings),
+            )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+class PassRequest(IODescriptor):
+    """An input spec BentoML documents but does not parse: the handler gets the ``Request`` and
+    reads multipart or JSON itself, with the body limit and Visor's error format."""
+
+    __root_input__ = True
+
+    @classmethod
+    async def from_http_request(cls, request: Request, serde: Any) -> Any:  # type: ignore[override]
+        return request
+
+
+def swagger_assets() -> Path:
+    """Where BentoML keeps its Swagger UI bundle (CSS and JS)."""
+    return Path(bentoml_server.__file__).parent / "static_content"
+
+
+def install_in_worker(settings: Settings) -> None:
+    """Change how this worker's BentoML app and uvicorn server are built (before they are)."""
+    install_request_timeout()
+    GuardedHttpProtocol.limits = ConnectionLimits(settings)
+    # BentoML builds uvicorn's Config with http="auto": that name now means the guarded protocol
+    uvicorn_config.HTTP_PROTOCOLS["auto"] = f"{__name__}:GuardedHttpProtocol"
+
+
+def install_request_timeout() -> None:
+    """BentoML's app factory reads ``traffic.TimeoutMiddleware`` each time it builds an app;
+    tests/service/http/test_deadline.py fails if that ever changes."""
+    traffic.TimeoutMiddleware = RequestTimeoutMiddleware  # type: ignore[misc]
+
+
+IDLE, HEADER, BODY, BUSY = "idle", "header", "body", "busy"
+HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
+    b"connection: close\r\n\r\n"
+)
+
+
+class ConnectionLimits:
+    """The per-phase limits (seconds) and the connection cap of one worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.seconds = {
+            IDLE: settings.idle_timeout_s,
+            HEADER: settings.http_header_timeout_s,
+            BODY: settings.http_body_timeout_s,
+        }
+        self.max_connections = settings.max_connections
+        self.max_header_bytes = settings.http_max_header_bytes
+
+
+class GuardedHttpProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    """uvicorn's HTTP/1.1 protocol with a timer on the phase each connection is in.
+
+    uvicorn has only a keep-alive timeout, armed after a response, and its ``limit_concurrency``
+    keeps every idle connection; the app sees a request only once its headers are in, so slow
+    clients (slowloris, a trickled body) can only be cut off here. A phase that lasts past its
+    limit closes the connection:
+
+    - ``idle``: no request in progress (a new connection, or after a response) → ``idle_timeout_s``
+    - ``header``: part of a request line or headers arrived → ``http_header_timeout_s`` from then
+    - ``body``: headers in, body still arriving → ``http_body_timeout_s`` from the headers
+    - ``busy``: the app is working on the request → no limit here (the request deadline rules)
+    """
+
+    limits: ConnectionLimits | None = None  # set by install(); None: uvicorn as it is
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._phase: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+        limits = self.limits
+        if limits is not None and len(self.connections) > limits.max_connections:
+            # over the cap: close before reading anything, the cheapest refusal there is.
+            transport.close()
+            return
+        self._watch()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        waiting = self._phase in (IDLE, HEADER)
+        super().data_received(data)
+        # bytes while idle that did not start a request cycle are part of a request line
+        # or headers; the header clock starts with the first of them, not with each.
+        partial = waiting and not self._in_request()
+        if partial and self._headers_too_large(len(data)):
+            return
+        self._watch(partial=partial)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch()
+
+    def _headers_too_large(self, size: int) -> bool:
+        # httptools keeps every header byte until the headers end, with no limit of its
+        # own: without this a client could send megabytes of headers within the header timeout.
+        self._header_bytes += size
+        if self.limits is None or self._header_bytes <= self.limits.max_header_bytes:
+            return False
+        if not self.transport.is_closing():
+            self.transport.write(HEADERS_TOO_LARGE)
+            self.transport.close()
+        return True
+
+    def _in_request(self) -> bool:
+        cycle: Any = self.cycle
+        return cycle is not None and not cycle.response_complete
+
+    def _current_phase(self, partial: bool) -> str:
+        if self._in_request():
+            return BODY if self.cycle.more_body else BUSY
+        if partial or self._phase == HEADER:
+            return HEADER
+        return IDLE
+
+    def _watch(self, partial: bool = False) -> None:
+        if self.limits is None or self.transport.is_closing():
+            return
+        phase = self._current_phase(partial)
+        if phase == self._phase and phase != IDLE:
+            return  # the clock of a phase runs from its start, however many bytes arrive
+        self._cancel_timer()
+        self._phase = phase
+        if phase != HEADER:
+            self._header_bytes = 0
+        limit = self.limits.seconds.get(phase)
+        if limit:
+            self._timer = self.loop.call_later(limit, self._expire, phase)
+
+    def _expire(self, phase: str) -> None:
+        self._timer = None
+        if self._phase == phase and not self.transport.is_closing():
+            self.transport.close()
+
+    def _cancel_timer(self) -> None:
+        timer, self._timer = getattr(self, "_timer", None), None
+        if timer is not None:
+            timer.cancel()

@@ -1,0 +1,1 @@
+"""Worker processes: how many (``count``) and how they share calls (``siblings``)."""

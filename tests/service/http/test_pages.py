@@ -1,0 +1,124 @@
+"""The web page, the API reference page and the report routes against a real server."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.models import CARD_TEXT, png, site_repo
+from tests.helpers.servers import HTTP, KEY, Server, start_server
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    work = tmp_path_factory.mktemp("pages")
+    srv = start_server(work, site_repo(work), api_keys="key-one,key-two")
+    yield srv
+    srv.stop()
+
+
+def local_assets(html: str) -> list[str]:
+    return re.findall(r'(?:src|href)="(/[^"]*)"', html)
+
+
+@pytest.mark.parametrize(("page", "title"), [("/", "<title>Visor</title>"), ("/docs", "API")])
+def test_pages_and_every_file_they_load_are_served_without_a_key(
+    site: Server, page: str, title: str
+) -> None:
+    r = HTTP.get(f"{site.http}{page}")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert title in r.text
+    # NOTE: offline: nothing the page loads comes from another host
+    assert not re.search(r'(?:src|href)="(?:https?:)?//', r.text)
+    assets = local_assets(r.text)
+    assert any(a.endswith(".js") for a in assets)
+    for asset in assets:
+        assert HTTP.get(f"{site.http}{asset}").status_code == 200, asset
+
+
+def test_app_modules_import_only_local_files(site: Server) -> None:
+    app = HTTP.get(f"{site.http}/ui/app.js")
+    assert app.headers["content-type"].startswith("text/javascript")
+    seen, todo = set(), ["app.js"]
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        text = HTTP.get(f"{site.http}/ui/{name}").text
+        for module in re.findall(r'from "\./([\w.]+)"', text):
+            if module not in seen:
+                todo.append(module)
+    assert {"app.js", "api.js", "curves.js", "models.js", "results.js"} <= seen
+
+
+def test_card_has_curves_and_report_links(site: Server) -> None:
+    r = HTTP.get(f"{site.http}/models/tiny/1/card", headers=KEY)
+    assert r.status_code == 200, r.text
+    card = r.json()
+    assert (card["name"], card["version"], card["status"]) == ("tiny", 1, "ready")
+    assert set(card["thresholds"]["curves"]) == {"top", "bottom", "left"}
+    assert card["report"]["images"] == {
+        "pr_curves": "/models/tiny/1/report/pr_curves.png",
+        "training_curves": "/models/tiny/1/report/training_curves.png",
+    }
+    assert card["report"]["model_card"] == "/models/tiny/1/report/MODEL_CARD.md"
+    models = HTTP.get(f"{site.http}/models", headers=KEY).json()["models"]
+    assert all("curves" not in m.get("thresholds", {}) for m in models)
+
+
+def test_report_files_are_served_read_only(site: Server) -> None:
+    image = HTTP.get(f"{site.http}/models/tiny/1/report/pr_curves.png", headers=KEY)
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content == png((0, 0, 200))
+    card = HTTP.get(f"{site.http}/models/tiny/1/report/MODEL_CARD.md", headers=KEY)
+    assert card.text == CARD_TEXT and card.headers["content-type"].startswith("text/markdown")
+    assert (
+        HTTP.put(f"{site.http}/models/tiny/1/report/MODEL_CARD.md", headers=KEY).status_code == 405
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/models/tiny/1/report/escape.png",  # a symlink out of report/
+        "/models/tiny/1/report/notes.txt",  # not a figure or the card
+        "/models/tiny/1/report/..%2Fmetadata.json",
+        "/models/tiny/1/report/%2E%2E%2F%2E%2E%2F..%2Fsecret.png",
+        "/models/..%2F..%2Ftiny/1/report/pr_curves.png",
+        "/models/tiny/1%2F..%2F1/report/pr_curves.png",
+        "/models/tiny/3/report/pr_curves.png",
+        "/models/nope/1/card",
+        "/models/tiny/x/card",  # a malformed version: 400, as on every route
+    ],
+)
+def test_nothing_outside_report_is_served(site: Server, path: str) -> None:
+    r = HTTP.get(f"{site.http}{path}", headers=KEY)
+    assert r.status_code == (400 if "/x/" in path else 404), (path, r.status_code)
+    assert r.content != png((0, 0, 0))
+    if r.headers["content-type"] == "application/json":
+        want = "invalid_input" if "/x/" in path else "not_found"
+        assert r.json()["code"] == want and r.json()["error"]
+
+
+def test_a_failed_version_shows_its_reason(site: Server) -> None:
+    models = HTTP.get(f"{site.http}/models", headers=KEY).json()["models"]
+    failed = next(m for m in models if m["version"] == 2)
+    assert failed["status"] == "failed" and "sha256" in failed["reason"].lower()
+    card = HTTP.get(f"{site.http}/models/tiny/2/card", headers=KEY).json()
+    assert card["status"] == "failed" and card["reason"] == failed["reason"]
+    assert card["report"] == {"images": {}, "model_card": None}
+
+
+@pytest.mark.parametrize("path", ["/models/tiny/1/card", "/models/tiny/1/report/pr_curves.png"])
+def test_card_and_report_need_the_key_like_models(site: Server, path: str) -> None:
+    r = HTTP.get(f"{site.http}{path}")
+    assert r.status_code == 401 and r.json()["code"] == "unauthenticated"
+
+
+def test_static_files_stay_inside_their_folder(site: Server, tmp_path: Path) -> None:
+    for path in ("/ui/..%2Fpages.py", "/ui/../pages.py", "/docs/assets/..%2F..%2F__init__.py"):
+        r = HTTP.get(f"{site.http}{path}")
+        assert r.status_code in (401, 404), path
+        assert b"import" not in r.content
