@@ -21,7 +21,16 @@ PACKAGES = ("service", "contract")
 
 def main() -> int:
     failed = []
-    names = ["sklearn.metrics", "scipy.special"]  # imported lazily by serving code
+    # imported lazily by serving code: /evaluate's metrics, drift, gRPC reflection, and
+    # --models s3://, where fsspec loads s3fs (and with it aiobotocore/botocore) by the URL
+    names = [
+        "sklearn.metrics",
+        "scipy.special",
+        "google.protobuf.descriptor_pb2",
+        "grpc_reflection.v1alpha.reflection_pb2",
+        "fsspec",
+        "s3fs",
+    ]
     for package in PACKAGES:
         if importlib.util.find_spec(package) is None:
             continue

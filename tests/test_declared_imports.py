@@ -178,8 +178,14 @@ def test_an_undeclared_or_misplaced_import_is_reported(tmp_path: Path, pyproject
     )
     (tmp_path / "service" / "scoring" / "output.py").write_text("import pandas\n")
     (tmp_path / "training" / "fit.py").write_text("import tensorflow\nfrom service import api\n")
+    # contract/ is serving's too: fsspec is declared, boto3 only arrives through s3fs (and moto)
+    (tmp_path / "contract").mkdir()
+    (tmp_path / "contract" / "store.py").write_text(
+        "def open_store():\n    import fsspec\n    import boto3\n"
+    )
     found = problems(tmp_path, pyproject)
-    assert len(found) == 4, found
+    assert len(found) == 5, found
+    assert any("contract/store.py:3 imports boto3" in p and "serve profile" in p for p in found)
     assert any("api.py:2 imports tensorflow" in p and "serve profile" in p for p in found)
     assert any("api.py:3 imports aiohttp" in p for p in found)
     assert any("api.py:4 (serve) imports service.scoring.output (score)" in p for p in found)
