@@ -7,12 +7,13 @@ with the recorded method, uint8 ``[H, W, C]``.
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import EpsImagePlugin, Image, ImageFile, ImageOps
 
 from contract.metadata import ColorMode, ResizeMethod
 
@@ -24,8 +25,37 @@ RESAMPLING: dict[ResizeMethod, Image.Resampling] = {
     "lanczos3": Image.Resampling.LANCZOS,
 }
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
-# The file types training, scoring and the web page take from a folder (the server decodes any).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# Pillow opens these but reads only their header: the pixels would be blank.
+HEADER_ONLY_FORMATS = frozenset({"MPEG"})
+
+
+@functools.cache
+def image_suffixes() -> frozenset[str]:
+    """File suffixes (lower case, with the dot) of every format this Pillow decodes.
+
+    One list for training, scoring and the web page (the server takes any bytes Pillow decodes,
+    whatever their name). Derived from Pillow's registry, so a Pillow that learns a format
+    brings it everywhere at once. Left out: stub formats that need a handler Visor does not
+    install (HDF5, GRIB, BUFR, WMF), formats Pillow only identifies, and EPS/PS when Ghostscript
+    is not installed.
+    """
+    Image.init()
+    suffixes = set()
+    for suffix, fmt in Image.registered_extensions().items():
+        opener = Image.OPEN.get(fmt, (None,))[0]
+        if opener is None or fmt in HEADER_ONLY_FORMATS:
+            continue
+        if isinstance(opener, type) and issubclass(opener, ImageFile.StubImageFile):
+            continue
+        if fmt == "EPS" and not EpsImagePlugin.has_ghostscript():
+            continue
+        suffixes.add(suffix.lower())
+    return frozenset(suffixes)
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether ``path`` has the suffix of a format Pillow decodes (see :func:`image_suffixes`)."""
+    return path.suffix.lower() in image_suffixes()
 
 
 class ImageTooLarge(ValueError):

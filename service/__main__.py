@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from service.errors import StartupError
 from service.scoring.cli import add_score_parser
@@ -116,6 +117,15 @@ def serve(settings: Settings) -> None:
     auto = settings.workers == "auto"
     settings = resolve_workers(settings)
     log.info("%d worker process(es)%s", settings.worker_count, " (auto)" if auto else "")
+    if settings.monitoring and not settings.feedback_keys:
+        # One key for every worker of this server, so any of them reads the others' receipts.
+        key = SecretStr(secrets.token_urlsafe(32))
+        settings = settings.model_copy(update={"feedback_keys": [key]})
+        log.warning(
+            "VISOR_FEEDBACK_KEYS is not set: request ids are signed with a key of this start "
+            "only, so feedback for answers given before a restart, or by another replica, is "
+            "refused. Set the same key on every replica (docs/monitoring.md)."
+        )
     if bento is not None:
         bento.export_settings(settings)  # before the service's import reads them
         from service.http.frontend import Visor

@@ -9,13 +9,14 @@ import asyncio
 import functools
 import gc
 import logging
+import secrets
 import sys
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -32,6 +33,7 @@ from service.errors import (
 from service.limits import check_batch_size, check_pixels
 from service.metrics import Metrics
 from service.monitoring import FeedbackResult
+from service.monitoring.receipts import Receipts
 from service.postprocess import batch_metrics
 from service.protocol import InferCall, InferRequest, params, parse
 from service.repository import Repository
@@ -42,14 +44,6 @@ from service.versions import LoadedVersion
 log = logging.getLogger(__name__)
 
 
-class FeedbackPeers(Protocol):
-    """Other processes of this server that may hold a request id this one does not."""
-
-    async def ask(
-        self, request_id: str, labels: list[Any], index: int | None
-    ) -> FeedbackResult | None: ...
-
-
 class Engine:
     """``await start()``, then ``classify_images`` / ``classify_array``; ``await stop()``."""
 
@@ -57,10 +51,8 @@ class Engine:
         self,
         settings: Settings,
         registry: CollectorRegistry | None = None,
-        peers: FeedbackPeers | None = None,
     ) -> None:
         self.settings = settings
-        self._peers = peers
         # Process-wide (one engine per process): batches hand over between the event loop and
         # The inference threads through the GIL, and a shorter interval makes a thread back
         # From ONNX Runtime wait less for the loop (measured in docs/benchmarks.md).
@@ -75,7 +67,13 @@ class Engine:
             settings.max_image_pixels,
         )
         self._listeners: list[Callable[[], None]] = []
-        self.repository = Repository(settings, self._infer_pool, self.metrics, self._changed)
+        keys = [key.get_secret_value() for key in settings.feedback_keys]
+        # Without a configured key, receipts hold within this engine only (docs/monitoring.md).
+        ttl = settings.monitor_prediction_ttl_s
+        self.receipts = Receipts(keys or [secrets.token_urlsafe(32)], ttl)
+        self.repository = Repository(
+            settings, self._infer_pool, self.metrics, self.receipts, self._changed
+        )
         self._poller: asyncio.Task | None = None
         self._started = False
         self._stopping = False
@@ -349,9 +347,7 @@ class Engine:
         reservation: Reservation | None = None,
     ) -> Classification:
         try:
-            pixels = check_pixels(
-                pixels, lv.meta.input, self.settings.max_images_per_request
-            )
+            pixels = check_pixels(pixels, lv.meta.input, self.settings.max_images_per_request)
             k = lv.post.top_k(options)
             thresholds, source, certified = lv.post.decision(options)
             truth = (
@@ -394,12 +390,14 @@ class Engine:
             metrics=batch_metrics(probs, thresholds, truth, lv.post.labels)
             if truth is not None
             else None,
-            request_id=uuid.uuid4().hex,
         )
         lv.metrics.count_predicted(result.hits)
         lv.metrics.images.inc(len(probs))
-        if lv.monitor is not None:
-            lv.monitor.record(result.request_id, result, lv.post.calibrated)
+        result.request_id = (
+            lv.monitor.record(result, lv.post.calibrated)
+            if lv.monitor is not None
+            else uuid.uuid4().hex
+        )
         return result
 
     # --- feedback --------------------------------------------------------------------------
@@ -408,35 +406,25 @@ class Engine:
     ) -> FeedbackResult:
         """Ground truth for an answered request (its ``request_id``): feeds the live metrics.
 
-        The request may have been answered by another worker of this server: the id is then
-        looked up in the ``peers``.
+        The id is a signed receipt of the answer, so this process takes it whichever replica or
+        worker answered, before or after a restart.
         """
-        done = self.feedback_here(request_id, labels, index)
-        if done is None and self._peers is not None:
-            done = await self._peers.ask(request_id, list(labels), index)
-        if done is not None:
-            return done
-        self.metrics.live_feedback_unmatched.inc()
-        s = self.settings
-        raise UnknownRequest(
-            f"Request id {request_id!r} is unknown or expired: feedback is kept for the last "
-            f"{s.monitor_predictions} requests of each served model version, for "
-            f"{s.monitor_prediction_ttl_s:g} s"
-            + ("" if s.monitoring else " (and live verification is off: VISOR_MONITORING=false)")
-            + "."
-        )
-
-    def feedback_here(
-        self, request_id: str, labels: Sequence[str | int | None], index: int | None = None
-    ) -> FeedbackResult | None:
-        """Feedback for a request this worker answered; None when it holds no such id."""
-        for versions in self.repository.serving.values():
-            for lv in versions.values():
-                if lv.monitor is not None:
-                    done = lv.monitor.feedback(request_id, labels, index)
-                    if done is not None:
-                        return done
-        return None
+        try:
+            if not self.settings.monitoring:
+                raise UnknownRequest(
+                    "Live verification is off (VISOR_MONITORING=false): no feedback is taken."
+                )
+            receipt = self.receipts.read(request_id)
+            lv = self.repository.serving.get(receipt.model, {}).get(receipt.version)
+            if lv is None or lv.monitor is None:
+                raise UnknownRequest(
+                    f"{receipt.model} v{receipt.version} answered this request but is not "
+                    "served here any more: its feedback can no longer be counted."
+                )
+        except UnknownRequest:
+            self.metrics.live_feedback_unmatched.inc()
+            raise
+        return lv.monitor.feedback(receipt, labels, index)
 
 
 @functools.cache

@@ -149,9 +149,31 @@ class Metrics:
         self.live_feedback = Counter(
             "visor_live_feedback", "Images whose ground truth was received.", mv, registry=registry
         )
+        # Counters, unlike the gauges, sum over workers and replicas: the fleet's precision,
+        # recall and drift are computed from them (deploy/prometheus/rules.yml).
+        self.live_outcomes = Counter(
+            "visor_live_outcomes",
+            "Feedback images by class and outcome at the served thresholds (outcome=tp: the "
+            "class was predicted and true, fp: predicted, not true, fn: true, not predicted).",
+            [*mvl, "outcome"],
+            registry=registry,
+        )
+        self.drift_served = Counter(
+            "visor_drift_served",
+            "Served images by top-1 label (kind=label) and top-1 confidence bin (kind=confidence).",
+            [*mv, "kind", "bucket"],
+            registry=registry,
+        )
+        self.drift_reference = Gauge(
+            "visor_drift_reference",
+            "Share of the training reference in each bucket of visor_drift_served.",
+            [*mv, "kind", "bucket"],
+            registry=registry,
+        )
         self.live_feedback_unmatched = Counter(
             "visor_live_feedback_unmatched",
-            "Feedback refused because its request id was unknown or expired.",
+            "Feedback refused because its request id was not a valid receipt, had expired, or "
+            "named a version not served here.",
             registry=registry,
         )
         self.drift_psi = Gauge(

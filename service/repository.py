@@ -22,6 +22,7 @@ from service.backends import load_backend
 from service.batching import AdaptiveBatcher, BatchPolicy
 from service.metrics import Metrics, VersionMetrics
 from service.monitoring import VersionMonitor
+from service.monitoring.receipts import Receipts
 from service.policy import VersionPolicy
 from service.settings import Settings
 from service.storage import Mirror
@@ -65,9 +66,11 @@ class Repository:
         settings: Settings,
         executor: Executor,
         metrics: Metrics,
+        receipts: Receipts,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
+        self._receipts = receipts
         self._executor = executor
         self._metrics = metrics
         self._on_change = on_change
@@ -203,7 +206,10 @@ class Repository:
         kind = settings.backend
         artifact = meta.artifacts.get(kind)
         if artifact is None:
-            raise LoadError(f"metadata lists no {kind} artifact")
+            raise LoadError(
+                f"metadata lists no {kind} artifact (it has {', '.join(sorted(meta.artifacts))}; "
+                "an imported ONNX model has only onnx): serve it with VISOR_BACKEND=onnx"
+            )
         digest = sha256_path(path / artifact.path) if (path / artifact.path).exists() else "missing"
         if digest != artifact.sha256:
             raise LoadError(
@@ -229,7 +235,11 @@ class Repository:
             settings.inline_lone_requests,
         )
         batcher = AdaptiveBatcher(f"{name} v{version}", backend.run, self._executor, policy, vm)
-        monitor = VersionMonitor(meta, self._metrics, settings) if settings.monitoring else None
+        monitor = (
+            VersionMonitor(meta, self._metrics, settings, self._receipts)
+            if settings.monitoring
+            else None
+        )
         return LoadedVersion(
             name, version, path, meta, kind, backend, batcher, vm, settings, monitor
         )

@@ -1,7 +1,6 @@
 """The assembly root: builds one server process's parts, starts and stops them in order.
 
-``VisorServer`` owns the engine, the gRPC front-end (unless HTTP only) and the link to the other
-worker processes; BentoML's HTTP front-end (``service.http.frontend``) holds one per worker, and
+``VisorServer`` owns the engine and the gRPC front-end (unless HTTP only); BentoML's HTTP front-end (``service.http.frontend``) holds one per worker, and
 ``serve_grpc`` runs one per gRPC-only worker process.
 """
 
@@ -11,47 +10,25 @@ import asyncio
 import logging
 import multiprocessing
 import signal
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from service.engine import Engine
 from service.grpc.frontend import GrpcFrontend
-from service.monitoring import FeedbackResult
 from service.settings import Settings
-from service.workers.siblings import (
-    FEEDBACK,
-    INFER,
-    SiblingFeedback,
-    Siblings,
-    folder_from_env,
-    siblings_folder,
-)
 
 log = logging.getLogger(__name__)
 
 
 class VisorServer:
-    """One process's engine, gRPC front-end and siblings: ``await start()``, ``await stop()``."""
+    """One process's engine and gRPC front-end: ``await start()``, ``await stop()``."""
 
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
-        folder = folder_from_env(settings.worker_count)
-        self.siblings = Siblings(folder, {}, settings.grpc_spread_busy) if folder else None
-        feedback = SiblingFeedback(self.siblings, self._feedback_here) if self.siblings else None
-        self.engine = Engine(settings, registry, peers=feedback)
+        self.engine = Engine(settings, registry)
         self.grpc: GrpcFrontend | None = None
         if settings.protocol in ("grpc", "both"):
-            spread = self.siblings if settings.grpc_spread else None
-            self.grpc = GrpcFrontend(self.engine, settings, siblings=spread)
-        if self.siblings is not None:
-            assert feedback is not None
-            self.siblings.handlers[FEEDBACK] = feedback.answer
-            if self.grpc is not None and settings.grpc_spread:
-                self.siblings.handlers[INFER] = self.grpc.servicer.answer_sibling
-
-    def _feedback_here(self, *args: Any) -> FeedbackResult | None:
-        return self.engine.feedback_here(*args)
+            self.grpc = GrpcFrontend(self.engine, settings)
 
     async def start(self) -> None:
         """Load every model and open the ports; a lone gRPC-only worker binds first, so its
@@ -65,8 +42,6 @@ class VisorServer:
         await self.engine.start()
         if self.grpc is not None and not bind_first:
             await self.grpc.start()
-        if self.siblings is not None:
-            await self.siblings.start()
         ready = sum(1 for m in self.engine.models() if m.ready)
         log.info("Visor ready: %d model version(s) serving", ready)
 
@@ -76,11 +51,9 @@ class VisorServer:
             self.grpc.begin_stop()
 
     async def stop(self) -> None:
-        """Drain gRPC, leave the siblings, then let queued and running batches finish."""
+        """Drain gRPC, then let queued and running batches finish."""
         if self.grpc is not None:
             await self.grpc.stop()
-        if self.siblings is not None:
-            await self.siblings.stop()
         await self.engine.stop()
 
     async def run_until_signalled(self) -> None:
@@ -98,8 +71,7 @@ class VisorServer:
 
 def serve_grpc(settings: Settings) -> None:
     """Serve gRPC only until SIGTERM: ``worker_count`` processes sharing the port."""
-    with siblings_folder(settings.worker_count):
-        _run_workers(settings)
+    _run_workers(settings)
 
 
 def _worker(settings: Settings) -> None:

@@ -137,18 +137,6 @@ class Settings(BaseSettings):
         "past it the model, not the protocol, is the bottleneck, and ONNX Runtime already "
         "uses every core.",
     )
-    grpc_spread: bool = Field(
-        True,
-        description="With several workers, a worker whose event loop is saturated hands gRPC "
-        "ModelInfer calls to less busy ones, so one client connection can use every worker.",
-    )
-    grpc_spread_busy: float = Field(
-        0.85,
-        ge=0,
-        le=1,
-        description="How busy (share of the time) a worker's event loop must be before it hands "
-        "calls to its siblings; below it a forwarded call costs more than it frees.",
-    )
     grpc_max_message_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="gRPC message limit, both directions."
     )
@@ -249,8 +237,18 @@ class Settings(BaseSettings):
     monitoring: bool = Field(
         True, description="Keep predictions for feedback; export live precision/recall and drift."
     )
+    # NoDecode + the validator below: "new,old" as well as JSON, like api_keys.
+    feedback_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Keys signing request ids (receipts), shared by every replica so any takes "
+        "the feedback; the first signs, later ones are still accepted (rotation). Unset: a "
+        "random key per server start.",
+    )
     monitor_predictions: int = Field(
-        50_000, ge=1, description="Recent requests kept per model version for feedback."
+        50_000,
+        ge=1,
+        description="Requests per model version whose feedback is remembered, so a repeat is "
+        "refused (409).",
     )
     monitor_prediction_ttl_s: float = Field(
         3600.0, gt=0, description="Feedback for a request older than this is refused (404)."
@@ -271,7 +269,10 @@ class Settings(BaseSettings):
         200, ge=1, description="Drift gauges stay NaN until the window holds this many images."
     )
     drift_refresh_every: int = Field(
-        100, ge=1, description="Recompute the drift gauges every this many served images."
+        100,
+        ge=1,
+        description="Recompute the drift gauges, and add to the drift counters, every this "
+        "many served images.",
     )
 
     # --- TLS (docs/deploy.md "TLS") ----------------------------------------------------------
@@ -369,7 +370,7 @@ class Settings(BaseSettings):
             raise ValueError("mutual TLS needs the server's own tls_cert_file and tls_key_file too")
         return value
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "feedback_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):

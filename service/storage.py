@@ -13,7 +13,7 @@ A store that is unreachable, refuses the credentials or goes away mid-download c
 the cache: what serves keeps serving, and the next poll tries again. Only the versions the version
 policy wants are downloaded; a cached version leaves the cache when its marker leaves the bucket,
 or when the policy no longer wants it, this process no longer serves it, and it is not the newest
-version older than the wanted ones (kept: a sibling worker may still serve it, and it serves again
+version older than the wanted ones (kept: another worker may still serve it, and it serves again
 if its successor fails to load).
 
 The client is fsspec's (s3fs, gcsfs, adlfs) with each cloud's standard credential chain; an
@@ -180,7 +180,7 @@ class Mirror:
     def _fallback(self, fs: Any, root: str, name: str, published: list[int], good: set) -> set:
         """The newest cached version older than the ones wanted, while still published.
 
-        A sibling worker may still serve it, and it serves again if the new one fails to load.
+        Another worker may still serve it, and it serves again if the new one fails to load.
         """
         wanted = [v for n, v in good if n == name]
         model_dir = self.cache / name

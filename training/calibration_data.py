@@ -8,7 +8,7 @@ metrics and for how the chosen thresholds do on unseen images.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import numpy as np
 
@@ -19,10 +19,6 @@ from training.config import ImportConfig, InputShape
 from training.data import scan_labelled
 from training.errors import ImportModelError
 from training.evaluate import compute_metrics
-
-if TYPE_CHECKING:
-    import tf_keras as keras
-
 
 
 def halves(y: np.ndarray, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,15 +52,21 @@ def _labelled(cfg: ImportConfig, labels: list[str]) -> tuple[list, np.ndarray]:
 
 
 def calibrate_on_folder(
-    model: keras.Model, cfg: ImportConfig, labels: list[str], shape: InputShape
+    predict: Callable[[np.ndarray], np.ndarray],
+    cfg: ImportConfig,
+    labels: list[str],
+    shape: InputShape,
 ) -> tuple[Thresholds, TestMetrics, np.ndarray, dict]:
-    """Thresholds, held-out metrics, the decoded images (for parity) and a summary."""
+    """Thresholds, held-out metrics, the decoded images (for parity) and a summary.
+
+    ``predict`` maps raw pixels 0..255 to the model's probabilities.
+    """
     paths, y = _labelled(cfg, labels)
     size = (shape.height, shape.width)
     pixels = np.stack(
         [decode_image(p, shape.color_mode, size, cfg.resize_method) for p in paths]
     ).astype(np.float32)
-    probs = model.predict(pixels, verbose=0, batch_size=256)
+    probs = predict(pixels)
     cal, held = halves(y, len(labels), cfg.seed)
     thresholds = calibrate(y[cal], probs[cal], labels, cfg.policy, cfg.target)
     thresholds = with_test_results(thresholds, y[held], probs[held])

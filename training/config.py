@@ -204,6 +204,10 @@ class ImportConfig:
     threshold: float = 0.5
     opset: int = 17
     seed: int = 1337
+    input_layout: str | None = None  # ONNX only: "nchw" | "nhwc"; None: from the input shape
+    mean: tuple[float, ...] = (0.0,)  # ONNX only: per-channel mean, after the range
+    std: tuple[float, ...] = (1.0,)  # ONNX only: per-channel std, after the range
+    outputs: str | None = None  # ONNX only: "logits" | "probabilities"; None: from the graph
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from contract.imaging import IMAGE_SUFFIXES, is_grayscale, open_image
+from contract.imaging import is_grayscale, is_image_file, open_image
 from contract.metadata import ColorMode
 from training.config import DataConfig
 from training.errors import DatasetError
@@ -49,8 +49,11 @@ def _scan_class(folder: Path, strict: bool, skipped: list, gray: list[bool]) -> 
     good = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
         reason = None
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            reason = f"unsupported file type {path.suffix or '(none)'}"
+        if not is_image_file(path):
+            reason = (
+                f"unsupported file type {path.suffix or '(none)'}: not a format Pillow decodes "
+                "(convert it to PNG or TIFF)"
+            )
         else:
             try:
                 gray.append(is_grayscale(open_image(path)))

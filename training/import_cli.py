@@ -60,15 +60,30 @@ def _unit(open_interval: bool):
     return parse
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give one number or one per channel, comma-separated, e.g. 0.485,0.456,0.406"
+        ) from None
+    return values
+
+
 def add_import_parser(sub: Any) -> None:
     p = sub.add_parser(
         "import",
-        help="publish a Keras model trained elsewhere (.keras, .h5, SavedModel folder)",
-        description="Wrap a Keras 2 (tf-keras) model so it takes raw pixels 0..255, export "
-        "ONNX + SavedModel + HDF5, check parity and publish OUT/NAME/<version>/.",
+        help="publish a model trained elsewhere (Keras 2/3 .keras/.h5, SavedModel, ONNX)",
+        description="Wrap a Keras 2 (tf-keras) or Keras 3 model, or an ONNX image classifier "
+        "from any framework, so it takes raw pixels 0..255 [N,H,W,C] and answers probabilities; "
+        "export, check parity against the source and publish OUT/NAME/<version>/.",
     )
     p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="less output")
-    p.add_argument("model", type=_model_path, help="a .keras or .h5 file or a SavedModel folder")
+    p.add_argument(
+        "model",
+        type=_model_path,
+        help="a .keras or .h5 file (Keras 2 or 3), a tf-keras SavedModel folder, or a .onnx file",
+    )
     p.add_argument("--labels", type=_existing("file"), required=True, help="one label per line")
     p.add_argument("--name", type=_name, required=True, help="published as OUT/NAME/<version>/")
     p.add_argument(
@@ -104,7 +119,31 @@ def add_import_parser(sub: Any) -> None:
         type=_unit(False),
         help="without --calibration-data: the fixed threshold of every class (default 0.5)",
     )
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument(
+        "--opset", type=int, default=17, help="ONNX opset of a Keras export (default 17)"
+    )
+    onnx = p.add_argument_group("ONNX models (preprocessing put into the graph)")
+    onnx.add_argument(
+        "--input-layout",
+        choices=("nchw", "nhwc"),
+        help="the model's input layout (PyTorch: nchw); default: from the input shape",
+    )
+    onnx.add_argument(
+        "--mean",
+        type=_floats,
+        help="per-channel mean subtracted after --input-range, e.g. 0.485,0.456,0.406 (default 0)",
+    )
+    onnx.add_argument(
+        "--std",
+        type=_floats,
+        help="per-channel std divided by after the mean, e.g. 0.229,0.224,0.225 (default 1)",
+    )
+    onnx.add_argument(
+        "--outputs",
+        choices=("logits", "probabilities"),
+        help="what the model answers; default: probabilities when the graph ends in "
+        "Softmax/Sigmoid, otherwise logits (a softmax is added)",
+    )
     p.add_argument("--seed", type=int, default=1337, help="seed of the calibration split")
 
 
@@ -115,6 +154,12 @@ def check_import_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error("--target-precision/--target-recall need --calibration-data")
     if args.calibration_data is not None and args.threshold is not None:
         parser.error("--threshold is for uncalibrated imports: drop it or --calibration-data")
+    onnx_only = [f for f in ("input_layout", "mean", "std", "outputs") if getattr(args, f)]
+    if onnx_only and args.model.suffix.lower() != ".onnx":
+        flags = ", ".join("--" + f.replace("_", "-") for f in onnx_only)
+        parser.error(
+            f"{flags}: only for .onnx models (a Keras model takes NHWC and says its range)"
+        )
 
 
 def run_import_command(args: argparse.Namespace) -> int:
@@ -136,6 +181,10 @@ def run_import_command(args: argparse.Namespace) -> int:
         threshold=0.5 if args.threshold is None else args.threshold,
         opset=args.opset,
         seed=args.seed,
+        input_layout=args.input_layout,
+        mean=args.mean or (0.0,),
+        std=args.std or (1.0,),
+        outputs=args.outputs,
     )
     version_dir = run_import(cfg)
     print(f"published {version_dir}")

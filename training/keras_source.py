@@ -1,10 +1,8 @@
-"""Read a user's Keras model (.h5, .keras or a SavedModel folder) with tf-keras, or say why not.
+"""Read a user's Keras 2 model (.h5, .keras or a SavedModel folder) with tf-keras, or say why not.
 
-Visor exports Keras 2 models (tf-keras). A file written by Keras 3 records its version: an .h5
-in the root attribute ``keras_version``, a .keras zip in ``metadata.json``. tf-keras cannot
-deserialise either (Keras 3 configs use ``batch_shape`` and module paths tf-keras lacks), so such
-a file is refused with the conversion that does work: Keras 3 ``save_weights`` then tf-keras
-``load_weights`` into the same architecture.
+A file written by Keras 3 records its version (an .h5 in the root attribute ``keras_version``, a
+.keras zip in ``metadata.json``); tf-keras cannot deserialise it, so ``import`` reads such files
+with Keras 3 instead (training/keras3_source.py) and only Keras 2 files come here.
 """
 
 from __future__ import annotations
@@ -16,12 +14,6 @@ from pathlib import Path
 import tf_keras as keras
 
 from training.errors import ImportModelError
-
-CONVERT_KERAS3 = (
-    "to convert: in Keras 3 run model.save_weights('model.weights.h5'); build the same "
-    "architecture with `import tf_keras as keras` (TF_USE_LEGACY_KERAS=1), call "
-    "model.load_weights('model.weights.h5') and model.save('model.h5'); import that file"
-)
 
 
 def saved_keras_version(path: Path) -> str | None:
@@ -66,11 +58,6 @@ def load_keras_model(path: Path) -> tuple[keras.Model, dict[str, str]]:
     except Exception as exc:  # noqa: BLE001 - any load failure is reported in one line
         # The first sentence says what failed; the rest is a page of model config
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0].split('. ')[0][:160]}"
-        if version and version.startswith("3"):
-            raise ImportModelError(
-                f"{path} was saved by Keras {version}; tf-keras cannot read Keras 3 files "
-                f"({reason}); {CONVERT_KERAS3}"
-            ) from None
         raise ImportModelError(f"{path} could not be loaded with tf-keras ({reason})") from None
     if not isinstance(model, keras.Model):
         raise ImportModelError(

@@ -1,12 +1,12 @@
 """What live verification adds to a request: ``VersionMonitor.record`` per request, in µs, and
-the memory one stored request takes.
+the memory a recorded request leaves behind.
 
     python -m loadtests.experiments.monitor_cost --version-dir models/digits/1 --images 1
 
 Records synthetic answers of ``--images`` images into a monitor of the version's metadata (with
-and without a drift reference) and prints the best of ``--repeat`` timings as JSON. A request id
-(``uuid4().hex``) is timed on its own: the engine makes one per request either way. Memory:
-tracemalloc over ``--number`` requests recorded into a fresh monitor (ids included).
+and without a drift reference) and prints the best of ``--repeat`` timings as JSON; the timing
+includes signing the request id (the receipt feedback is read from). Memory: tracemalloc over
+``--number`` requests recorded into a fresh monitor.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import argparse
 import json
 import timeit
 import tracemalloc
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -24,28 +23,31 @@ from prometheus_client import CollectorRegistry
 from contract.metadata import Histogram, Reference, load_metadata
 from service.metrics import Metrics
 from service.monitoring import VersionMonitor
+from service.monitoring.receipts import Receipts
 from service.settings import Settings
 from service.types import Classification
+
+
+def _monitor(meta: object, settings: Settings) -> VersionMonitor:
+    receipts = Receipts(["a key"], settings.monitor_prediction_ttl_s)
+    return VersionMonitor(meta, Metrics(CollectorRegistry()), settings, receipts)  # type: ignore[arg-type]
 
 
 def _cost_us(
     monitor: VersionMonitor, result: Classification, served: np.ndarray, n: int, repeat: int
 ) -> float:
-    ids = iter([uuid.uuid4().hex for _ in range(n * repeat)])
-    best = min(
-        timeit.repeat(lambda: monitor.record(next(ids), result, served), number=n, repeat=repeat)
-    )
+    best = min(timeit.repeat(lambda: monitor.record(result, served), number=n, repeat=repeat))
     return best / n * 1e6
 
 
 def _bytes_per_request(
     meta: object, settings: Settings, result: Classification, served: np.ndarray, n: int
 ) -> int:
-    monitor = VersionMonitor(meta, Metrics(CollectorRegistry()), settings)  # type: ignore[arg-type]
+    monitor = _monitor(meta, settings)
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
     for _ in range(n):
-        monitor.record(uuid.uuid4().hex, result, served)
+        monitor.record(result, served)
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
     grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
@@ -83,10 +85,8 @@ def main() -> None:
         ("record_us", meta),
         ("record_without_reference_us", meta.model_copy(update={"reference": None})),
     ):
-        monitor = VersionMonitor(m, Metrics(CollectorRegistry()), settings)
+        monitor = _monitor(m, settings)
         out[name] = round(_cost_us(monitor, result, served, args.number, args.repeat), 2)
-    best = min(timeit.repeat(lambda: uuid.uuid4().hex, number=args.number, repeat=args.repeat))
-    out["request_id_us"] = round(best / args.number * 1e6, 2)
     out["stored_bytes_per_request"] = _bytes_per_request(
         meta, settings, result, served, args.number
     )

@@ -22,7 +22,6 @@ from service.grpc.generated import visor_ext_pb2_grpc as ext_grpc
 from service.grpc.handlers import SERVICE_NAME, add_inference_service
 from service.grpc.servicer import InferenceServicer
 from service.settings import Settings
-from service.workers.siblings import Siblings
 
 log = logging.getLogger(__name__)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -125,7 +124,6 @@ class GrpcFrontend:
         settings: Settings,
         *,
         interceptors: Sequence[grpc.aio.ServerInterceptor] | None = None,
-        siblings: Siblings | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -136,7 +134,7 @@ class GrpcFrontend:
             interceptors = [ApiKeyInterceptor(keys)] if keys.enabled else []
         self._interceptors = list(interceptors)
         self.server: grpc.aio.Server | None = None  # made in start(): it binds to that loop
-        self.servicer = InferenceServicer(engine, settings, siblings)
+        self.servicer = InferenceServicer(engine, settings)
         self.health = HealthPublisher(engine, health_aio.HealthServicer())
         self.port = 0
         self._stopping: asyncio.Future[None] | None = None

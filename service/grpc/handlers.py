@@ -46,9 +46,6 @@ def _deserializer(message: type) -> Callable[[bytes], Any]:
     return parse
 
 
-parse_infer_request = _deserializer(pb.ModelInferRequest)
-
-
 def _unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if isinstance(request, Undecodable):
@@ -71,10 +68,11 @@ def add_inference_service(servicer: Any, server: grpc.aio.Server) -> None:
             request_deserializer=_deserializer(getattr(pb, f"{name}Request")),
             response_serializer=getattr(pb, f"{name}Response").SerializeToString,
         )
-    # ModelInfer takes and returns bytes: a call handed to a sibling worker travels as it
-    # came, unparsed (service/workers/siblings.py); one answered here is parsed as the others are.
+    # ModelInfer takes an Undecodable itself: it counts the refusal before answering it.
     handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
-        servicer.infer_bytes_call, request_deserializer=None, response_serializer=None
+        servicer.ModelInfer,
+        request_deserializer=_deserializer(pb.ModelInferRequest),
+        response_serializer=pb.ModelInferResponse.SerializeToString,
     )
     stream: Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], Any] = (
         servicer.ModelStreamInfer

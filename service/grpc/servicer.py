@@ -15,14 +15,11 @@ from service.errors import ModelUnavailable, VisorError
 from service.grpc import convert
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.grpc.handlers import Undecodable, parse_infer_request
+from service.grpc.handlers import Undecodable
 from service.settings import Settings
-from service.workers.siblings import INFER, SiblingError, SiblingGone, Siblings
 
 log = logging.getLogger(__name__)
 EXTENSIONS = ["model_stream_infer"]  # besides the engine's, which both wires share
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
-_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
 
 def _ascii(text: str) -> str:
@@ -31,17 +28,12 @@ def _ascii(text: str) -> str:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(
-        self, engine: Engine, settings: Settings, siblings: Siblings | None = None
-    ) -> None:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
         self._timeout = settings.request_timeout_s
         self.stopping = False  # set by GrpcFrontend.stop: new inference calls get UNAVAILABLE
         self._active = 0  # inference calls in progress
         self._idle: asyncio.Event | None = None
-        self.siblings = siblings  # the other workers, when this one hands calls to them
-        self._calls = 0  # ModelInfer calls that came to this worker and are not answered yet
-        self._for_siblings = 0  # calls siblings handed to this worker, not answered yet
 
     async def wait_idle(self, timeout: float) -> None:
         """Wait (at most ``timeout``) until no inference call is in progress."""
@@ -119,63 +111,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await context.abort(
                 grpc.StatusCode.INTERNAL, "internal error (a bug in Visor); see the server log"
             )
-
-    async def infer_bytes_call(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        """``ModelInfer`` as registered: handed to a less busy sibling worker, or answered here."""
-        siblings = self.siblings
-        if siblings is None:
-            return await self._answer_here(data, context)
-        # A worker's load is every ModelInfer it holds: calls that came to it (answered
-        # here or handed on) and calls its siblings handed to it. One connection's calls then
-        # go to the sibling until it holds as many; workers loaded evenly trade none.
-        load = self._calls + self._for_siblings
-        self._calls += 1
-        siblings.publish(load + 1)
-        try:
-            link = None if self.stopping else siblings.pick(load)
-            if link is not None:
-                try:
-                    return await link.call(INFER, data, context.time_remaining())
-                except SiblingError as err:
-                    if err.status != _UNAVAILABLE:
-                        await context.abort(_CODES[err.status], err.message)
-                    # The sibling is stopping (or its model reloading): answer here
-                except SiblingGone:
-                    pass  # The sibling stopped; inference has no side effects: answer here
-            return await self._answer_here(data, context)
-        finally:
-            self._calls -= 1
-            siblings.publish(self._calls + self._for_siblings)
-
-    async def _answer_here(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        request = parse_infer_request(data)
-        if isinstance(request, Undecodable):
-            await context.abort(request.error.grpc_code, request.error.message)
-        return (await self.ModelInfer(request, context)).SerializeToString()
-
-    async def answer_sibling(self, data: bytes, timeout: float | None) -> bytes:
-        """A ``ModelInfer`` a sibling worker handed over: its answer's bytes, or SiblingError."""
-        siblings = self.siblings
-        self._for_siblings += 1
-        if siblings is not None:
-            siblings.publish(self._calls + self._for_siblings)
-        try:
-            request = parse_infer_request(data)
-            if isinstance(request, Undecodable):
-                raise request.error
-            return (await self._infer(request, self._deadline(timeout))).SerializeToString()
-        except VisorError as err:
-            raise SiblingError(err.grpc_code.value[0], err.message) from None
-        except Exception:
-            log.exception("ModelInfer failed")
-            raise SiblingError(
-                grpc.StatusCode.INTERNAL.value[0],
-                "internal error (a bug in Visor); see the server log",
-            ) from None
-        finally:
-            self._for_siblings -= 1
-            if siblings is not None:
-                siblings.publish(self._calls + self._for_siblings)
 
     async def ModelStreamInfer(
         self,

@@ -34,7 +34,6 @@ from starlette.requests import Request
 
 from service.errors import StartupError
 from service.settings import Settings
-from service.workers.siblings import siblings_folder
 
 SUPPORTED = {"bentoml": ">=1.4,<1.5", "uvicorn": ">=0.55,<0.56"}
 
@@ -141,15 +140,14 @@ def serve(settings: Settings, service: Any) -> None:
     metrics_dir = tempfile.mkdtemp(prefix="visor-prometheus-")
     BentoMLContainer.prometheus_multiproc_dir.set(metrics_dir)
     try:
-        with siblings_folder(settings.worker_count):  # the workers' sockets (service/workers/)
-            serve_http(
-                service,
-                host=settings.host,
-                port=settings.http_port,
-                timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
-                timeout_keep_alive=max(1, math.ceil(settings.idle_timeout_s)),
-                **tls_options(settings),
-            )
+        serve_http(
+            service,
+            host=settings.host,
+            port=settings.http_port,
+            timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
+            timeout_keep_alive=max(1, math.ceil(settings.idle_timeout_s)),
+            **tls_options(settings),
+        )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 

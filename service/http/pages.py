@@ -7,13 +7,15 @@ machine without internet access. The reference reuses the Swagger UI build that 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from contract.imaging import image_suffixes
 from service.http.bento import swagger_assets
 from service.http.openapi import document
 from service.http.reports import model_card, report_file
@@ -21,8 +23,15 @@ from service.http.reports import model_card, report_file
 UI_DIR = Path(__file__).parent / "ui"
 
 
+@functools.cache
+def index_page() -> str:
+    """The page, its file picker offering every suffix training and scoring take."""
+    page = (UI_DIR / "index.html").read_text()
+    return page.replace("{{IMAGE_SUFFIXES}}", ",".join(sorted(image_suffixes())))
+
+
 async def index(_request: Request) -> Response:
-    return FileResponse(UI_DIR / "index.html")
+    return HTMLResponse(index_page())
 
 
 async def api_reference(_request: Request) -> Response:

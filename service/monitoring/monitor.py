@@ -1,7 +1,12 @@
-"""One model version's live verification: record served predictions, take feedback, publish
-rolling precision/recall (with Clopper-Pearson lower bounds) and drift (PSI) as gauges.
+"""One model version's live verification: sign what each request was answered with, take
+feedback, publish rolling precision/recall (with Clopper-Pearson bounds) and drift (PSI).
 
-Cost on the request path: one store insert and one window append per image (O(1)); the drift
+Two views. Counters (``visor_live_outcomes``, ``visor_drift_served``) count every feedback
+image's outcome and every served image's bucket: summed over replicas and workers by Prometheus,
+they give the fleet's precision, recall and drift (deploy/prometheus/rules.yml). Gauges hold this
+process's rolling window with exact bounds.
+
+Cost on the request path: one signature per request and one window append per image; the drift
 gauges are recomputed every ``drift_refresh_every`` served images, not per request, because a
 scrape under BentoML reads gauges from the workers' multiprocess files and cannot call back into
 a worker. Precision/recall are recomputed on each feedback call, for the classes it touched only.
@@ -14,6 +19,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -21,7 +27,8 @@ from contract.metadata import ModelMetadata, Reference
 from service.errors import FeedbackConflict, InvalidInput
 from service.metrics import Metrics
 from service.monitoring import stats
-from service.monitoring.windows import DriftWindow, FeedbackWindow, Prediction, PredictionStore
+from service.monitoring.receipts import Receipt, Receipts
+from service.monitoring.windows import AnsweredImages, DriftWindow, FeedbackWindow, outcomes
 from service.settings import Settings
 from service.types import Classification
 
@@ -61,6 +68,7 @@ class VersionMonitor:
         meta: ModelMetadata,
         metrics: Metrics,
         settings: Settings,
+        receipts: Receipts,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name, self.version = meta.name, meta.version
@@ -70,13 +78,19 @@ class VersionMonitor:
         self._key = (meta.name, str(meta.version))
         self._clock = clock
         self.confidence = meta.thresholds.confidence or DEFAULT_CONFIDENCE
-        self.store = PredictionStore(
+        self._receipts = receipts
+        self.answered = AnsweredImages(
             settings.monitor_predictions, settings.monitor_prediction_ttl_s
         )
         self.feedback_window = FeedbackWindow(
             len(self.labels), settings.live_window, settings.live_window_s
         )
         self._feedback_count = metrics.live_feedback.labels(*self._key)
+        self._outcomes = {
+            (c, outcome): metrics.live_outcomes.labels(*self._key, label, outcome)
+            for c, label in enumerate(self.labels)
+            for outcome in ("tp", "fp", "fn")
+        }
         self._set_targets(meta)
         self.drift: DriftWindow | None = None
         ref = _usable(meta)
@@ -90,9 +104,30 @@ class VersionMonitor:
                 settings.drift_window,
                 settings.drift_window_s,
             )
+            self._served = self._buckets(metrics, ref)
+            # Counted here, added to the counters with each drift refresh: a counter increment
+            # per bucket per request would cost more than the rest of record().
+            self._pending = ([0] * len(self.labels), [0] * len(self._ref_conf))
         self._min_samples = settings.drift_min_samples
         self._refresh_every = settings.drift_refresh_every
         self._unrefreshed = 0
+
+    def _buckets(self, metrics: Metrics, ref: Reference) -> tuple[list, list]:
+        """The served-image counters of each label and confidence bin, created at 0 (an empty
+        bucket must be summed as 0, not be missing), with their reference shares beside."""
+        edges = ref.confidence.edges
+        names = {
+            "label": self.labels,
+            "confidence": [f"{lo:g}-{hi:g}" for lo, hi in pairwise(edges)],
+        }
+        shares = {"label": self._ref_labels, "confidence": self._ref_conf}
+        served: dict[str, list] = {}
+        for kind, buckets in names.items():
+            served[kind] = [metrics.drift_served.labels(*self._key, kind, b) for b in buckets]
+            total = shares[kind].sum()
+            for b, share in zip(buckets, shares[kind], strict=True):
+                metrics.drift_reference.labels(*self._key, kind, b).set(share / total)
+        return served["label"], served["confidence"]
 
     def _set_targets(self, meta: ModelMetadata) -> None:
         t = meta.thresholds
@@ -101,8 +136,9 @@ class VersionMonitor:
         self._m.live_target.labels(*self._key, "confidence").set(self.confidence)
 
     # --- request path ----------------------------------------------------------------------
-    def record(self, request_id: str, result: Classification, served: np.ndarray) -> None:
-        """Keep what ``result`` answered, as labels at the ``served`` (calibrated) thresholds."""
+    def record(self, result: Classification, served: np.ndarray) -> str:
+        """The request id of ``result``: a receipt of its labels at the ``served`` (calibrated)
+        thresholds, which is all its feedback will need."""
         now = self._clock()
         probs = result.probabilities
         # Live precision is about the served thresholds: a request that asked for its own
@@ -112,23 +148,28 @@ class VersionMonitor:
         rows, cols = np.nonzero(hits)
         for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
             predicted[r].append(c)
-        top1 = probs.argmax(axis=1).tolist()
-        confidence = probs.max(axis=1).tolist()
-        self.store.add(
-            request_id,
-            Prediction(now, tuple(map(tuple, predicted)), tuple(top1), tuple(confidence)),
-        )
         if self.drift is not None:
-            self.drift.add(now, top1, stats.bin_indices(confidence, self._edges))
+            top1 = probs.argmax(axis=1).tolist()
+            bins = stats.bin_indices(probs.max(axis=1).tolist(), self._edges)
+            self.drift.add(now, top1, bins)
+            for pending, buckets in zip(self._pending, (top1, bins), strict=True):
+                for b in buckets:
+                    pending[b] += 1
             self._unrefreshed += len(probs)
             if self._unrefreshed >= self._refresh_every:
                 self.refresh_drift()
+        return self._receipts.issue(self.name, self.version, predicted)
 
     def refresh_drift(self) -> None:
         """Recompute the PSI gauges over the drift window (NaN while it holds too few images)."""
         if self.drift is None:
             return
         self._unrefreshed = 0
+        for counters, pending in zip(self._served, self._pending, strict=True):
+            for b, n in enumerate(pending):
+                if n:
+                    counters[b].inc(n)
+                    pending[b] = 0
         self.drift.expire(self._clock())
         samples = len(self.drift)
         self._m.drift_samples.labels(*self._key).set(samples)
@@ -141,34 +182,35 @@ class VersionMonitor:
 
     # --- feedback --------------------------------------------------------------------------
     def feedback(
-        self, request_id: str, labels: Sequence[str | int | None], index: int | None = None
-    ) -> FeedbackResult | None:
-        """Record ground truth for a request this version answered; None if it did not (or
-        the request expired). ``labels``: one per image (None: unknown), or one for ``index``."""
+        self, receipt: Receipt, labels: Sequence[str | int | None], index: int | None = None
+    ) -> FeedbackResult:
+        """Record ground truth for a request this version answered (its ``receipt``).
+        ``labels``: one per image (None: unknown), or one for ``index``."""
         now = self._clock()
-        prediction = self.store.get(request_id, now)
-        if prediction is None:
-            return None
-        truths = self._truths(prediction, labels, index)
-        done = sorted(j for j in truths if prediction.was_answered(j))
+        truths = self._truths(receipt, labels, index)
+        answered = self.answered.of(receipt.nonce, now)
+        done = sorted(j for j in truths if j in answered)
         if done:
             raise FeedbackConflict(
-                f"Feedback for image(s) {done} of request {request_id} was already recorded; "
+                f"Feedback for image(s) {done} of this request was already recorded; "
                 "each image counts once."
             )
         touched: set[int] = set()
         for j, truth in truths.items():
-            touched |= self.feedback_window.add(now, prediction.predicted[j], truth)
-            prediction.mark_answered(j)
+            predicted = receipt.predicted[j]
+            touched |= self.feedback_window.add(now, predicted, truth)
+            for found in outcomes(predicted, truth):
+                self._outcomes[found].inc()
+        self.answered.mark(receipt.nonce, set(truths), now)
         self._feedback_count.inc(len(truths))
         self._publish(sorted(touched))
         return FeedbackResult(self.name, self.version, len(truths))
 
     def _truths(
-        self, prediction: Prediction, labels: Sequence[str | int | None], index: int | None
+        self, receipt: Receipt, labels: Sequence[str | int | None], index: int | None
     ) -> dict[int, int]:
         """image index → true class index, validated (InvalidInput) before anything is counted."""
-        n = len(prediction.top1)
+        n = len(receipt.predicted)
         if isinstance(labels, str | bytes) or not isinstance(labels, Sequence):
             raise InvalidInput("'labels' must be a list: one true label per image of the request.")
         if index is not None:

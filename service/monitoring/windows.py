@@ -1,5 +1,5 @@
-"""Bounded, rolling stores of one model version: recent predictions (for feedback), feedback
-counts (for precision/recall) and served predictions (for drift).
+"""Bounded, rolling stores of one model version: images already given feedback (each counts
+once), feedback counts (for precision/recall) and served predictions (for drift).
 
 Every store is bounded by size and by age; appends and evictions are O(1) (amortised) and keep
 running counts, so the aggregates never rescan a window. Time is ``time.monotonic()`` seconds,
@@ -9,60 +9,51 @@ passed in by the caller (tests pass their own clock).
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass
 
 import numpy as np
 
 
-# Tuples, and no set until feedback arrives: the store holds tens of thousands of these.
-@dataclass(slots=True)
-class Prediction:
-    """What one request's images were answered with, kept until feedback arrives."""
-
-    created: float
-    predicted: tuple[tuple[int, ...], ...]  # thresholded class indices per image
-    top1: tuple[int, ...]  # argmax per image
-    confidence: tuple[float, ...]  # top-1 probability per image
-    answered: set[int] | None = None  # images whose feedback was recorded
-
-    def mark_answered(self, image: int) -> None:
-        if self.answered is None:
-            self.answered = set()
-        self.answered.add(image)
-
-    def was_answered(self, image: int) -> bool:
-        return self.answered is not None and image in self.answered
-
-
-class PredictionStore:
-    """request id → Prediction, oldest first; at most ``capacity`` ids, none older than ``ttl_s``."""
+class AnsweredImages:
+    """Request nonce → images whose feedback was recorded, so each image counts once; oldest
+    first, at most ``capacity`` requests, none older than ``ttl_s`` (a receipt that old is
+    refused before it is looked up)."""
 
     def __init__(self, capacity: int, ttl_s: float) -> None:
         self.capacity = capacity
         self.ttl_s = ttl_s
-        self._items: OrderedDict[str, Prediction] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, set[int]]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, request_id: str, prediction: Prediction) -> None:
-        self._items[request_id] = prediction
-        if len(self._items) > self.capacity:
-            self._items.popitem(last=False)
-        self.expire(prediction.created)
-
-    def get(self, request_id: str, now: float) -> Prediction | None:
-        """The prediction, or None when the id is unknown, evicted or older than ``ttl_s``."""
+    def of(self, nonce: str, now: float) -> set[int]:
+        """The images of request ``nonce`` already answered (empty when none)."""
         self.expire(now)
-        return self._items.get(request_id)
+        item = self._items.get(nonce)
+        return item[1] if item is not None else set()
+
+    def mark(self, nonce: str, images: set[int], now: float) -> None:
+        item = self._items.get(nonce)
+        if item is None:
+            self._items[nonce] = (now, set(images))
+            if len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        else:
+            item[1].update(images)
 
     def expire(self, now: float) -> None:
         items = self._items
         while items:
-            oldest = next(iter(items.values()))
-            if now - oldest.created <= self.ttl_s:
+            created, _ = next(iter(items.values()))
+            if now - created <= self.ttl_s:
                 return
             items.popitem(last=False)
+
+
+def outcomes(predicted: tuple[int, ...], truth: int) -> list[tuple[int, str]]:
+    """One image's (class, "tp" | "fp" | "fn") at the served thresholds, one-vs-rest."""
+    found = [(c, "tp" if c == truth else "fp") for c in predicted]
+    return found if truth in predicted else [*found, (truth, "fn")]
 
 
 class FeedbackWindow:
@@ -103,13 +94,9 @@ class FeedbackWindow:
         return self._count(predicted, truth, -1)
 
     def _count(self, predicted: tuple[int, ...], truth: int, sign: int) -> set[int]:
-        for c in predicted:
-            if c == truth:
-                self.tp[c] += sign
-            else:
-                self.fp[c] += sign
-        if truth not in predicted:
-            self.fn[truth] += sign
+        counts = {"tp": self.tp, "fp": self.fp, "fn": self.fn}
+        for c, outcome in outcomes(predicted, truth):
+            counts[outcome][c] += sign
         return {truth, *predicted}
 
 

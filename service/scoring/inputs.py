@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract.imaging import IMAGE_SUFFIXES
+from contract.imaging import is_image_file
 from service.scoring.model import Item, ScoringError
 
 
@@ -44,7 +44,7 @@ def open_source(text: str) -> Source:
         return Source(text, table=path)
     if path.is_dir():
         files = (p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        paths = sorted(str(p) for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = sorted(str(p) for p in files if is_image_file(p))
     elif path.is_file():
         paths = [str(path)]
     else:

@@ -1,1 +1,1 @@
-"""Worker processes: how many (``count``) and how they share calls (``siblings``)."""
+"""Worker processes: how many (``count``)."""

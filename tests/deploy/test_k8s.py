@@ -96,6 +96,11 @@ def test_base_fails_closed_without_the_api_key_secret() -> None:
         assert name.startswith("VISOR_") and name.removeprefix("VISOR_").lower() in fields, name
 
 
+def test_replicas_share_the_feedback_key_through_a_secret() -> None:
+    ref = _env(_base()["Deployment"])["VISOR_FEEDBACK_KEYS"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "visor-feedback-keys", "key": "keys", "optional": True}
+
+
 def test_no_auth_overlay_is_the_explicit_way_to_serve_without_keys() -> None:
     overlay = _docs(K8S / "overlays" / "no-auth" / "kustomization.yaml")[0]
     assert overlay["resources"] == ["../../base"]

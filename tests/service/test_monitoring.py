@@ -11,9 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from contract.metadata import ModelMetadata
-from service.errors import FeedbackConflict, InvalidInput
+from service.errors import FeedbackConflict, InvalidInput, UnknownRequest
 from service.metrics import Metrics
 from service.monitoring import VersionMonitor
+from service.monitoring.receipts import Receipts
 from service.settings import Settings
 from service.types import Classification
 from tests.helpers.models import LABELS, metadata
@@ -34,6 +35,21 @@ class Clock:
         return self.now
 
 
+class Live:
+    """A VersionMonitor with its receipts, requests named by the test: ``record("r1", …)``
+    keeps the receipt it issued, ``feedback("r1", …)`` reads it back."""
+
+    def __init__(self, monitor: VersionMonitor, receipts: Receipts) -> None:
+        self.monitor, self.receipts, self.ids = monitor, receipts, {}
+        self.drift = monitor.drift
+
+    def record(self, name: str, answer: Classification, served: np.ndarray) -> None:
+        self.ids[name] = self.monitor.record(answer, served)
+
+    def feedback(self, name: str, labels: object, index: int | None = None):
+        return self.monitor.feedback(self.receipts.read(self.ids[name]), labels, index)
+
+
 def _monitor(reference: dict | None = REFERENCE, **settings: object):
     meta = metadata("tiny", 1, "0" * 64)
     meta["thresholds"]["confidence"] = 0.95
@@ -42,20 +58,17 @@ def _monitor(reference: dict | None = REFERENCE, **settings: object):
     registry = CollectorRegistry()
     config = {"drift_min_samples": 3, "drift_refresh_every": 1, **settings}
     clock = Clock()
+    settings = Settings(models=Path("unused"), _env_file=None, **config)
+    receipts = Receipts(["key"], settings.monitor_prediction_ttl_s, clock)
     monitor = VersionMonitor(
-        ModelMetadata.model_validate(meta),
-        Metrics(registry),
-        Settings(models=Path("unused"), _env_file=None, **config),
-        clock,
+        ModelMetadata.model_validate(meta), Metrics(registry), settings, receipts, clock
     )
-    return monitor, registry, clock
+    return Live(monitor, receipts), registry, clock
 
 
 def _answer(rows: list[list[float]], source: str = "calibrated", threshold: float = 0.5):
     probs = np.array(rows, np.float32)
-    return Classification(
-        "tiny", 1, LABELS, probs, 1, np.full(3, threshold, np.float32), source, request_id="x"
-    )
+    return Classification("tiny", 1, LABELS, probs, 1, np.full(3, threshold, np.float32), source)
 
 
 SERVED = np.full(3, 0.5, np.float32)
@@ -136,7 +149,6 @@ def test_live_metrics_count_at_the_served_thresholds() -> None:
 def test_feedback_by_index_null_labels_conflicts_and_bad_input() -> None:
     monitor, registry, _ = _monitor()
     monitor.record("r1", _answer([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]]), SERVED)
-    assert monitor.feedback("nope", ["top"]) is None
     for labels, index, words in (
         (["top"], None, "1 labels for a request of 2"),
         (["cat", "top"], None, "'cat' (image 0) is not one of the model's labels"),
@@ -150,7 +162,7 @@ def test_feedback_by_index_null_labels_conflicts_and_bad_input() -> None:
     assert _value(registry, "visor_live_feedback_total") == 0.0  # nothing half-counted
     assert monitor.feedback("r1", [None, 1]).accepted == 1  # an index for a label works too
     assert monitor.feedback("r1", ["top"], index=0).accepted == 1
-    with pytest.raises(FeedbackConflict, match=re.escape("image(s) [0, 1] of request r1")):
+    with pytest.raises(FeedbackConflict, match=re.escape("image(s) [0, 1] of this request")):
         monitor.feedback("r1", ["top", "bottom"])
     assert _value(registry, "visor_live_feedback_total") == 2.0
     assert _value(registry, "visor_live_precision", label="bottom") == 1.0
@@ -163,7 +175,8 @@ def test_expired_requests_and_feedback_leave_the_windows() -> None:
     monitor.feedback("kept", ["bottom"])
     assert _value(registry, "visor_live_precision", label="top") == 0.0
     clock.now = 61.0
-    assert monitor.feedback("old", ["top"]) is None  # past the store's TTL
+    with pytest.raises(UnknownRequest, match="expired"):  # past the receipt's TTL
+        monitor.feedback("old", ["top"])
     clock.now = 121.0
     monitor.record("new", _answer([[0.9, 0.05, 0.05]]), SERVED)
     monitor.feedback("new", ["top"])  # the t=0 feedback left the 120 s window

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from service.monitoring import stats
-from service.monitoring.windows import DriftWindow, FeedbackWindow, Prediction, PredictionStore
+from service.monitoring.windows import AnsweredImages, DriftWindow, FeedbackWindow, outcomes
 
 
 def test_clopper_pearson_lower_bounds_by_hand() -> None:
@@ -66,18 +66,21 @@ def test_bin_indices_match_numpy_histogram_and_clip_outliers() -> None:
     assert counts.tolist() == np.histogram(inside, ten)[0].tolist()
 
 
-def _prediction(created: float) -> Prediction:
-    return Prediction(created, ((0,),), (0,), (0.9,))
+def test_answered_images_are_bounded_by_size_and_age() -> None:
+    store = AnsweredImages(capacity=2, ttl_s=10)
+    for i, nonce in enumerate("abc"):
+        store.mark(nonce, {0}, float(i))
+    assert len(store) == 2 and store.of("a", 2.0) == set()  # evicted: over capacity
+    store.mark("b", {3}, 2.0)  # a second feedback of a request joins its first
+    assert store.of("b", 11.0) == {0, 3}  # 10 s old: still kept
+    assert store.of("b", 11.5) == set() and store.of("c", 11.5) == {0}
+    assert store.of("c", 12.5) == set() and len(store) == 0
 
 
-def test_prediction_store_is_bounded_by_size_and_age() -> None:
-    store = PredictionStore(capacity=2, ttl_s=10)
-    for i, rid in enumerate("abc"):
-        store.add(rid, _prediction(float(i)))
-    assert len(store) == 2 and store.get("a", 2.0) is None  # evicted: over capacity
-    assert store.get("b", 11.0) is not None  # 10 s old: still kept
-    assert store.get("b", 11.5) is None and store.get("c", 11.5) is not None
-    assert store.get("c", 12.5) is None and len(store) == 0
+def test_outcomes_one_vs_rest() -> None:
+    assert outcomes((1,), 1) == [(1, "tp")]
+    assert outcomes((0, 2), 1) == [(0, "fp"), (2, "fp"), (1, "fn")]
+    assert outcomes((), 2) == [(2, "fn")]
 
 
 def test_feedback_window_counts_one_vs_rest_and_forgets() -> None:

@@ -1,5 +1,5 @@
-"""Several workers: how many ``--workers auto`` gives, and how workers share gRPC calls and
-feedback through their sockets (service/workers/). Real sockets and real server processes."""
+"""Several workers: how many ``--workers auto`` gives, and a real two-worker server whose
+workers each answer their connections and take each other's feedback (signed request ids)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import visor_ext_pb2 as ext
 from service.settings import Settings
 from service.workers.count import auto_workers, resolve_workers
-from service.workers.siblings import INFER, SiblingError, SiblingGone, Siblings
 from tests.helpers import ROOT
 from tests.helpers.models import H, W, reference_probabilities, write_version
 from tests.helpers.servers import free_port
@@ -65,60 +64,10 @@ def test_settings_only_parse_and_start_up_resolves_auto(tmp_path, four_cores) ->
 # --- two sibling endpoints in one loop -----------------------------------------------------
 
 
-@pytest.mark.anyio
-async def test_siblings_forward_bytes_errors_and_notice_a_sibling_gone(tmp_path) -> None:
-    seen: list[tuple[bytes, float | None]] = []
-
-    async def echo(payload: bytes, timeout: float | None) -> bytes:
-        seen.append((payload, timeout))
-        if payload == b"refuse":
-            raise SiblingError(grpc.StatusCode.INVALID_ARGUMENT.value[0], "bad input here")
-        if payload == b"hang":
-            await asyncio.sleep(30)
-        return payload[::-1]
-
-    a, b = Siblings(tmp_path, {INFER: echo}), Siblings(tmp_path, {INFER: echo})
-    b.path = tmp_path / "worker-b.sock"  # NOTE: both live in this process: distinct names
-    await b.start()
-    await a.start()  # finds b's socket as it starts
-    a.meter.cancel()  # NOTE: a's loop is declared saturated below; b measures its own (idle)
-    try:
-        a.busy = 0.5
-        assert a.pick(8) is None  # an unsaturated worker answers its calls, however many
-        a.busy = 1.0
-        assert a.pick(0) is None  # an idle worker answers its own calls
-        link = a.pick(1)
-        assert link is not None and link.path == b.path
-        assert await link.call(INFER, b"abc" * 1000, 2.5) == b"cba" * 1000
-        assert seen[-1][1] == 2.5
-        with pytest.raises(SiblingError) as err:
-            await link.call(INFER, b"refuse", None)
-        assert err.value.status == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-        assert err.value.message == "bad input here"
-        assert seen[-1][1] is None
-        # a sibling is given a call only while it works on fewer than this worker: what it
-        # publishes, or the calls handed to it and not yet answered, whichever is more
-        b.publish(5)
-        assert a.pick(5) is None and a.pick(6) is link
-        b.publish(0)
-        hung = asyncio.ensure_future(link.call(INFER, b"hang", None))
-        await asyncio.sleep(0.05)
-        assert a.pick(1) is None and a.pick(2) is link
-        await b.stop()
-        with pytest.raises(SiblingGone):
-            await asyncio.wait_for(hung, 5)
-        assert a.pick(5) is None  # a stopped sibling is never picked
-    finally:
-        await a.stop()
-        await b.stop()
-
-
 # --- a real server with two workers --------------------------------------------------------
 
 
 def _serve(repo: Path, port: int, workers: int, *extra: str) -> subprocess.Popen:
-    # NOTE: VISOR_GRPC_SPREAD_BUSY=0: calls are handed on whatever the loop's load, so the
-    # sharing is exercised on a machine where the client leaves the server's loop unsaturated
     argv = [sys.executable, "-m", "service", "serve", "--models", str(repo), "--grpc-only"]
     argv += ["--grpc-port", str(port), "--host", "127.0.0.1", "--workers", str(workers), *extra]
     return subprocess.Popen(
@@ -128,7 +77,6 @@ def _serve(repo: Path, port: int, workers: int, *extra: str) -> subprocess.Popen
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "VISOR_POLL_INTERVAL_S": "0",
-            "VISOR_GRPC_SPREAD_BUSY": "0",
         },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -151,13 +99,24 @@ def _request(i: int) -> bytes:
 
 
 async def _drive(port: int, calls: int, concurrency: int) -> list[pb.ModelInferResponse]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:  # ONE connection
-        infer = channel.unary_unary(
-            "/inference.GRPCInferenceService/ModelInfer",
-            request_serializer=None,
-            response_deserializer=pb.ModelInferResponse.FromString,
+    """``calls`` ModelInfer over ``concurrency`` connections (the kernel spreads connections
+    over the workers), then each answer's feedback over another connection than its own."""
+    channels = [
+        grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
         )
-        ready = channel.unary_unary(
+        for _ in range(concurrency)
+    ]
+    try:
+        infers = [
+            c.unary_unary(
+                "/inference.GRPCInferenceService/ModelInfer",
+                request_serializer=None,
+                response_deserializer=pb.ModelInferResponse.FromString,
+            )
+            for c in channels
+        ]
+        ready = channels[0].unary_unary(
             "/inference.GRPCInferenceService/ModelReady",
             request_serializer=pb.ModelReadyRequest.SerializeToString,
             response_deserializer=pb.ModelReadyResponse.FromString,
@@ -174,29 +133,30 @@ async def _drive(port: int, calls: int, concurrency: int) -> list[pb.ModelInferR
         answers: list = [None] * calls
         todo = iter(range(calls))
 
-        async def client() -> None:
+        async def client(infer) -> None:
             for i in todo:
                 answers[i] = await infer(_request(i), timeout=30)
 
-        await asyncio.gather(*(client() for _ in range(concurrency)))
+        await asyncio.gather(*(client(infer) for infer in infers))
         # a malformed call is refused the same way whichever worker answers it
-        for _ in range(8):
+        for infer in infers:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await infer(b"\xff\xff\xff", timeout=10)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        # feedback for every answer, over the same connection: each id is found by whichever
-        # worker answered it
-        feedback = channel.unary_unary(
-            "/visor.v1.Feedback/SendFeedback",
-            request_serializer=ext.FeedbackRequest.SerializeToString,
-            response_deserializer=ext.FeedbackResponse.FromString,
-        )
-        for answer in answers[:200]:
+        for i, answer in enumerate(answers[:200]):
+            feedback = channels[(i + 1) % concurrency].unary_unary(
+                "/visor.v1.Feedback/SendFeedback",
+                request_serializer=ext.FeedbackRequest.SerializeToString,
+                response_deserializer=ext.FeedbackResponse.FromString,
+            )
             done = await feedback(
                 ext.FeedbackRequest(request_id=_request_id(answer), labels=["top"]), timeout=10
             )
             assert done.accepted == 1
         return answers
+    finally:
+        for c in channels:
+            await c.close()
 
 
 def _request_id(answer: pb.ModelInferResponse) -> str:
@@ -208,16 +168,15 @@ def _worker_cpu(proc: subprocess.Popen) -> dict[int, float]:
     return {k.pid: sum(k.cpu_times()[:2]) for k in kids if "spawn_main" in " ".join(k.cmdline())}
 
 
-def test_one_connection_is_served_by_both_workers(tmp_path) -> None:
+def test_two_workers_answer_their_connections_and_each_others_feedback(tmp_path) -> None:
     repo = tmp_path / "models"
     write_version(repo, "tiny", 1)
     port = free_port()
     proc = _serve(repo, port, 2)
     try:
-        answers = asyncio.run(_drive(port, 30, 4))  # warm both workers' first calls
+        asyncio.run(_drive(port, 30, 4))  # both workers up and warm
         before = _worker_cpu(proc)
-        # NOTE: 64 in flight on one connection, as at the benchmark's heaviest point
-        answers = asyncio.run(_drive(port, 3000, 64))
+        answers = asyncio.run(_drive(port, 1000, 16))  # 16 connections: both workers get some
         after = _worker_cpu(proc)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -231,6 +190,5 @@ def test_one_connection_is_served_by_both_workers(tmp_path) -> None:
         np.testing.assert_allclose(probs, reference_probabilities(_pixels(i))[0], atol=1e-5)
     ids = {_request_id(a) for a in answers}
     assert len(ids) == len(answers)
-    # both workers worked for the one connection (the one that accepted it forwards calls)
     used = sorted(after[pid] - before[pid] for pid in before)
     assert used[0] > 0.1 * used[1], (used, output)

@@ -3,7 +3,6 @@ over HTTP and gRPC by a real server, and answer as Keras does; offline ``score``
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -143,14 +142,14 @@ def server(imported: dict, tmp_path_factory: pytest.TempPathFactory):
     srv.stop()
 
 
-def _http_probabilities(server, name: str, paths: list[Path], **form: str) -> list:
+def http_probabilities(server, name: str, paths: list[Path], **form: str) -> list:
     files = [("image", (p.name, p.read_bytes(), "image/png")) for p in paths]
     r = HTTP.post(f"{server.http}/classify", files=files, data={"model": name, **form})
     assert r.status_code == 200, r.text
     return [[pred["probabilities"][lab] for lab in LABELS] for pred in r.json()["predictions"]]
 
 
-def _grpc_probabilities(server, name: str, paths: list[Path]) -> np.ndarray:
+def grpc_probabilities(server, name: str, paths: list[Path]) -> np.ndarray:
     request = pb.ModelInferRequest(model_name=name)
     tensor = request.inputs.add(name="images", datatype="BYTES", shape=[len(paths)])
     tensor.contents.bytes_contents.extend(p.read_bytes() for p in paths)
@@ -165,10 +164,10 @@ def _grpc_probabilities(server, name: str, paths: list[Path]) -> np.ndarray:
 @pytest.mark.parametrize("name", ["gray", "rgb"])
 def test_served_over_both_protocols_as_keras_says(imported: dict, server, name: str) -> None:
     expected = _keras_probabilities(imported, name)
-    http = np.asarray(_http_probabilities(server, name, imported["images"]))
+    http = np.asarray(http_probabilities(server, name, imported["images"]))
     np.testing.assert_allclose(http, expected, atol=1e-5, rtol=0)
     np.testing.assert_allclose(
-        _grpc_probabilities(server, name, imported["images"]), expected, atol=1e-5, rtol=0
+        grpc_probabilities(server, name, imported["images"]), expected, atol=1e-5, rtol=0
     )
 
 
@@ -182,7 +181,7 @@ def test_models_route_and_retargeting_without_curves(imported: dict, server) -> 
         f"{server.http}/classify", files=files, data={"model": "gray", "target_precision": "0.9"}
     )
     assert r.status_code == 400 and "no calibration curves" in r.text, r.text
-    assert _http_probabilities(server, "rgb", [png], target_precision="0.9")  # rgb has curves
+    assert http_probabilities(server, "rgb", [png], target_precision="0.9")  # rgb has curves
 
 
 def test_offline_score_equals_the_server(imported: dict, server, tmp_path: Path) -> None:
@@ -195,34 +194,9 @@ def test_offline_score_equals_the_server(imported: dict, server, tmp_path: Path)
     assert done.returncode == 0, done.stderr
     rows = pd.read_json(out, lines=True).set_index("path")
     scored = np.stack([rows.loc[str(p), "probabilities"] for p in imported["images"]])
-    served = _http_probabilities(server, "gray", imported["images"])
+    served = http_probabilities(server, "gray", imported["images"])
     # NOTE: the server sends the shortest repr of each float32: the same float32 values
     np.testing.assert_array_equal(scored.astype(np.float32), np.asarray(served, np.float32))
-
-
-KERAS3_SCRIPT = """
-import keras, sys
-inputs = keras.Input((8, 8, 1))
-outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs))
-keras.Model(inputs, outputs).save(sys.argv[1])
-"""
-
-
-def test_a_keras3_file_is_refused_with_how_to_convert(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    made = subprocess.run(
-        [sys.executable, "-c", KERAS3_SCRIPT, str(tmp_path / "k3.keras")],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr[-2000:]
-    (tmp_path / "labels.txt").write_text("\n".join(LABELS))
-    done = run_training_cli(
-        "import", str(tmp_path / "k3.keras"), "--labels", str(tmp_path / "labels.txt"),
-        "--name", "k3", "--input-range", "0,1", "--out", str(tmp_path / "models"),
-    )  # fmt: skip
-    last = done.stderr.strip().splitlines()[-1]
-    assert done.returncode == 1 and "saved by Keras 3" in last and "save_weights" in last, last
-    assert not (tmp_path / "models" / "k3" / "1").exists()
 
 
 @pytest.mark.parametrize(

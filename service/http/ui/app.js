@@ -90,8 +90,11 @@ async function run() {
 }
 
 function takeFiles(fileList) {
-  const files = [...fileList].filter((f) => f.type.startsWith("image/") || f.type === "");
-  if (!files.length) return say("Those are not images: drop PNG, JPEG, BMP, GIF or WebP files.", true);
+  // The server fills the file input's accept list with the suffixes Pillow decodes.
+  const suffixes = $("files").accept.split(",").filter((s) => s.startsWith("."));
+  const known = (f) => suffixes.some((s) => f.name.toLowerCase().endsWith(s));
+  const files = [...fileList].filter((f) => f.type.startsWith("image/") || known(f));
+  if (!files.length) return say("Those are not images: drop PNG, JPEG, TIFF, BMP, GIF, WebP or another format Pillow decodes.", true);
   state.urls.forEach((u) => URL.revokeObjectURL(u));
   state.files = files;
   state.urls = files.map((f) => URL.createObjectURL(f));

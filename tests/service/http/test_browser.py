@@ -130,6 +130,24 @@ def test_a_dropped_image_is_classified(
     assert title == png.name
 
 
+def test_tiff_and_other_pillow_formats_are_picked_and_classified(
+    driver: Any, digits_server: Server, digits_repo: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    png = digit_pngs(digits_repo, ("5",))[0]
+    files = [tmp_path / "five.tif", tmp_path / "five.pcx"]  # PCX: no MIME type in a browser
+    for path in files:
+        Image.open(png).save(path)
+    open_page(driver, digits_server)
+    browser.upload(driver, files)
+    bars = browser.label_bars(driver)
+    expected = classify(digits_server, [png])["predictions"][0]["probabilities"]
+    assert len(bars) == 2
+    for shown in bars:
+        assert {k: v["probability"] for k, v in shown.items()} == pytest.approx(expected, abs=1e-7)
+
+
 def test_model_card_shows_the_report_figures(driver: Any, digits_server: Server) -> None:
     from selenium.webdriver.common.by import By
 

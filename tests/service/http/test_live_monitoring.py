@@ -9,6 +9,7 @@ import json
 import math
 import shutil
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import grpc
@@ -57,11 +58,8 @@ def data(digits_repo: Path) -> dict[str, list[Path]]:
     return {d.name: sorted(d.glob("*.png")) for d in sorted(root.iterdir()) if d.is_dir()}
 
 
-@pytest.fixture(scope="module")
-def live_server(
-    digits_repo: Path, data: dict[str, list[Path]], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    work = tmp_path_factory.mktemp("live")
+def _models(work: Path, digits_repo: Path, data: dict[str, list[Path]]) -> Path:
+    """A copy of the digits repository whose version carries a drift reference."""
     models = work / "models"
     shutil.copytree(digits_repo / "digits", models / "digits")
     version_dir = models / "digits" / "1"
@@ -69,7 +67,16 @@ def live_server(
     meta = json.loads((version_dir / "metadata.json").read_text())
     meta["reference"] = _reference(version_dir, sample)  # additive: metadata.json has no sha
     (version_dir / "metadata.json").write_text(json.dumps(meta))
-    # NOTE: one worker: each worker exports its own live gauges (label pid), read here as one
+    return models
+
+
+@pytest.fixture(scope="module")
+def live_server(
+    digits_repo: Path, data: dict[str, list[Path]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    work = tmp_path_factory.mktemp("live")
+    models = _models(work, digits_repo, data)
+    # One worker: each worker exports its own live gauges (label pid), read here as one.
     server = start_server(work, models, drift_min_samples=5, drift_refresh_every=1, workers=1)
     yield server
     server.stop()
@@ -110,7 +117,7 @@ def test_predictions_feedback_and_live_gauges_over_http_and_grpc(
     body = {"images": [base64.b64encode(i).decode() for i in http_images]}
     answer = HTTP.post(f"{live_server.http}/classify", json=body).json()
     http_id = answer["request_id"]
-    assert len(http_id) == 32
+    assert http_id
     served = [p["labels"] for p in answer["predictions"]]
     probs = [[p["probabilities"][x] for x in labels] for p in answer["predictions"]]
 
@@ -146,7 +153,7 @@ def test_predictions_feedback_and_live_gauges_over_http_and_grpc(
     assert sent.status_code == 200, sent.text
     assert sent.json() == {"request_id": http_id, "model": "digits", "version": 1, "accepted": 12}
     for bad, status, words in (
-        ({"request_id": "nope", "labels": ["1"]}, 404, "unknown or expired"),
+        ({"request_id": "nope", "labels": ["1"]}, 404, "was not issued by this model server"),
         ({"request_id": http_id, "labels": ["1"]}, 400, "1 labels for a request of 12"),
         ({"request_id": http_id, "labels": ["11"], "index": 0}, 400, "not one of the model's"),
         ({"request_id": http_id, "labels": ["0"], "index": 0}, 409, "already recorded"),
@@ -206,7 +213,7 @@ def test_rest_v2_and_grpc_ids_the_client_chose_are_kept(
     infer = f"{live_server.http}/v2/models/digits/infer"
     tensor = {"name": "images", "datatype": "BYTES", "shape": [1], "data": [png]}
     plain = HTTP.post(infer, json={"inputs": [tensor]}).json()
-    assert plain["id"] == plain["parameters"]["request_id"] and len(plain["id"]) == 32
+    assert plain["id"] == plain["parameters"]["request_id"] and plain["id"]
     named = HTTP.post(infer, json={"id": "mine", "inputs": [tensor]}).json()
     assert named["id"] == "mine" and named["parameters"]["request_id"] not in ("mine", plain["id"])
     sent = HTTP.post(
@@ -221,8 +228,135 @@ def test_rest_v2_and_grpc_ids_the_client_chose_are_kept(
     with grpc.insecure_channel(live_server.grpc) as channel:
         reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
         server_id = reply.parameters["request_id"].string_param
-        assert reply.id == "client-7" and len(server_id) == 32
+        assert reply.id == "client-7" and server_id not in ("", "client-7")
         done = ext_grpc.FeedbackStub(channel).SendFeedback(
             ext.FeedbackRequest(request_id=server_id, labels=["5"], index=0)
         )
     assert done.accepted == 1
+
+
+# --- a fleet: two replicas, no affinity, one restarted ----------------------------------------
+
+FLEET_KEY = "a key every replica shares"
+
+
+def _classify(server: Server, images: list[bytes], wire: str) -> tuple[str, list[list[str]], list]:
+    """(request id, thresholded labels per image, probabilities per image) over ``wire``."""
+    if wire == "http":
+        body = {"images": [base64.b64encode(i).decode() for i in images]}
+        answer = HTTP.post(f"{server.http}/classify", json=body).json()
+        predictions = answer["predictions"]
+        labels = sorted(predictions[0]["probabilities"])
+        probs = [[p["probabilities"][x] for x in labels] for p in predictions]
+        return answer["request_id"], [p["labels"] for p in predictions], probs
+    request = pb.ModelInferRequest(model_name="digits")
+    request.inputs.add(name="images", datatype="BYTES", shape=[len(images)])
+    request.inputs[0].contents.bytes_contents.extend(images)
+    with grpc.insecure_channel(server.grpc) as channel:
+        reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+    outputs = {o.name: i for i, o in enumerate(reply.outputs)}
+    served = [
+        [x for x in b.decode().split(",") if x]
+        for b in reply.outputs[outputs["labels"]].contents.bytes_contents
+    ]
+    probs = reply.outputs[outputs["probabilities"]].contents.fp32_contents
+    probs = np.asarray(probs, np.float32).reshape(len(images), -1).tolist()
+    return reply.parameters["request_id"].string_param, served, probs
+
+
+def _feedback(server: Server, request_id: str, truth: list[str], wire: str) -> int:
+    """Images accepted; a refusal fails the test with the server's message."""
+    if wire == "http":
+        sent = HTTP.post(
+            f"{server.http}/feedback", json={"request_id": request_id, "labels": truth}
+        )
+        assert sent.status_code == 200, sent.text
+        return sent.json()["accepted"]
+    with grpc.insecure_channel(server.grpc) as channel:
+        done = ext_grpc.FeedbackStub(channel).SendFeedback(
+            ext.FeedbackRequest(request_id=request_id, labels=truth)
+        )
+    return done.accepted
+
+
+def _sums(scrapes: list[list], name: str, *keys: str) -> dict[tuple[str, ...], float]:
+    """``name`` summed over replicas and workers by ``keys``, as ``sum by (keys)`` would."""
+    total: dict[tuple[str, ...], float] = {}
+    for samples in scrapes:
+        for s in samples:
+            if s.name == name and s.labels.get("model") == "digits":
+                key = tuple(s.labels[k] for k in keys)
+                total[key] = total.get(key, 0.0) + s.value
+    return total
+
+
+def test_any_replica_takes_feedback_and_the_counters_sum_over_the_fleet(
+    digits_repo: Path, data: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    models = _models(tmp_path, digits_repo, data)
+
+    def replica(name: str, workers: int) -> Server:
+        (tmp_path / name).mkdir()
+        return start_server(
+            tmp_path / name,
+            models,
+            workers=workers,
+            feedback_keys=f"{FLEET_KEY},an older key",
+            drift_refresh_every=1,  # the drift counters are added to at each refresh
+        )
+
+    fleet = [replica("a", 1), replica("b", 2)]
+    scrapes: list[list] = []
+    try:
+        labels = sorted(data)
+        answered: list[tuple[int, str, list[list[str]], list[str]]] = []
+        probs: list = []
+        for i in range(24):  # round robin, both wires, 1-3 images per request
+            truth = [labels[(i * 3 + j) % 10] for j in range(1 + i % 3)]
+            images = [data[t][(i + j) % 5].read_bytes() for j, t in enumerate(truth)]
+            rid, served, p = _classify(fleet[i % 2], images, ("http", "grpc")[i // 2 % 2])
+            answered.append((i % 2, rid, served, truth))
+            probs += p
+        # The first half's feedback goes to the replica that did NOT answer.
+        for i, (by, rid, _, truth) in enumerate(answered[:12]):
+            assert _feedback(fleet[1 - by], rid, truth, ("grpc", "http")[i % 2]) == len(truth)
+        tampered = answered[0][1][:-6] + ("AAAAAA" if answered[0][1][-6:] != "AAAAAA" else "BBBBBB")
+        r = HTTP.post(f"{fleet[0].http}/feedback", json={"request_id": tampered, "labels": ["1"]})
+        assert r.status_code == 404 and "not issued by this model server" in r.text, r.text
+        again = HTTP.post(
+            f"{fleet[0].http}/feedback",
+            json={"request_id": answered[1][1], "labels": answered[1][3]},
+        )
+        assert again.status_code == 409, again.text  # answered by b, counted once on a
+        # Replica b restarts (its counters restart from 0, as Prometheus's increase() expects)
+        # and still takes feedback for what it answered before.
+        scrapes.append(_samples(fleet[1]))
+        fleet[1].stop()
+        fleet[1] = replica("b-again", 1)
+        for i, (_, rid, _, truth) in enumerate(answered[12:]):
+            assert _feedback(fleet[1], rid, truth, ("grpc", "http")[i % 2]) == len(truth)
+        scrapes += [_samples(server) for server in fleet]
+    finally:
+        for server in fleet:
+            server.stop()
+
+    # What the answers and the truth imply, per class, one-vs-rest at the served thresholds.
+    expected: dict[tuple[str, str], float] = {}
+    for _, _, served, truth in answered:
+        for predicted, t in zip(served, truth, strict=True):
+            for label in predicted:
+                key = (label, "tp" if label == t else "fp")
+                expected[key] = expected.get(key, 0) + 1
+            if t not in predicted:
+                expected[(t, "fn")] = expected.get((t, "fn"), 0) + 1
+    outcomes = _sums(scrapes, "visor_live_outcomes_total", "label", "outcome")
+    assert {k: v for k, v in outcomes.items() if v} == expected
+    assert sum(_sums(scrapes, "visor_live_feedback_total").values()) == len(probs)
+    # Drift: served top-1 labels and confidence bins, summed, against the answers'.
+    p = np.asarray(probs)
+    top1 = np.bincount(p.argmax(axis=1), minlength=len(labels))
+    served_labels = _sums(scrapes, "visor_drift_served_total", "kind", "bucket")
+    assert [served_labels[("label", x)] for x in labels] == top1.tolist()
+    conf = np.histogram(np.clip(p.max(axis=1), 0, 1), EDGES)[0]
+    bins = [f"{lo:g}-{hi:g}" for lo, hi in pairwise(EDGES)]
+    assert [served_labels[("confidence", b)] for b in bins] == conf.tolist()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from contract.imaging import image_suffixes
 from tests.helpers.models import CARD_TEXT, png, site_repo
 from tests.helpers.servers import HTTP, KEY, Server, start_server
 
@@ -37,6 +38,15 @@ def test_pages_and_every_file_they_load_are_served_without_a_key(
     assert any(a.endswith(".js") for a in assets)
     for asset in assets:
         assert HTTP.get(f"{site.http}{asset}").status_code == 200, asset
+
+
+def test_the_file_picker_offers_every_format_training_and_scoring_take(site: Server) -> None:
+    html = HTTP.get(f"{site.http}/").text
+    match = re.search(r'id="files"[^>]*accept="([^"]*)"', html)
+    assert match, html
+    accept = match.group(1).split(",")
+    assert accept[0] == "image/*" and set(accept[1:]) == image_suffixes()
+    assert ".tif" in accept and ".tiff" in accept
 
 
 def test_app_modules_import_only_local_files(site: Server) -> None:
