@@ -32,32 +32,30 @@ RUN if ! python3 -m venv --help >/dev/null 2>&1; then \
     fi
 WORKDIR /opt/visor
 
-# --- dependencies: `scripts/install.sh serve` into /opt/visor/.venv ----------------------------
+# --- dependencies: `scripts/install.sh serve` (the hashed lock) into /opt/visor/.venv ----------
 FROM base AS deps
 COPY pyproject.toml README.md ./
-COPY scripts/ scripts/
-# NOTE: an empty package first, so the dependency layer is cached until pyproject.toml changes;
-# the editable install maps `service` to /opt/visor, where the code lands next. The serving image
-# has no `training/`: service/ imports nothing from it (tests/service/test_process.py).
-RUN mkdir -p contract service && touch contract/__init__.py service/__init__.py \
-    && PYTHON=python3 VENV=.venv scripts/install.sh serve
-# NOTE: install.sh installs onnxruntime-gpu (pyproject's dependency). A CPU image never uses its
-# CUDA/TensorRT providers (hundreds of MB), so it gets the plain CPU wheel of the same version.
-# Both wheels own the `onnxruntime` module and must never sit side by side: uninstall first.
-# ORT_PACKAGE=auto picks onnxruntime-gpu on a CUDA base image (they set CUDA_VERSION), else
-# onnxruntime; pass onnxruntime-gpu or onnxruntime to choose.
-ARG ORT_PACKAGE=auto
-RUN set -eu; want=$ORT_PACKAGE; \
-    if [ "$want" = auto ]; then want=onnxruntime; [ -z "${CUDA_VERSION:-}" ] || want=onnxruntime-gpu; fi; \
-    case "$want" in onnxruntime|onnxruntime-gpu) ;; *) echo "ORT_PACKAGE=$want: use auto, onnxruntime or onnxruntime-gpu" >&2; exit 2;; esac; \
-    if [ "$want" = onnxruntime ]; then \
-      v=$(.venv/bin/python -c 'from importlib.metadata import version; print(version("onnxruntime-gpu"))'); \
-      .venv/bin/python -m pip uninstall -y -q onnxruntime-gpu; \
-      .venv/bin/python -m pip install -q --no-deps "onnxruntime==$v"; \
-    fi; \
+COPY requirements/ requirements/
+# only the two scripts the dependency layer runs, so editing any other leaves it cached
+COPY scripts/install.sh scripts/slim-venv.sh scripts/
+# ACCEL picks ONNX Runtime's wheel: auto (default) installs onnxruntime-gpu on a CUDA base image
+# (they set CUDA_VERSION) and the CPU wheel onnxruntime otherwise; cpu or gpu to choose. Each
+# comes from its own lock (requirements/serve-cpu.txt, serve-gpu.txt): never both.
+ARG ACCEL=auto
+# NOTE: empty packages first, so the dependency layer is cached until the lock changes; the
+# editable install maps `contract` and `service` to /opt/visor, where the code lands next. The
+# serving image has no `training/`: service/ imports nothing from it (tests/test_architecture.py).
+RUN set -eu; accel=$ACCEL; \
+    if [ "$accel" = auto ]; then accel=cpu; [ -z "${CUDA_VERSION:-}" ] || accel=gpu; fi; \
+    mkdir -p contract service && touch contract/__init__.py service/__init__.py; \
+    PYTHON=python3 VENV=.venv VISOR_ACCEL=$accel scripts/install.sh serve; \
+    scripts/slim-venv.sh .venv; \
     .venv/bin/python -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())'
+COPY scripts/ scripts/
 COPY contract/ contract/
 COPY service/ service/
+# what serving imports must have survived slim-venv.sh
+RUN .venv/bin/python scripts/serve-imports.py && .venv/bin/python -m service serve --help >/dev/null
 
 # --- the serving image (models mounted at /models) -----------------------------------------------
 FROM base AS runtime
@@ -96,11 +94,12 @@ FROM ${TRAIN_IMAGE} AS trainer
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 WORKDIR /opt/visor
 COPY pyproject.toml README.md ./
+COPY requirements/ requirements/
 COPY scripts/ scripts/
 COPY contract/ contract/
 COPY service/ service/
 COPY training/ training/
-RUN PYTHON=python3 VENV=.venv scripts/install.sh train \
+RUN PYTHON=python3 VENV=.venv VISOR_ACCEL=cpu scripts/install.sh train \
     && VENV=.venv scripts/default-model.sh /models
 
 FROM runtime AS baked

@@ -2,23 +2,29 @@
 PYTHON ?= python3
 VENV   ?= .venv
 MODELS ?= models
+# ONNX Runtime's wheel: auto (onnxruntime-gpu when `nvidia-smi` lists a GPU, else onnxruntime), cpu, gpu
+ACCEL  ?= auto
 PY      = $(VENV)/bin/python
+INSTALL = VENV=$(VENV) PYTHON=$(PYTHON) VISOR_ACCEL=$(ACCEL) scripts/install.sh
 
-.PHONY: serve test install lint loadtest bench peers image image-smoke kube-smoke clean help
+.PHONY: serve test install lock lint loadtest bench peers image image-smoke kube-smoke clean help
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-serve:  ## install, create the default digits model if models/ has none, serve HTTP :3000 + gRPC :50051
-	VENV=$(VENV) PYTHON=$(PYTHON) scripts/install.sh full
+serve:  ## install serving + training (no test tools), create the default digits model if models/ has none, serve HTTP :3000 + gRPC :50051
+	$(INSTALL) train
 	VENV=$(VENV) scripts/default-model.sh $(MODELS)
 	VENV=$(VENV) scripts/serve.sh --models $(MODELS)
 
-test:  ## install and run the whole test suite
-	VENV=$(VENV) PYTHON=$(PYTHON) scripts/install.sh full
+test:  ## install the dev profile (with Debian's browser, Java, promtool) and run the whole test suite
+	$(INSTALL) dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-install:  ## create .venv and install Visor with training and dev extras
-	VENV=$(VENV) PYTHON=$(PYTHON) scripts/install.sh full
+install:  ## create .venv with the dev profile (PROFILE=serve|train|score|dev)
+	$(INSTALL) $(or $(PROFILE),dev)
+
+lock:  ## regenerate the hashed locks requirements/*.txt from pyproject.toml (uv; docs/install.md)
+	PYTHON=$(PYTHON) scripts/lock.sh
 
 lint:  ## ruff
 	$(VENV)/bin/ruff check service training tests loadtests
@@ -30,7 +36,7 @@ RUN_TIME   ?= 30s
 MIX        ?= classify=3,v2_infer=1,grpc_raw=3,grpc_bytes=1
 LT_MODEL   ?= digits
 loadtest:  ## locust, headless and bounded (USERS, SPAWN_RATE, RUN_TIME, MIX): CSV + HTML in loadtests/results/
-	VENV=$(VENV) PYTHON=$(PYTHON) scripts/install.sh full
+	$(INSTALL) dev
 	VENV=$(VENV) scripts/default-model.sh $(MODELS)
 	$(PY) -m loadtests.loadtest --models $(MODELS) --model $(LT_MODEL) --users $(USERS) \
 		--spawn-rate $(SPAWN_RATE) --run-time $(RUN_TIME) --mix $(MIX)
@@ -39,7 +45,7 @@ loadtest:  ## locust, headless and bounded (USERS, SPAWN_RATE, RUN_TIME, MIX): C
 BENCH_MODEL ?= mobilenetv2
 BENCH_ARGS  ?=
 bench:  ## benchmark BENCH_MODEL (mobilenetv2|digits) with the peers `make peers` installed; writes docs/benchmarks.{md,json,png}
-	VENV=$(VENV) PYTHON=$(PYTHON) scripts/install.sh full
+	$(INSTALL) dev
 	$(PY) -m loadtests.bench --model $(BENCH_MODEL) $(BENCH_ARGS)
 
 peers:  ## the benchmark's peer servers (KServe, PyTriton), each in its own venv under build/peers/
@@ -56,11 +62,12 @@ image:  ## build the CPU serving image visor:IMAGE_TAG (and visor:latest)
 		-t visor:$(IMAGE_TAG) -t visor:latest .
 
 image-smoke:  ## build the image and try it read-only with the digits model (minutes; not in `make test`)
-	VENV=$(VENV) PYTHON=$(PYTHON) scripts/install.sh full
+	$(INSTALL) train
 	ENGINE=$(ENGINE) IMAGE=visor:$(IMAGE_TAG) VENV=$(VENV) BASE_IMAGE=$(BASE_IMAGE) scripts/image-smoke.sh
 
+# dev: scripts/kube-smoke-check.py drives both wires with tritonclient (a test tool)
 kube-smoke:  ## play deploy/k8s with podman kube play: probes, both wires, read-only, a publish under load (minutes; not in `make test`)
-	VENV=$(VENV) PYTHON=$(PYTHON) scripts/install.sh full
+	$(INSTALL) dev
 	VENV=$(VENV) BASE_IMAGE=$(BASE_IMAGE) scripts/kube-smoke.sh
 
 clean:  ## remove the virtual environment and caches (models/ is kept)

@@ -1,53 +1,72 @@
 #!/usr/bin/env bash
-# Install Visor into a virtual environment. Used by `make`, .ci/run and the Dockerfile.
+# Install Visor into a virtual environment from a hashed lock (requirements/PROFILE-ACCEL.txt).
+# Used by `make`, .ci/run and the Dockerfile; docs/install.md describes the profiles.
 #   scripts/install.sh serve   serving only: ONNX Runtime, BentoML, gRPC (no TensorFlow)
-#   scripts/install.sh train   serving + training (TensorFlow, tf-keras, tf2onnx)
-#   scripts/install.sh full    serving + training + test/load-test tools (default)
-# VENV=path picks the environment (default .venv); VENV=system installs into the current Python.
+#   scripts/install.sh train   serving + training: what `make serve` needs to create the default model
+#   scripts/install.sh score   serving + offline scoring, local and on Spark (Java from Debian)
+#   scripts/install.sh dev     everything `make test` needs, with Debian's browser, Java and promtool
+# VISOR_ACCEL=auto|cpu|gpu picks ONNX Runtime's wheel: auto (default) is gpu when `nvidia-smi`
+# lists a GPU. VENV=path picks the environment (default .venv); VENV=system installs into the
+# current Python. VISOR_INSTALL_PLAN=1 prints the lock it would install and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-profile=${1:-full}
+profile=${1:-dev}
 case "$profile" in
-  serve) extras="" ;;
-  train) extras="[train]" ;;
-  full)  extras="[train,dev,spark]" ;;
-  *) echo "install.sh: unknown profile '$profile' (serve|train|full)" >&2; exit 2 ;;
+  serve|train|score|dev) ;;
+  full) profile=dev ;;  # the name of the dev profile before the locks
+  *) echo "install.sh: unknown profile '$profile' (serve|train|score|dev)" >&2; exit 2 ;;
 esac
-# The full profile's tests also need programs from Debian: a browser and its driver (the web UI
-# test), a Java runtime (Spark's local[N] master) and promtool (the alert rules). Installed here
-# when missing and we may (root with apt-get); otherwise those tests say what to install.
+accel=${VISOR_ACCEL:-auto}
+case "$accel" in
+  auto) if nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then accel=gpu; else accel=cpu; fi ;;
+  cpu|gpu) ;;
+  *) echo "install.sh: VISOR_ACCEL='$accel': use auto, cpu or gpu" >&2; exit 2 ;;
+esac
+lock=requirements/$profile-$accel.txt
+[ -f "$lock" ] || { echo "install.sh: $lock is missing; scripts/lock.sh writes it" >&2; exit 2; }
+if [ "${VISOR_INSTALL_PLAN:-0}" = 1 ]; then echo "$profile $accel $lock"; exit 0; fi
+# Programs from Debian: the dev profile's tests need a browser and its driver (the web UI test),
+# a Java runtime (Spark's local[N] master) and promtool (the alert rules); the score profile needs
+# Java for `--engine spark`. Installed when missing and we may (root with apt-get); otherwise the
+# tests and the Spark engine say what to install. The serve and train profiles need none.
 system_packages() {
-  local want=() cmd pkg
-  for pair in chromium:chromium chromedriver:chromium-driver java:default-jre-headless \
-              promtool:prometheus; do
+  local want=() cmd pkg pair
+  for pair in "$@"; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || want+=("$pkg")
   done
   [ ${#want[@]} -gt 0 ] || return 0
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "install.sh: not root with apt-get; install ${want[*]} for the browser, Spark and promtool tests" >&2
+    echo "install.sh: not root with apt-get; install ${want[*]} (Debian packages) for the $profile profile" >&2
     return 0
   fi
   echo "install.sh: installing ${want[*]} (Debian packages)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
 }
-if [ "$profile" = full ]; then system_packages; fi
+case "$profile" in
+  dev) system_packages chromium:chromium chromedriver:chromium-driver java:default-jre-headless \
+         promtool:prometheus ;;
+  score) system_packages java:default-jre-headless ;;
+esac
 venv=${VENV:-.venv}
 if [ "$venv" = system ]; then py=${PYTHON:-python3}; else py="$venv/bin/python"; fi
 stamp_dir=${venv/#system//tmp}
-stamp="$stamp_dir/.visor-installed-$profile-$(cat pyproject.toml | sha256sum | cut -c1-16)"
+stamp="$stamp_dir/.visor-installed-$profile-$accel-$(cat "$lock" pyproject.toml | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then exit 0; fi
 if [ "$venv" != system ] && [ ! -x "$py" ]; then
   "${PYTHON:-python3}" -m venv "$venv"
 fi
-"$py" -m pip install --quiet --upgrade pip wheel setuptools
-"$py" -m pip install --quiet -e ".${extras}"
-# NOTE: plain `onnxruntime` shares the module name with onnxruntime-gpu and hides the CUDA
-# provider; some packages pull it in, so refuse to continue if it appeared.
-if "$py" -m pip show onnxruntime >/dev/null 2>&1; then
-  echo "install.sh: plain 'onnxruntime' got installed beside onnxruntime-gpu; removing it" >&2
-  "$py" -m pip uninstall -y onnxruntime
-  "$py" -m pip install --quiet --force-reinstall --no-deps "onnxruntime-gpu==1.31.*"
+# onnxruntime and onnxruntime-gpu own the same module: the other one goes before this one comes
+other=onnxruntime-gpu; [ "$accel" = gpu ] && other=onnxruntime
+if "$py" -m pip show "$other" >/dev/null 2>&1; then
+  echo "install.sh: removing $other (this environment now gets the $accel wheel)"
+  "$py" -m pip uninstall --quiet -y "$other"
+  # its removal took the shared module's files; the wanted wheel must be unpacked again
+  "$py" -m pip uninstall --quiet -y "$(sed -n 's/^\(onnxruntime[-a-z]*\)==.*/\1/p' "$lock")" 2>/dev/null || true
 fi
+# every package pinned and hash-checked; pip refuses anything the lock does not list
+"$py" -m pip install --quiet --require-hashes -r "$lock"
+# Visor itself, editable, built with the lock's setuptools (no unpinned build environment)
+"$py" -m pip install --quiet --no-deps --no-build-isolation -e .
 mkdir -p "$stamp_dir"; rm -f "$stamp_dir"/.visor-installed-"$profile"-*; touch "$stamp"
-echo "install.sh: $profile environment ready in $venv"
+echo "install.sh: $profile environment ($accel, $lock) ready in $venv"

@@ -120,13 +120,15 @@ def test_copied_paths_exist_and_are_not_ignored(stages: dict) -> None:
                 assert not any(fnmatch.fnmatch(path, pattern) for pattern in ignored), path
 
 
-def test_bentofile_serves_the_service_with_pyproject_dependencies() -> None:
+def test_bentofile_serves_the_service_with_the_serve_lock() -> None:
     bento = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
     module, _, attr = bento["service"].partition(":")
     assert (ROOT / (module.replace(".", "/") + ".py")).exists()
     assert attr == "Visor"
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert bento["python"]["packages"] == project["dependencies"]
+    # the serving profile's hashed lock (CPU wheel), as the image installs it; no re-locking
+    assert bento["python"]["requirements_txt"] == "requirements/serve-cpu.txt"
+    assert bento["python"]["lock_packages"] is False
+    assert (ROOT / bento["python"]["requirements_txt"]).exists()
     assert importlib.util.find_spec(module) is not None
 
 
@@ -147,14 +149,25 @@ def test_healthcheck_follows_the_configured_port_and_stop_is_graceful(stages: di
     assert runtime["STOPSIGNAL"] == "SIGTERM"
 
 
-def test_cpu_image_swaps_in_the_cpu_wheel_and_the_gpu_image_keeps_its_own(stages: dict) -> None:
+def test_image_installs_one_onnxruntime_from_the_lock_of_its_accelerator(stages: dict) -> None:
     deps = stages["deps"]
-    order = [i for i, (instruction, value) in enumerate(deps) if instruction == "RUN"]
-    install = next(i for i in order if "scripts/install.sh serve" in deps[i][1])
-    swap = next(i for i in order if "ORT_PACKAGE" in deps[i][1])
-    assert install < swap  # after install.sh, which installs onnxruntime-gpu
-    script = deps[swap][1]
-    # plain onnxruntime only after onnxruntime-gpu is gone: the two must never sit side by side
-    assert script.index("uninstall -y -q onnxruntime-gpu") < script.index('"onnxruntime==$v"')
-    assert "CUDA_VERSION" in script  # auto: the CUDA base images keep onnxruntime-gpu
-    assert ("ARG", "ORT_PACKAGE=auto") in deps
+    assert ("ARG", "ACCEL=auto") in deps
+    copied = [v.split()[0] for i, v in deps if i == "COPY"]
+    assert "requirements/" in copied  # the locks, before the install runs
+    script = next(v for i, v in deps if i == "RUN" and "scripts/install.sh serve" in v)
+    # auto: a CUDA base image (it sets CUDA_VERSION) gets the GPU lock, any other the CPU lock;
+    # install.sh installs exactly one ONNX Runtime wheel from requirements/serve-ACCEL.txt
+    assert "CUDA_VERSION" in script and "VISOR_ACCEL=$accel" in script
+    assert "onnxruntime-gpu" not in script and "pip install" not in script
+    # the venv is slimmed in the same layer, and what serving imports is checked after the code
+    assert script.index("install.sh serve") < script.index("scripts/slim-venv.sh .venv")
+    order = [(i, v) for i, v in deps if i in ("COPY", "RUN")]
+    check = next(k for k, (i, v) in enumerate(order) if "scripts/serve-imports.py" in v)
+    code = next(k for k, (i, v) in enumerate(order) if i == "COPY" and v.startswith("service/"))
+    assert code < check
+
+
+def test_trainer_stage_installs_the_train_lock(stages: dict) -> None:
+    trainer = stages["trainer"]
+    assert "requirements/" in [v.split()[0] for i, v in trainer if i == "COPY"]
+    assert any("scripts/install.sh train" in v for i, v in trainer if i == "RUN")
