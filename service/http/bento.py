@@ -50,7 +50,7 @@ def check_versions() -> None:
         wanted = ", ".join(f"{name}{spec}" for name, spec in SUPPORTED.items())
         raise StartupError(
             f"{' and '.join(wrong)} installed, but Visor's HTTP front-end (service/http/bento.py) "
-            f"is tested with {wanted}: install those (pip install -e .), or serve gRPC only "
+            f"is tested with {wanted}: install those (scripts/install.sh serve), or serve gRPC only "
             "(--protocol grpc)"
         )
 
