@@ -162,6 +162,7 @@ def _features(cfg: RunConfig, ds: Dataset, x: np.ndarray) -> np.ndarray:
     channels = 1 if ds.color_mode == "grayscale" else 3
     model = build_model(cfg.model, len(ds.labels), cfg.data.image_size, channels)
     extractor = keras.Model(model.input, model.get_layer(POOL_NAME).output)
+    log.info("calibration: backbone features of %d images, computed once", len(x))
     return extractor.predict(x, verbose=0, batch_size=64)
 
 
