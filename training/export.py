@@ -107,8 +107,8 @@ def verify_parity(
     if bad:
         worst = max(r.needed_rtol for r in bad.values())
         detail = ", ".join(
-            f"{kind}: max abs diff {r.max_abs_diff:.3g}, {r.excess:.3g}x the allowance, "
-            f"{r.top1_mismatches} top-1 label(s) changed"
+            f"{kind}: max abs diff {r.max_abs_diff:.3g} (within rtol {r.needed_rtol:.3g} at "
+            f"this atol), {r.top1_mismatches} top-1 label(s) changed"
             for kind, r in bad.items()
         )
         raise ParityFailed(

@@ -41,8 +41,9 @@ def _data(work: Path) -> dict[str, tuple[Path, list[str]]]:
         write_shapes(shapes, count=500, size=32, seed=0)
     backbone = work / "backbone.h5"
     if not backbone.exists():
+        write_shapes(work / "backbone-statistics", count=100, size=32, seed=1)
         subprocess.run(
-            [sys.executable, "-c", _BACKBONE, str(backbone)],
+            [sys.executable, "-c", _BACKBONE, str(backbone), str(work / "backbone-statistics")],
             check=True,
             env={**os.environ, "TF_USE_LEGACY_KERAS": "1"},
         )
@@ -55,11 +56,22 @@ def _data(work: Path) -> dict[str, tuple[Path, list[str]]]:
 
 
 # MobileNetV2 with random weights saved as a local weight file: a transfer run (frozen base,
-# then fine-tuning) without downloading ImageNet weights.
-_BACKBONE = (
-    "import sys, tf_keras as k; k.applications.MobileNetV2(include_top=False, weights=None, "
-    "input_shape=(32, 32, 3)).save_weights(sys.argv[1])"
-)
+# then fine-tuning) without downloading ImageNet weights. Its BatchNorm statistics come from one
+# pass over other shapes images (seed 1, not the data set): with the initial ones (mean 0,
+# variance 1) the frozen random backbone gave every image the same answer.
+_BACKBONE = """
+import sys, numpy as np, tf_keras as k
+from pathlib import Path
+from PIL import Image
+paths = sorted(Path(sys.argv[2]).rglob("*.png"))
+x = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32) for p in paths]) / 127.5 - 1
+base = k.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
+for layer in base.layers:
+    if isinstance(layer, k.layers.BatchNormalization):
+        layer.momentum = 0.0
+base(x, training=True)
+base.save_weights(sys.argv[1])
+"""
 
 
 def _run(tree: Path, name: str, data: Path, args: list[str], work: Path) -> dict:
@@ -96,11 +108,16 @@ def main() -> None:
     parser.add_argument("--before-tree", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("build/calibration-cost"))
     parser.add_argument("--out", type=Path, default=Path("docs/calibration-cost.json"))
+    parser.add_argument("--only", help="run the data sets whose label contains this (merged)")
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
+    if args.only and args.out.exists():
+        results = json.loads(args.out.read_text())
     for label, (data, extra) in _data(work).items():
+        if args.only and args.only not in label:
+            continue
         slug = label.replace(" ", "-")
         runs = [("before", args.before_tree.resolve(), []), ("after", ROOT, [])]
         if "transfer" in label:
@@ -111,7 +128,7 @@ def main() -> None:
             print(label, when, json.dumps(row), flush=True)
             args.out.write_text(json.dumps(results, indent=2) + "\n")
     with open("/proc/loadavg") as fh:
-        results["load_average_at_end"] = fh.read().split()[:3]
+        results[f"load_average_at_end ({args.only or 'all'})"] = fh.read().split()[:3]
     args.out.write_text(json.dumps(results, indent=2) + "\n")
 
 
