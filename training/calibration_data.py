@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import tf_keras as keras
 
 
+
 def halves(y: np.ndarray, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (calibration, held out): every class split in two, seeded."""
     rng = np.random.default_rng(seed)

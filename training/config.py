@@ -121,7 +121,7 @@ class CalibrationConfig:
 
     ``folds`` >= 2: calibrate on out-of-fold predictions over train+val from that many extra
     models (cross-fitting); 0: on the validation split only; None: chosen per run
-    (training/calibration_method.py). ``policy`` and ``target`` come from
+    (training/crossfit.py: choose_folds). ``policy`` and ``target`` come from
     the CLI's --target-precision / --target-recall (one of the two).
     """
 
