@@ -189,6 +189,18 @@ class Artifact(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class ParityCheck(_Strict):
+    """The rule every artifact passed: per element |p_artifact - p_keras| <= atol + rtol *
+    |p_keras|, and the same top-1 label on every check image outside a near-tie."""
+
+    atol: float = Field(ge=0)
+    rtol: float = Field(ge=0)
+    images: int = Field(ge=0, description="The check batch (test-split images).")
+    top1_agreement: dict[ArtifactKind, float] = Field(
+        description="Share of check images whose top-1 label equals Keras's."
+    )
+
+
 class ModelMetadata(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     name: str = Field(pattern=NAME_PATTERN)
@@ -205,6 +217,9 @@ class ModelMetadata(_Strict):
     onnx_opset: int
     parity: dict[ArtifactKind, float] = Field(
         default_factory=dict, description="max |p_artifact - p_keras| on the check batch."
+    )
+    parity_check: ParityCheck | None = Field(
+        default=None, description="The tolerance that parity was checked at; None: older files."
     )
     reference: Reference | None = None
     golden: Golden | None = None

@@ -1,4 +1,4 @@
-"""``python -m training``: dataset | train | evaluate | import. Run with --help for every option."""
+"""``python -m training``: dataset | train | export | evaluate | import | publish. Run with --help for every option."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import training  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from training.config import (
@@ -47,7 +48,21 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     add_flags(g, ExportConfig, skip=("name",))
 
 
-_EXPORT_FLAGS = ("out_dir", "opset", "min_test_accuracy")
+_EXPORT_FLAGS = ("out_dir", "opset", "min_test_accuracy", "parity_atol", "parity_rtol")
+
+
+def _add_export_parser(sub: Any) -> None:
+    ex = sub.add_parser(
+        "export",
+        help="evaluate, calibrate, export, check and publish the model a finished train run "
+        "left in --work-dir, without fitting it again (after a parity failure or a refused "
+        "publish)",
+    )
+    ex.add_argument(
+        "--work-dir", type=Path, required=True, help="the work dir of a finished train run"
+    )
+    add_flags(ex, ExportConfig, overrides="as the run had")
+    add_flags(ex, CalibrationConfig, overrides="as the run had")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="no progress bars or info logs (warnings and errors only)",
     )
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{dataset,train,evaluate,import,publish}"
+        dest="command",
+        required=True,
+        metavar="{dataset,train,export,evaluate,import,publish}",
     )
     ds = sub.add_parser("dataset", help="write a bundled data set as class folders")
     ds.add_argument(
@@ -97,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--strict", action="store_true", help="fail on an unreadable file instead of skipping it"
     )
+    _add_export_parser(sub)
     add_import_parser(sub)
     from training.publish_remote import add_publish_parser
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,8 +21,11 @@ from training.config import (
     RunConfig,
 )
 from training.data import scan_labelled, write_digits
-from training.errors import EvaluateError, TrainingError
+from training.errors import EvaluateError, ResumeError, TrainingError
 from training.flags import from_args
+
+if TYPE_CHECKING:
+    from training.workflow import RunResult
 
 log = logging.getLogger("training")
 
@@ -36,6 +41,10 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "train":
         return _train(run_config(args))
+    if args.command == "export":
+        from training.workflow import run_export
+
+        return _published(run_export(export_config(args)))
     if args.command == "import":
         from training.import_cli import run_import_command
 
@@ -68,10 +77,35 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     )
 
 
+def export_config(args: argparse.Namespace) -> RunConfig:
+    """The config a finished run saved in ``--work-dir``, with the ``export`` flags given."""
+    saved = args.work_dir / "config.json"
+    try:
+        cfg = RunConfig.from_dict(json.loads(saved.read_text()))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ResumeError(f"{args.work_dir} is not a Visor work dir ({saved}: {exc})") from exc
+    given = vars(args)
+
+    def replaced(section: Any) -> Any:
+        names = {f.name for f in dataclasses.fields(section)}
+        return dataclasses.replace(section, **{k: v for k, v in given.items() if k in names})
+
+    return dataclasses.replace(
+        cfg,
+        export=replaced(cfg.export),
+        calibration=replaced(cfg.calibration),
+        # resume: reuse the out-of-fold predictions a calibration left in the work dir
+        fit=dataclasses.replace(cfg.fit, work_dir=args.work_dir, resume=True, quiet=args.quiet),
+    )
+
+
 def _train(cfg: RunConfig) -> int:
     from training.workflow import run_training
 
-    result = run_training(cfg)
+    return _published(run_training(cfg))
+
+
+def _published(result: RunResult) -> int:
     if result.version_dir is not None and result.metrics is not None:
         print(
             f"published {result.version_dir} test_accuracy={result.metrics.accuracy:.4f} "

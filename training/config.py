@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from contract.metadata import ColorMode, ResizeMethod
-from training.flags import at_least, fraction, model_name, option, repository
+from training.flags import at_least, fraction, model_name, non_negative, option, repository
 from training.flags import folds as flags_folds
+
+if TYPE_CHECKING:
+    from training.parity import ParityTolerance
 
 Architecture = Literal["cnn", "mobilenetv2", "efficientnetb0", "resnet50"]
 Strategy = Literal["none", "mirrored", "multiworker"]
@@ -116,7 +120,8 @@ class CalibrationConfig:
     """Per-class thresholds whose lower confidence bound of precision (or recall) reaches ``target``.
 
     ``folds`` >= 2: calibrate on out-of-fold predictions over train+val from that many extra
-    models (cross-fitting); 0: on the validation split only. ``policy`` and ``target`` come from
+    models (cross-fitting); 0: on the validation split only; None: chosen per run
+    (training/crossfit.py: choose_folds). ``policy`` and ``target`` come from
     the CLI's --target-precision / --target-recall (one of the two).
     """
 
@@ -127,10 +132,12 @@ class CalibrationConfig:
         help="confidence of the lower bound a threshold must certify the target at",
         parse=fraction,
     )
-    folds: int = option(
-        5,
-        help="calibrate on out-of-fold predictions over train+val from K extra models (costs "
-        "about K more fits); 0 = on the validation split only",
+    folds: int | None = option(
+        None,
+        help="auto (default): cross-fit on 5 folds unless every class has the validation images "
+        "to certify the target, then the validation split alone (no extra fits); K >= 2: "
+        "always cross-fit on out-of-fold predictions over train+val from K extra models (about "
+        "K more fits, only the head for transfer learning); 0 = the validation split only",
         flag="--calibration-folds",
         parse=flags_folds,
     )
@@ -152,7 +159,15 @@ class ExportConfig:
         parse=repository,
     )
     opset: int = option(17, help="ONNX opset", parse=at_least(13))
-    parity_tolerance: float = 1e-5
+    parity_atol: float = option(
+        1e-5,
+        help="export parity: each artifact's probabilities within ATOL + RTOL * p of Keras's, "
+        "and the same top-1 label (docs/training.md)",
+        parse=non_negative,
+    )
+    parity_rtol: float = option(
+        1e-3, help="export parity: the relative part of that tolerance", parse=non_negative
+    )
     parity_batch: int = 32
     min_test_accuracy: float | None = option(
         None,
@@ -160,6 +175,12 @@ class ExportConfig:
         "answering the most frequent label, at least +0.1, at most halfway to 1; 0 = publish "
         "anyway)",
     )
+
+    @property
+    def parity_tolerance(self) -> ParityTolerance:
+        from training.parity import ParityTolerance
+
+        return ParityTolerance(self.parity_atol, self.parity_rtol)
 
 
 @dataclass(frozen=True)
@@ -176,6 +197,33 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready nested dict (paths as strings), as stored in metadata ``training``."""
         return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> RunConfig:
+        """The config :meth:`to_dict` stored (a work dir's config.json); missing fields default."""
+        hints = typing.get_type_hints(cls)
+        return cls(
+            **{
+                f.name: _section(hints[f.name], saved[f.name])
+                for f in dataclasses.fields(cls)
+                if isinstance(saved.get(f.name), dict)
+            }
+        )
+
+
+def _section(kind: type, saved: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(kind)
+    values = {}
+    for f in dataclasses.fields(kind):
+        if f.name not in saved:
+            continue
+        value, hint = saved[f.name], hints[f.name]
+        if hint is Path:
+            value = Path(value)
+        elif Path in typing.get_args(hint) and isinstance(value, str):
+            value = repository(value)
+        values[f.name] = value
+    return kind(**values)
 
 
 def _jsonable(value: Any) -> Any:

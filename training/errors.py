@@ -21,6 +21,18 @@ class ExportError(TrainingError):
     """An artifact could not be written or does not reproduce the in-memory model."""
 
 
+class ParityFailed(ExportError):
+    """An exported artifact's outputs are outside the parity tolerance.
+
+    ``suggested_rtol``: the 1-2-5 step of ``--parity-rtol`` this check batch would pass at, when
+    only the size of the differences (no top-1 label) failed; None otherwise.
+    """
+
+    def __init__(self, message: str, suggested_rtol: float | None = None) -> None:
+        super().__init__(message)
+        self.suggested_rtol = suggested_rtol
+
+
 class EvaluateError(TrainingError, ValueError):
     """The data set does not fit the model being evaluated."""
 

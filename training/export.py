@@ -24,11 +24,13 @@ from contract.metadata import (
     InputSpec,
     ModelMetadata,
     OutputSpec,
+    ParityCheck,
     sha256_path,
 )
 from training.config import ExportConfig
-from training.errors import ExportError
+from training.errors import ParityFailed
 from training.models import INPUT_NAME, OUTPUT_NAME
+from training.parity import ParityTolerance, compare, round_up
 from training.staging import make_readable, make_staging, remove_stale
 
 log = logging.getLogger(__name__)
@@ -75,26 +77,62 @@ def _onnx_runner(folder: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str,
     return (lambda x: session.run([out], {inp: x})[0]), inp, out
 
 
-def check_parity(
-    model: keras.Model, folder: Path, batch: np.ndarray, tolerance: float
-) -> dict[str, float]:
-    """Reload every artifact; max |p_artifact - p_keras| each, ExportError if above ``tolerance``."""
-    expected = model.predict(batch, verbose=0)
+def artifact_outputs(folder: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """Each artifact of ``folder``, reloaded as serving would, run on ``batch``."""
     onnx_run, _, _ = _onnx_runner(folder)
     serving = tf.saved_model.load(str(folder / ARTIFACTS["savedmodel"])).signatures[
         "serving_default"
     ]
     h5 = keras.models.load_model(folder / ARTIFACTS["keras_h5"], compile=False)
-    outputs = {
+    return {
         "onnx": onnx_run(batch),
         "savedmodel": serving(**{INPUT_NAME: tf.constant(batch)})[OUTPUT_NAME].numpy(),
         "keras_h5": h5.predict(batch, verbose=0),
     }
-    parity = {kind: float(np.abs(out - expected).max()) for kind, out in outputs.items()}
-    bad = {kind: diff for kind, diff in parity.items() if not diff <= tolerance}
+
+
+def verify_parity(
+    model: keras.Model, folder: Path, batch: np.ndarray, tolerance: ParityTolerance
+) -> tuple[dict[str, float], ParityCheck]:
+    """Every artifact against ``model`` per training/parity.py; ExportError naming the failures.
+
+    Returns the max abs difference per artifact and the check as recorded in the metadata.
+    """
+    expected = model.predict(batch, verbose=0)
+    results = {
+        kind: compare(expected, out, tolerance)
+        for kind, out in artifact_outputs(folder, batch).items()
+    }
+    bad = {kind: r for kind, r in results.items() if not r.ok}
     if bad:
-        raise ExportError(f"export parity failed (max abs diff > {tolerance}): {bad}")
-    return parity
+        worst = max(r.needed_rtol for r in bad.values())
+        detail = ", ".join(
+            f"{kind}: max abs diff {r.max_abs_diff:.3g} (within rtol {r.needed_rtol:.3g} at "
+            f"this atol), {r.top1_mismatches} top-1 label(s) changed"
+            for kind, r in bad.items()
+        )
+        raise ParityFailed(
+            f"export parity failed (|p_artifact - p_keras| <= {tolerance.atol:g} + "
+            f"{tolerance.rtol:g} * |p_keras| and the same top-1 label, on {len(batch)} test "
+            f"images): {detail}",
+            suggested_rtol=round_up(worst)
+            if all(r.top1_mismatches == 0 for r in bad.values())
+            else None,
+        )
+    check = ParityCheck(
+        atol=tolerance.atol,
+        rtol=tolerance.rtol,
+        images=len(batch),
+        top1_agreement={kind: r.top1_agreement for kind, r in results.items()},
+    )
+    return {kind: r.max_abs_diff for kind, r in results.items()}, check
+
+
+def check_parity(
+    model: keras.Model, folder: Path, batch: np.ndarray, tolerance: ParityTolerance
+) -> dict[str, float]:
+    """:func:`verify_parity`'s max abs difference per artifact."""
+    return verify_parity(model, folder, batch, tolerance)[0]
 
 
 def export_golden(folder: Path, batch: np.ndarray) -> Golden:

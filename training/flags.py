@@ -38,8 +38,14 @@ def option(
     return dataclasses.field(default=default, metadata=meta)
 
 
-def add_flags(group: Any, cls: type, *, skip: tuple[str, ...] = ()) -> None:
-    """One flag per :func:`option` field of ``cls`` (``dest`` is the field name)."""
+def add_flags(
+    group: Any, cls: type, *, skip: tuple[str, ...] = (), overrides: str | None = None
+) -> None:
+    """One flag per :func:`option` field of ``cls`` (``dest`` is the field name).
+
+    ``overrides``: every flag is optional and absent from the parsed namespace unless given
+    (they override values from elsewhere, which ``overrides`` names for the help).
+    """
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if "help" not in f.metadata or f.name in skip:
@@ -62,6 +68,9 @@ def add_flags(group: Any, cls: type, *, skip: tuple[str, ...] = ()) -> None:
                 kwargs["default"] = default
                 if default is not None:
                     kwargs["help"] += f" (default {default})"
+        if overrides is not None:
+            kwargs.update(required=False, default=argparse.SUPPRESS)
+            kwargs["help"] = f"{meta['help']} (default: {overrides})"
         group.add_argument(name, **kwargs)
 
 
@@ -73,6 +82,31 @@ def from_args(cls: type, args: argparse.Namespace, **given: Any) -> Any:
         if "help" in f.metadata and f.name not in given and hasattr(args, f.name)
     }
     return cls(**values, **given)
+
+
+def given_flags(obj: Any, **overrides: Any) -> list[str]:
+    """The flags that rebuild ``obj``'s option fields where they differ from the defaults,
+    with ``overrides`` (field name -> value) applied first."""
+    words: list[str] = []
+    for f in dataclasses.fields(obj):
+        if "help" not in f.metadata:
+            continue
+        value = overrides.get(f.name, getattr(obj, f.name))
+        if f.default is not _UNSET and value == f.default:
+            continue
+        name = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            words += [name] if value else []
+        else:
+            words += [
+                name,
+                "auto"
+                if value is None
+                else f"{value:g}"
+                if isinstance(value, float)
+                else str(value),
+            ]
+    return words
 
 
 def _unoptional(kind: Any) -> Any:
@@ -91,6 +125,13 @@ def fraction(text: str) -> float:
     return value
 
 
+def non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
 def at_least(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = int(text)
@@ -102,10 +143,14 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def folds(text: str) -> int:
+def folds(text: str) -> int | None:
+    if text == "auto":
+        return None
     value = int(text)
     if value == 1 or value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: use 0 (validation split only) or 2 or more")
+        raise argparse.ArgumentTypeError(
+            f"{text}: use auto, 0 (validation split only) or 2 or more"
+        )
     return value
 
 

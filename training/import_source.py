@@ -11,6 +11,7 @@ import numpy as np
 
 from training.config import InputShape
 from training.errors import ExportError
+from training.parity import ParityTolerance, compare
 
 INPUT_RANGES: dict[str, tuple[float, float]] = {
     "0,255": (0.0, 255.0),
@@ -37,14 +38,24 @@ class Prepared:
 
 
 def max_abs_diffs(
-    expected: np.ndarray, outputs: dict[str, np.ndarray], tolerance: float, source: str
+    expected: np.ndarray, outputs: dict[str, np.ndarray], tolerance: ParityTolerance, source: str
 ) -> dict[str, float]:
-    """max |p_artifact - p_source| per artifact; ExportError when one is over ``tolerance``."""
-    parity = {kind: float(np.abs(out - expected).max()) for kind, out in outputs.items()}
-    bad = {kind: diff for kind, diff in parity.items() if not diff <= tolerance}
+    """max |p_artifact - p_source| per artifact; ExportError unless each passes the parity rule
+    ``train`` applies (training/parity.py): within ``atol + rtol * p`` and the same top-1."""
+    results = {kind: compare(expected, out, tolerance) for kind, out in outputs.items()}
+    bad = {kind: r for kind, r in results.items() if not r.ok}
     if bad:
-        raise ExportError(f"export parity failed (max abs diff vs {source} > {tolerance}): {bad}")
-    return parity
+        detail = ", ".join(
+            f"{kind}: max abs diff {r.max_abs_diff:.3g}, {r.top1_mismatches} top-1 label(s) "
+            "changed"
+            for kind, r in bad.items()
+        )
+        raise ExportError(
+            f"export parity failed against {source} (|p_artifact - p_source| <= "
+            f"{tolerance.atol:g} + {tolerance.rtol:g} * |p_source| and the same top-1 label): "
+            f"{detail}"
+        )
+    return {kind: r.max_abs_diff for kind, r in results.items()}
 
 
 def onnx_outputs(folder: Path, batch: np.ndarray) -> np.ndarray:

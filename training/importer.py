@@ -162,7 +162,10 @@ def run_import(cfg: ImportConfig) -> Path:
                 "imported": {
                     "source": str(cfg.model_path),
                     **source.record,
-                    "parity_tolerance": export.parity_tolerance,
+                    "parity_tolerance": {
+                        "atol": export.parity_atol,
+                        "rtol": export.parity_rtol,
+                    },
                     **calibration,
                 }
             },

@@ -14,6 +14,7 @@ from training.weights import resolve_weights
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 BASE_NAME = "backbone"
+POOL_NAME = "pooled_features"
 MIN_BACKBONE_SIZE = 32
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
@@ -115,11 +116,19 @@ def build_model(
         else:
             _from_scratch(base)
             x = base(x)
-        x = keras.layers.GlobalAveragePooling2D()(x)
-        x = keras.layers.Dropout(cfg.dropout)(x)
-        logits = keras.layers.Dense(num_classes, name="logits")(x)
+        x = keras.layers.GlobalAveragePooling2D(name=POOL_NAME)(x)
+        return keras.Model(
+            inputs, classifier_head(x, num_classes, cfg.dropout), name=f"visor_{cfg.architecture}"
+        )
     outputs = keras.layers.Activation("softmax", dtype="float32", name=OUTPUT_NAME)(logits)
     return keras.Model(inputs, outputs, name=f"visor_{cfg.architecture}")
+
+
+def classifier_head(features, num_classes: int, dropout: float):
+    """A backbone's pooled features -> probabilities (dropout, dense, softmax)."""
+    x = keras.layers.Dropout(dropout)(features)
+    logits = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.layers.Activation("softmax", dtype="float32", name=OUTPUT_NAME)(logits)
 
 
 def has_backbone(model: keras.Model) -> bool:

@@ -166,6 +166,16 @@ def model_card(meta: ModelMetadata) -> str:
     lines += ["", *_threshold_lines(meta.thresholds)]
     parity = ", ".join(f"{k} {v:.2e}" for k, v in meta.parity.items())
     lines += ["", f"Export parity (max abs diff vs Keras): {parity}.", ""]
+    if (check := meta.parity_check) is not None:
+        agree = ", ".join(f"{k} {v:.0%}" for k, v in check.top1_agreement.items())
+        lines[-1:] = [
+            (
+                f"Checked on {check.images} test images: every probability within "
+                f"{check.atol:g} + {check.rtol:g} x p of Keras's, and the same top-1 label "
+                f"outside near-ties (top-1 agreement: {agree})."
+            ),
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ from training.pipeline import make_dataset
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
+FINAL_WEIGHTS = "final.weights.h5"
 CONFIG_FILE = "config.json"
 # Fields that must match for --resume to continue a run rather than mix two.
 RESUME_KEYS = (
@@ -282,11 +283,24 @@ def fit(cfg: RunConfig, ds: Dataset) -> FitResult:
                 compile_model(fit_model, cfg.fit.learning_rate / 10)
             last = done + cfg.fit.fine_tune_epochs
             _run_phase(fit_model, model, cfg, work, own, "phase2", done, last, data, strategy)
-    final = own / "final.weights.h5"
+    final = own / FINAL_WEIGHTS
     if is_transfer(cfg.model):
         _set_phase(model, "phase1", cfg.model.fine_tune_layers)  # the state a fresh build has
     fit_model.save_weights(str(final))
     return FitResult(_fresh_copy(cfg, ds, final), read_history(own), chief, phase1_epochs)
+
+
+def load_fitted(cfg: RunConfig, ds: Dataset) -> FitResult:
+    """The model a finished run left in ``cfg.fit.work_dir``, without fitting anything."""
+    work = cfg.fit.work_dir
+    if not (work / FINAL_WEIGHTS).is_file():
+        raise ResumeError(
+            f"{work} holds no finished run ({FINAL_WEIGHTS} is written when fitting ends): "
+            "finish it with `train ... --resume`"
+        )
+    log.info("exporting the model fitted in %s (no fitting)", work)
+    phase1 = int(_read_state(work).get("phase1_epochs", 0))
+    return FitResult(_fresh_copy(cfg, ds, work / FINAL_WEIGHTS), read_history(work), True, phase1)
 
 
 def _recalibration(cfg: RunConfig, model: keras.Model, train: tf.data.Dataset) -> list:

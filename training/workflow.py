@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from contract.metadata import ModelMetadata, TestMetrics, Thresholds
+from contract.metadata import ModelMetadata, ParityCheck, TestMetrics, Thresholds
 from training.calibrate import calibrate, with_test_results
 from training.config import RunConfig
 from training.data import Dataset, load_dataset
+from training.errors import ParityFailed
 from training.evaluate import compute_metrics, pr_curves, reference
-from training.gate import check_publishable
+from training.flags import given_flags
+from training.gate import PublishRefused, check_publishable
 from training.weights import resolve_weights
 
 if TYPE_CHECKING:
@@ -46,33 +49,88 @@ def run_training(cfg: RunConfig) -> RunResult:
     """Train and publish ``cfg.export.out_dir/NAME/<next version>/``."""
     started = time.monotonic()
     resolve_weights(cfg.model, cfg.data.image_size)  # Fail on missing weights before any work
+    ds = _load_data(cfg)
+    # TensorFlow loads only now, so bad data and missing weights fail in a second.
+    from training.train import fit
+
+    result = fit(cfg, ds)
+    if not result.is_chief:
+        log.info("worker finished fitting; the chief evaluates and exports")
+        return RunResult(None, None, time.monotonic() - started)
+    return _evaluate_and_publish(cfg, ds, result, started)
+
+
+def run_export(cfg: RunConfig) -> RunResult:
+    """Evaluate, calibrate, export and publish the model a finished run left in its work dir."""
+    started = time.monotonic()
+    ds = _load_data(cfg)
+    from training.train import load_fitted
+
+    return _evaluate_and_publish(cfg, ds, load_fitted(cfg, ds), started)
+
+
+def _load_data(cfg: RunConfig) -> Dataset:
     if isinstance(cfg.export.out_dir, str):
         from training.publish_remote import check_writable
 
         check_writable(cfg.export.out_dir)  # refused credentials fail now, not after fitting
     ds = load_dataset(cfg.data)
-    # TensorFlow loads only now, so bad data and missing weights fail in a second.
+    log.info(
+        "data: %s", _summary(ds)["split_sizes"] | {"labels": len(ds.labels), "mode": ds.color_mode}
+    )
+    return ds
+
+
+def export_command(cfg: RunConfig, **overrides: Any) -> str:
+    """The command that exports the model in ``cfg``'s work dir again, without fitting, with
+    ``cfg``'s export and calibration settings (``overrides`` replace some)."""
+    words = ["python", "-m", "training", "export", "--work-dir", str(cfg.fit.work_dir)]
+    words += given_flags(cfg.export, **overrides) + given_flags(cfg.calibration, **overrides)
+    return shlex.join(words)
+
+
+def _evaluate_and_publish(
+    cfg: RunConfig, ds: Dataset, result: FitResult, started: float
+) -> RunResult:
+    """A fitted model's evaluation, gate, calibration and publish; a refusal says how to retry."""
+    try:
+        return _publish_fitted(cfg, ds, result, started)
+    except PublishRefused as exc:
+        again = export_command(cfg, min_test_accuracy=0.0)
+        raise PublishRefused(
+            f"{exc} The trained model is kept in {cfg.fit.work_dir}: to publish it anyway without "
+            f"fitting again, run: {again}"
+        ) from exc
+    except ParityFailed as exc:
+        rtol = exc.suggested_rtol
+        why = (
+            f"this batch passes at --parity-rtol {rtol:g}; loosen the tolerance only if the "
+            "artifacts differ by rounding, not by a conversion error"
+            if rtol is not None
+            else "a top-1 label changed: a conversion error, not rounding; fix it first"
+        )
+        raise ParityFailed(
+            f"{exc}. Nothing was published; the trained model is kept in {cfg.fit.work_dir} "
+            f"({why}). To export it again without fitting, run: "
+            + export_command(cfg, parity_rtol=rtol or cfg.export.parity_rtol),
+            rtol,
+        ) from exc
+
+
+def _publish_fitted(cfg: RunConfig, ds: Dataset, result: FitResult, started: float) -> RunResult:
     from training.export import (
-        check_parity,
         checksums,
         created_now,
         export_golden,
         framework_versions,
         io_specs,
         publish,
+        verify_parity,
         write_artifacts,
     )
     from training.pipeline import load_arrays
     from training.report import write_report
-    from training.train import fit
 
-    log.info(
-        "data: %s", _summary(ds)["split_sizes"] | {"labels": len(ds.labels), "mode": ds.color_mode}
-    )
-    result = fit(cfg, ds)
-    if not result.is_chief:
-        log.info("worker finished fitting; the chief evaluates and exports")
-        return RunResult(None, None, time.monotonic() - started)
     model, size, method = result.model, cfg.data.image_size, cfg.data.resize_method
     x_val = load_arrays(ds.splits["val"], ds.color_mode, size, method)
     x_test = load_arrays(ds.splits["test"], ds.color_mode, size, method)
@@ -91,14 +149,16 @@ def run_training(cfg: RunConfig) -> RunResult:
         _calibrate(cfg, ds, result, y_val, probs_val), y_test, probs_test
     )
     parity: dict[str, float] = {}
+    checks: list[ParityCheck] = []
     golden: list = []
 
     def fill(tmp: Path) -> None:
         write_artifacts(model, tmp, cfg.export.opset)
-        parity.update(
-            check_parity(model, tmp, x_test[: cfg.export.parity_batch], cfg.export.parity_tolerance)
-        )
-        golden.append(export_golden(tmp, x_test[: cfg.export.parity_batch]))
+        batch = x_test[: cfg.export.parity_batch]
+        diffs, check = verify_parity(model, tmp, batch, cfg.export.parity_tolerance)
+        parity.update(diffs)
+        checks.append(check)
+        golden.append(export_golden(tmp, batch))
 
     def finish(tmp: Path, version: int) -> ModelMetadata:
         input_spec, output_spec = io_specs(tmp, model, ds.color_mode, method)
@@ -114,6 +174,7 @@ def run_training(cfg: RunConfig) -> RunResult:
             artifacts=checksums(tmp),
             onnx_opset=cfg.export.opset,
             parity=parity,
+            parity_check=checks[0],
             golden=golden[0],
             reference=reference(probs_val, ds.labels, "validation"),
             frameworks=framework_versions(),
@@ -130,25 +191,20 @@ def run_training(cfg: RunConfig) -> RunResult:
 def _calibrate(
     cfg: RunConfig, ds: Dataset, result: FitResult, y_val: np.ndarray, probs_val: np.ndarray
 ) -> Thresholds:
-    """Thresholds from cross-fitted predictions (``calibration.folds``) or the validation split."""
+    """Thresholds from cross-fitted predictions or the validation split (crossfit.choose_folds)."""
     from training import crossfit
 
     c = cfg.calibration
-    folds = crossfit.usable_folds(ds, c.folds) if cfg.fit.epochs > 0 else 0
+    folds, why = crossfit.choose_folds(cfg, ds)
+    log.info("calibration: %s", why)
     if folds:
-        epochs = crossfit.fold_epochs(result, cfg.fit.monitor)
-        y_cal, probs_cal = crossfit.out_of_fold(cfg, ds, folds, epochs)
-        method = crossfit.describe(folds, len(y_cal), epochs)
+        y_cal, probs_cal, method = crossfit.out_of_fold(cfg, ds, folds, result)
     else:
-        if c.folds >= 2:
-            log.warning(
-                "calibrating on the validation split only (cross-fitting needs fitted epochs and "
-                "at least %d train+val images per class)",
-                c.folds,
-            )
         y_cal, probs_cal = y_val, probs_val
         method = f"validation split ({len(y_val)} images)"
-    return calibrate(y_cal, probs_cal, ds.labels, c.policy, c.target, c.confidence, method)
+    return calibrate(
+        y_cal, probs_cal, ds.labels, c.policy, c.target, c.confidence, f"{method}; {why}"
+    )
 
 
 def _log_thresholds(thresholds: Thresholds) -> None:

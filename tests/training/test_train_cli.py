@@ -152,6 +152,8 @@ def test_digits_repo_fixture_is_a_valid_published_version(digits_repo: Path, cli
     for artifact in meta.artifacts.values():
         assert sha256_path(version / artifact.path) == artifact.sha256
     assert all(v <= 1e-5 for v in meta.parity.values())
+    assert meta.parity_check is not None and meta.parity_check.rtol == 1e-3
+    assert min(meta.parity_check.top1_agreement.values()) > 0.9  # near-ties may swap
     test_size = meta.training["dataset"]["split_sizes"]["test"]
     assert meta.metrics.samples == test_size == np.asarray(meta.metrics.confusion_matrix).sum()
     for name in ("training_curves.png", "confusion_matrix.png", "pr_curves.png", "MODEL_CARD.md"):

@@ -17,6 +17,7 @@ from training.config import ExportConfig, ModelConfig
 from training.errors import ExportError
 from training.export import check_parity, publish, write_artifacts
 from training.models import build_model
+from training.parity import ParityTolerance
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def _batch(n: int = 16) -> np.ndarray:
 
 def test_three_artifacts_reloaded_agree_within_1e_5(tiny_model, exported: Path) -> None:
     batch = _batch()
-    parity = check_parity(tiny_model, exported, batch, tolerance=1e-5)
+    parity = check_parity(tiny_model, exported, batch, ParityTolerance(1e-5, 0.0))
     assert set(parity) == {"onnx", "savedmodel", "keras_h5"}
     assert all(diff <= 1e-5 for diff in parity.values())
     # independently of check_parity: reload each artifact here and compare
@@ -70,7 +71,7 @@ def test_three_artifacts_reloaded_agree_within_1e_5(tiny_model, exported: Path) 
 
 def test_parity_failure_raises(tiny_model, exported: Path) -> None:
     with pytest.raises(ExportError, match="parity failed"):
-        check_parity(tiny_model, exported, _batch(), tolerance=-1.0)
+        check_parity(tiny_model, exported, _batch(), ParityTolerance(0.0, 0.0))
 
 
 def test_failed_publish_leaves_no_version_folder(tiny_model, tmp_path: Path) -> None:
@@ -78,7 +79,7 @@ def test_failed_publish_leaves_no_version_folder(tiny_model, tmp_path: Path) -> 
 
     def fill(tmp: Path) -> None:
         write_artifacts(tiny_model, tmp, opset=17)
-        check_parity(tiny_model, tmp, _batch(), tolerance=-1.0)  # fails after artifacts exist
+        check_parity(tiny_model, tmp, _batch(), ParityTolerance(0.0, 0.0))  # after the artifacts
 
     with pytest.raises(ExportError):
         publish(cfg, fill, lambda tmp, version: pytest.fail("finish must not run"))
