@@ -54,21 +54,26 @@ def _known_series() -> set[str]:
     return {n + s for n in names for s in suffixes}
 
 
+RULE_FILES = [(RULES, RULES_TEST), (RULES.with_name("fleet.yml"), RULES.with_name("fleet_test.yml"))]
+
+
 @needs_promtool
-def test_alert_rules_are_valid_and_their_unit_tests_pass() -> None:
-    checked = _promtool("check", "rules", str(RULES))
+@pytest.mark.parametrize(("rules", "unit_test"), RULE_FILES, ids=["alerts", "fleet"])
+def test_rules_are_valid_and_their_unit_tests_pass(rules: Path, unit_test: Path) -> None:
+    checked = _promtool("check", "rules", str(rules))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    tested = _promtool("test", "rules", str(RULES_TEST))
+    tested = _promtool("test", "rules", str(unit_test))
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout
 
 
-def test_alert_rules_name_only_series_visor_exports() -> None:
-    rules = yaml.safe_load(RULES.read_text())
-    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+@pytest.mark.parametrize(("rules", "_unit_test"), RULE_FILES, ids=["alerts", "fleet"])
+def test_rules_name_only_series_visor_exports_or_records(rules: Path, _unit_test: Path) -> None:
+    groups = yaml.safe_load(rules.read_text())["groups"]
+    exprs = [r["expr"] for g in groups for r in g["rules"]]
     used = {n for e in exprs for n in re.findall(r"\bvisor_[a-z_]+", e)}
     assert used and used <= _known_series(), used - _known_series()
-    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    recorded = {r["record"] for g in groups for r in g["rules"] if "record" in r}
     named = {n for e in exprs for n in re.findall(r"\bvisor:[a-z_0-9:]+", e)}
     assert named <= recorded, named - recorded
 
@@ -119,7 +124,7 @@ def test_every_dashboard_query_parses(tmp_path: Path) -> None:
 
 # --- fleet recording rules (deploy/prometheus/fleet.yml) -------------------------------------
 
-FLEET_RULES = ROOT / "deploy" / "prometheus" / "fleet.yml"
+FLEET_RULES = RULE_FILES[1][0]
 CLASSES = ("cat", "dog", "fox")
 
 
@@ -214,24 +219,5 @@ def test_fleet_records_sum_replicas_through_restarts(tmp_path: Path, seed: int) 
     }
     path = tmp_path / "fleet_test.yml"
     path.write_text(yaml.safe_dump(spec))
-    checked = _promtool("check", "rules", str(FLEET_RULES))
-    assert checked.returncode == 0, checked.stdout + checked.stderr
     tested = _promtool("test", "rules", str(path))
     assert tested.returncode == 0, tested.stdout + tested.stderr
-
-
-@needs_promtool
-def test_fleet_alerts_fire_on_the_summed_replicas() -> None:
-    tested = _promtool("test", "rules", str(FLEET_RULES.with_name("fleet_test.yml")))
-    assert tested.returncode == 0, tested.stdout + tested.stderr
-    assert "SUCCESS" in tested.stdout
-
-
-def test_fleet_rules_name_only_series_visor_exports() -> None:
-    rules = yaml.safe_load(FLEET_RULES.read_text())
-    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
-    used = {n for e in exprs for n in re.findall(r"\bvisor_[a-z_]+", e)}
-    assert used and used <= _known_series(), used - _known_series()
-    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
-    named = {n for e in exprs for n in re.findall(r"\bvisor:[a-z_0-9:]+", e)}
-    assert named <= recorded, named - recorded
