@@ -66,6 +66,6 @@ export function prCurveSvg(label, curve, calibrated, applied, verdict) {
   }
   if (calibrated) marker(svg, s, calibrated, "calibrated");
   if (applied) marker(svg, s, applied, "applied");
-  svg.append(el("text", { x: SIZE.left, y: 14, class: "label" }, `${label}  t=${fmt(calibrated?.threshold)}${moved}${certified ? "" : "  ✗ not certified"}`));
+  svg.append(el("text", { x: SIZE.left, y: 14, class: "label" }, `${label}  t=${fmt(calibrated?.threshold)}${moved}${certified ? "" : "  ✗"}`));
   return svg;
 }
