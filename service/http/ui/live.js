@@ -70,10 +70,28 @@ export function stopLive() {
   clearTimeout(timer);
 }
 
-// The label of a file in a chosen folder: the name of the folder it sits in (class folders).
+// The label of a file in a chosen or dropped folder: the name of the folder it sits in.
 function labelOf(file) {
-  const parts = (file.webkitRelativePath || "").split("/");
+  const parts = (file.relativePath || file.webkitRelativePath || "").split("/");
   return parts.length >= 2 ? parts[parts.length - 2] : "";
+}
+
+// Every file under a dropped folder, each with its path (the browser gives entries, not files).
+async function filesUnder(entry, path = "") {
+  if (entry.isFile) {
+    const file = await new Promise((ok, fail) => entry.file(ok, fail));
+    file.relativePath = `${path}${entry.name}`;
+    return [file];
+  }
+  const reader = entry.createReader();
+  const children = [];
+  for (;;) { // readEntries gives at most 100 entries a call
+    const batch = await new Promise((ok, fail) => reader.readEntries(ok, fail));
+    if (!batch.length) break;
+    children.push(...batch);
+  }
+  const nested = await Promise.all(children.map((c) => filesUnder(c, `${path}${entry.name}/`)));
+  return nested.flat();
 }
 
 function summary(answers, total) {
@@ -97,20 +115,32 @@ function summary(answers, total) {
 }
 
 export function wireEvaluate(selected, limit) {
-  $("eval-files").addEventListener("change", async (e) => {
-    const files = [...e.target.files].filter((f) => labelOf(f) && (f.type.startsWith("image/") || f.type === ""));
-    const box = $("evaluation");
-    const entry = selected();
-    if (!files.length || !entry) return box.replaceChildren(h("p", { class: "hint" }, "Choose a folder of class folders of images."));
-    const size = limit() > 0 ? limit() : files.length;
-    try {
-      const answers = await inParts(files, size,
-        (part) => evaluate(part, part.map(labelOf), { model: entry.name, version: entry.version }),
-        (done, total) => box.replaceChildren(h("p", {}, `Evaluated ${done} of ${total} image(s)…`)));
-      box.replaceChildren(...summary(answers, files.length));
-      box.dataset.samples = String(files.length);
-    } catch (err) {
-      box.replaceChildren(h("p", { class: "error" }, err.message));
-    }
+  const run = (chosen) => evaluateFiles(chosen, selected, limit);
+  $("eval-files").addEventListener("change", (e) => run([...e.target.files]));
+  const zone = $("eval-zone");
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", async (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    const entries = [...e.dataTransfer.items].map((item) => item.webkitGetAsEntry()).filter(Boolean);
+    run((await Promise.all(entries.map((entry) => filesUnder(entry)))).flat());
   });
+}
+
+async function evaluateFiles(chosen, selected, limit) {
+  const files = chosen.filter((f) => labelOf(f) && /\.(png|jpe?g|bmp|gif|webp)$/i.test(f.name));
+  const box = $("evaluation");
+  const entry = selected();
+  if (!files.length || !entry) return box.replaceChildren(h("p", { class: "hint" }, "Choose a folder of class folders of images."));
+  const size = limit() > 0 ? limit() : files.length;
+  try {
+    const answers = await inParts(files, size,
+      (part) => evaluate(part, part.map(labelOf), { model: entry.name, version: entry.version }),
+      (done, total) => box.replaceChildren(h("p", {}, `Evaluated ${done} of ${total} image(s)…`)));
+    box.replaceChildren(...summary(answers, files.length));
+    box.dataset.samples = String(files.length);
+  } catch (err) {
+    box.replaceChildren(h("p", { class: "error" }, err.message));
+  }
 }
