@@ -16,7 +16,7 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from contract.calibration import CurveCounts, choose
+from contract.calibration import CurveCounts, choose, choose_by_estimate
 from contract.metadata import CalibrationCurve, ModelMetadata
 from service.errors import InvalidInput
 from service.types import ModelInfo
@@ -52,9 +52,12 @@ def class_choice(
         return {"label": label, "threshold": None, "certified": False}
     if curve.tp is None or curve.predicted is None or curve.positives is None:
         # No counts (older or imported metadata): point estimates only, nothing certified.
-        values = np.asarray(curve.precision if metric == "precision" else curve.recall)
-        ok = np.flatnonzero(values >= target)
-        i = (ok.min() if metric == "precision" else ok.max()) if ok.size else int(np.argmax(values))
+        i = choose_by_estimate(
+            np.asarray(curve.precision),
+            np.asarray(curve.recall),
+            metric,
+            target,
+        )
         return {"label": label, "threshold": _shortest(curve.thresholds[i]),
                 "val_precision": curve.precision[i], "val_recall": curve.recall[i],
                 "certified": False, "lower_bound": None, "support": None,
@@ -63,7 +66,7 @@ def class_choice(
         np.asarray(curve.thresholds), np.asarray(curve.tp), np.asarray(curve.predicted),
         curve.positives,
     )  # fmt: skip
-    choice = choose(counts, metric, target, confidence)  # type: ignore[arg-type]
+    choice = choose(counts, metric, target, confidence)
     i = choice.index
     return {
         "label": label,

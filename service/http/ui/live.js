@@ -85,7 +85,7 @@ async function filesUnder(entry, path = "") {
   }
   const reader = entry.createReader();
   const children = [];
-  for (;;) { // readEntries gives at most 100 entries a call
+  for (;;) { // readEntries gives the entries in batches, then an empty one
     const batch = await new Promise((ok, fail) => reader.readEntries(ok, fail));
     if (!batch.length) break;
     children.push(...batch);

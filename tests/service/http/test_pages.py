@@ -134,3 +134,23 @@ def test_static_files_stay_inside_their_folder(site: Server, tmp_path: Path) -> 
         r = HTTP.get(f"{site.http}{path}")
         assert r.status_code in (401, 404), path
         assert b"import" not in r.content
+
+
+@pytest.mark.parametrize(("metric", "target"), [("precision", 0.8), ("recall", 0.55)])
+def test_retargeting_curves_without_counts_matches_classify(
+    site: Server, metric: str, target: float
+) -> None:
+    """Metadata with curves but no counts: point estimates, nothing certified, as /classify."""
+    field = f"target_{metric}"
+    r = HTTP.get(f"{site.http}/models/tiny/1/thresholds", params={field: target}, headers=KEY)
+    assert r.status_code == 200, r.text
+    files = [("image", ("a.png", png((90, 90, 90)), "image/png"))]
+    answer = HTTP.post(
+        f"{site.http}/classify",
+        files=files,
+        data={"model": "tiny", "version": "1", field: str(target)},
+        headers=KEY,
+    ).json()
+    for choice in r.json()["per_class"]:
+        assert choice["threshold"] == answer["thresholds"][choice["label"]]
+        assert choice["certified"] is False and choice["lower_bound"] is None
