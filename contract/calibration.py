@@ -124,6 +124,19 @@ def choose(counts: CurveCounts, policy: Policy, target: float, confidence: float
     )
 
 
+def choose_by_estimate(
+    precision: np.ndarray, recall: np.ndarray, policy: Policy, target: float
+) -> int:
+    """For curves without counts (older or imported metadata): the index of the threshold a
+    point-estimate rule picks. Precision: the lowest threshold reaching it (the most recall);
+    recall: the highest; unreachable: the best value seen. Nothing is certified this way."""
+    values = precision if policy == "precision" else recall
+    ok = np.flatnonzero(values >= target)
+    if not ok.size:
+        return int(np.argmax(values))
+    return int(ok.min() if policy == "precision" else ok.max())
+
+
 def _needed_images(
     counts: CurveCounts, policy: Policy, target: float, confidence: float
 ) -> int | None:

@@ -2,9 +2,11 @@
 
     .venv/bin/python scripts/screenshots.py --models models --images build/data/digits --out docs
 
-Starts a real server on the model repository (as tests/service/http does), drives Debian's headless
-Chromium through the same helpers as tests/service/http/test_browser.py: uploads one image of each of
-the first classes, re-targets precision, and saves four PNGs (quantised, so they stay small).
+Starts a real server on the model repository (as tests/service/http does), behind the same
+reverse proxy under /visor/ as the browser test, and drives Debian's headless Chromium through the
+same helpers as tests/service/http/test_browser.py: uploads one image of each of the first
+classes, re-targets precision, marks the true labels (feedback) and saves five PNGs (quantised, so
+they stay small).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from PIL import Image
 
 from tests.helpers import browser
+from tests.helpers.proxy import PrefixProxy
 from tests.helpers.servers import start_server
 
 
@@ -38,14 +41,26 @@ def scroll_to(driver: Any, element_id: str) -> None:
 
 def page_shots(driver: Any, base: str, images: list[Path], out: Path) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
-    driver.get(f"{base}/")
+    driver.get(base)
     browser.wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#models tbody tr"))
     browser.upload(driver, images)
     save(driver, out / "ui-classify.png")
     browser.retarget(driver, "precision", 0.99)
     scroll_to(driver, "thresholds-section")
     save(driver, out / "ui-thresholds.png")
+    for card, image in zip(driver.find_elements(By.CSS_SELECTOR, ".result"), images, strict=True):
+        Select(card.find_element(By.CSS_SELECTOR, "select.truth")).select_by_value(
+            image.parent.name
+        )
+        browser.wait_for(driver, lambda d, c=card: c.get_attribute("data-truth"))
+    browser.wait_for(
+        driver,
+        lambda d: d.find_element(By.ID, "live").get_attribute("data-feedback") == str(len(images)),
+    )
+    scroll_to(driver, "live-section")
+    save(driver, out / "ui-live.png")
     scroll_to(driver, "card-section")
     browser.wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#card figure img"))
     save(driver, out / "ui-model-card.png")
@@ -54,7 +69,7 @@ def page_shots(driver: Any, base: str, images: list[Path], out: Path) -> None:
 def reference_shot(driver: Any, base: str, out: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    driver.get(f"{base}/docs")
+    driver.get(f"{base}docs")
     block = browser.open_try_it_out(driver, "post_classify")
     next(b for b in block.find_elements(By.TAG_NAME, "button") if "Add" in b.text).click()
     driver.execute_script("arguments[0].scrollIntoView()", block)
@@ -73,13 +88,15 @@ def main() -> None:
     folders = sorted(p for p in args.images.iterdir() if p.is_dir())
     images = [min(f.glob("*.png")) for f in folders[: args.count]]
     with tempfile.TemporaryDirectory() as work:
-        server = start_server(Path(work), args.models.resolve())
+        server = start_server(Path(work), args.models.resolve(), workers=1)
+        proxy = PrefixProxy(server.http, "/visor")
         driver = browser.start_browser()
         try:
-            page_shots(driver, server.http, images, args.out)
-            reference_shot(driver, server.http, args.out)
+            page_shots(driver, proxy.url, images, args.out)
+            reference_shot(driver, proxy.url, args.out)
         finally:
             driver.quit()
+            proxy.close()
             server.stop()
 
 

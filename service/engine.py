@@ -9,6 +9,7 @@ import asyncio
 import functools
 import gc
 import logging
+import os
 import secrets
 import sys
 import uuid
@@ -425,6 +426,20 @@ class Engine:
             self.metrics.live_feedback_unmatched.inc()
             raise
         return lv.monitor.feedback(receipt, labels, index)
+
+    def live_view(self, name: str, version: int | str) -> dict[str, Any]:
+        """This process's live view of a served version: feedback window, bounds, drift."""
+        info = self.model_info(name, version)
+        lv = self.repository.serving.get(info.name, {}).get(info.version)
+        if lv is None or lv.monitor is None:
+            why = (
+                "live verification is off (VISOR_MONITORING=false)"
+                if not self.settings.monitoring
+                else f"it is {info.status.value}"
+            )
+            raise ModelUnavailable(f"{info.name} v{info.version} has no live view: {why}.")
+        view = lv.monitor.snapshot()
+        return {"name": info.name, "version": info.version, "pid": os.getpid(), **view}
 
 
 @functools.cache

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from contract.calibration import CurveCounts, choose
+from contract.calibration import CurveCounts, choose, choose_by_estimate
 from contract.metadata import ModelMetadata
 from service.errors import InvalidInput
 from service.types import BatchMetrics, ClassMetricsResult, InferOptions
@@ -147,16 +147,9 @@ class Postprocessor:
         if curve is None:
             return float(self.calibrated[i]), False
         # Metadata without counts (older or imported models): point estimates only, so
-        # nothing is certified. Precision: the lowest threshold reaching it (the most recall);
-        # recall: the highest; unreachable: the best value seen.
+        # nothing is certified.
         thresholds, precision, recall = curve
-        if metric == "precision":
-            ok = np.flatnonzero(precision >= target)
-            return float(
-                thresholds[ok.min()] if ok.size else thresholds[np.argmax(precision)]
-            ), False
-        ok = np.flatnonzero(recall >= target)
-        return float(thresholds[ok.max()] if ok.size else thresholds[np.argmax(recall)]), False
+        return float(thresholds[choose_by_estimate(precision, recall, metric, target)]), False
 
     def ground_truth(self, truth: Sequence[str | int], n: int) -> np.ndarray:
         if len(truth) != n:

@@ -50,9 +50,13 @@ def _guard(app: Any) -> GuardMiddleware:
 
 
 async def list_models(request: Request) -> Response:
-    """GET /models: every known version with labels, input spec, thresholds, metrics, device."""
+    """GET /models: every known version (labels, input, thresholds, metrics, device), limits."""
+    engine = request.app.state.engine
     return JSONResponse(
-        {"models": [wire.model_entry(m) for m in request.app.state.engine.models()]}
+        {
+            "models": [wire.model_entry(m) for m in engine.models()],
+            "limits": {"max_images_per_request": engine.settings.max_images_per_request},
+        }
     )
 
 

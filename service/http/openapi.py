@@ -66,7 +66,7 @@ REQUESTS: list[type[BaseModel]] = [
 ANSWERS: list[type[BaseModel]] = [
     s.ClassifyOutput, s.EvaluateOutput, s.ErrorBody, s.UnexpectedErrorBody, s.ModelList,
     s.ModelCard, s.Live, s.Ready, s.ServerMetadata, s.ModelMetadataV2, s.InferResponse,
-    s.FeedbackOutput,
+    s.FeedbackOutput, s.RetargetedThresholds, s.LiveView,
 ]  # fmt: skip
 PARAMETERS = {  # path parameter → description; {version} is an integer outside /v2
     "name": "Model name, as GET /models lists it.",
@@ -139,9 +139,15 @@ ROUTES: list[tuple[Any, ...]] = [
      "One version in full: thresholds with calibration curves, metrics, report links",
      _json("ModelCard"), (404,)),
     ("get", "/models/{name}/{version}/report/{file}", "models",
-     "A file training wrote into report/ (PNG figures, MODEL_CARD.md), e.g. pr_curves.png",
+     "A file training wrote into report/ (PNG figures, MODEL_CARD.md; MODEL_CARD.html renders it)",
      {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
-      **_text("text/markdown")}, (404,)),
+      **_text("text/markdown"), **_text("text/html")}, (404,)),
+    ("get", "/models/{name}/{version}/thresholds", "models",
+     "The thresholds target_precision or target_recall gives, certified or not, per class",
+     _json("RetargetedThresholds"), (400, 404)),
+    ("get", "/models/{name}/{version}/live", "models",
+     "Live verification of a served version: feedback, precision/recall with bounds, drift",
+     _json("LiveView"), (404, 503)),
     ("get", "/v2", "v2", "Server metadata", _json("ServerMetadata")),
     ("get", "/v2/health/live", "v2", "Server liveness", _json("Live"), (), None,
      {503: ("Not live.", _json("Live"))}),
@@ -257,6 +263,8 @@ def document() -> dict[str, Any]:
             "description": "Image classifiers trained with Keras, served over HTTP and gRPC. "
             'Every error answer is JSON: `{"error": sentence, "code": reason}`.',
         },
+        # Relative to this document's own URL, so "Try it out" works behind a path prefix.
+        "servers": [{"url": ".", "description": "The server of this document"}],
         "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
         "paths": paths,
         "components": {

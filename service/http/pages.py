@@ -17,8 +17,10 @@ from starlette.staticfiles import StaticFiles
 
 from contract.imaging import image_suffixes
 from service.http.bento import swagger_assets
+from service.http.live import live_view
 from service.http.openapi import document
 from service.http.reports import model_card, report_file
+from service.http.retarget import retargeted_thresholds
 
 UI_DIR = Path(__file__).parent / "ui"
 
@@ -51,6 +53,8 @@ def page_routes() -> list[BaseRoute]:
         Route("/docs.json", openapi_document, methods=["GET"]),
         Route("/models/{name}/{version}/card", model_card, methods=["GET"]),
         Route("/models/{name}/{version}/report/{file}", report_file, methods=["GET"]),
+        Route("/models/{name}/{version}/thresholds", retargeted_thresholds, methods=["GET"]),
+        Route("/models/{name}/{version}/live", live_view, methods=["GET"]),
         Mount("/ui", StaticFiles(directory=UI_DIR), name="ui"),
         Mount("/docs/assets", StaticFiles(directory=swagger_assets()), name="swagger-ui"),
     ]

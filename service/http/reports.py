@@ -14,13 +14,14 @@ from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from service.errors import ModelNotFound
 from service.repository import scan
 from service.types import ModelInfo
 
 MODEL_CARD = "MODEL_CARD.md"
+MODEL_CARD_HTML = "MODEL_CARD.html"  # rendered from MODEL_CARD.md, not a file on disk
 FIGURE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$")
 NO_SNIFF = {"X-Content-Type-Options": "nosniff"}
 
@@ -62,6 +63,7 @@ def card_body(info: ModelInfo, files: list[str]) -> dict[str, Any]:
         "report": {
             "images": {Path(f).stem: base + quote(f) for f in files if f != MODEL_CARD},
             "model_card": base + MODEL_CARD if MODEL_CARD in files else None,
+            "model_card_html": base + MODEL_CARD_HTML if MODEL_CARD in files else None,
         },
     }
     if info.reason:
@@ -82,9 +84,19 @@ def model_card(request: Request) -> Response:
     return JSONResponse(card_body(info, report_files(folder)))
 
 
+def render_markdown(text: str) -> str:
+    """CommonMark with tables, as an HTML fragment; raw HTML in the text is escaped."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+
+
 def report_file(request: Request) -> Response:
     info, folder = _target(request)
     name = request.path_params["file"]
+    if name == MODEL_CARD_HTML and MODEL_CARD in report_files(folder):
+        html = render_markdown((folder / MODEL_CARD).read_text(encoding="utf-8"))
+        return HTMLResponse(html, headers=NO_SNIFF)
     if name not in report_files(folder):
         raise ModelNotFound(
             f"model {info.name} v{info.version} has no report file {name!r}; "

@@ -164,8 +164,83 @@ class ModelEntry(_Closed):
     test_metrics: TestMetrics | None = None
 
 
+class Limits(_Closed):
+    """What one request may carry: clients split larger jobs into parts within it."""
+
+    max_images_per_request: int = Field(description="VISOR_MAX_IMAGES_PER_REQUEST.")
+
+
 class ModelList(_Closed):
     models: list[ModelEntry]
+    limits: Limits
+
+
+class ClassChoice(_Closed):
+    """One class at a re-targeted level: the threshold /classify would apply, and what holds."""
+
+    label: str
+    threshold: float | None = Field(description="null when the class has no calibration curve.")
+    val_precision: float | None = None
+    val_recall: float | None = None
+    certified: bool = Field(description="The lower bound reaches the target.")
+    lower_bound: float | None = Field(
+        None, description="Clopper-Pearson lower bound of the targeted metric at the threshold."
+    )
+    support: int | None = Field(None, description="Calibration images behind the bound.")
+    best_certified: float | None = Field(
+        None, description="The highest level certifiable with the calibration data."
+    )
+    needed: int | None = Field(
+        None, description="When uncertified: about how many images of the class would certify."
+    )
+
+
+class LiveEstimate(_Closed):
+    value: float | None = Field(description="Point estimate; null while its support is 0.")
+    lower_bound: float | None = Field(description="One-sided Clopper-Pearson at `confidence`.")
+    upper_bound: float | None
+    support: int = Field(description="Predicted positives (precision) or true images (recall).")
+
+
+class LiveClass(_Closed):
+    label: str
+    tp: int
+    fp: int
+    fn: int
+    precision: LiveEstimate
+    recall: LiveEstimate
+
+
+class LiveDrift(_Closed):
+    samples: int = Field(description="Served images in the drift window.")
+    min_samples: int
+    label_psi: float | None = Field(description="null until the window holds min_samples.")
+    confidence_psi: float | None
+
+
+class LiveView(_Closed):
+    """GET /models/{name}/{version}/live: the answering worker's feedback window and drift."""
+
+    name: str
+    version: int
+    pid: int = Field(description="The worker whose windows these are.")
+    feedback: int = Field(description="Feedback images in the window.")
+    policy: Literal["precision", "recall", "fixed"]
+    target: float | None
+    confidence: float
+    per_class: list[LiveClass]
+    drift: LiveDrift | None = Field(description="null when the metadata has no reference.")
+
+
+class RetargetedThresholds(_Closed):
+    """GET /models/{name}/{version}/thresholds: per class, the thresholds a target gives."""
+
+    name: str
+    version: int
+    policy: Literal["precision", "recall"]
+    target: float
+    confidence: float
+    per_class: list[ClassChoice]
 
 
 class ReportLinks(_Closed):
@@ -173,6 +248,9 @@ class ReportLinks(_Closed):
 
     images: dict[str, str] = Field(description="Figure name (file stem) → URL of the PNG.")
     model_card: str | None = Field(description="URL of MODEL_CARD.md; null when absent.")
+    model_card_html: str | None = Field(
+        None, description="URL of MODEL_CARD.md rendered as HTML (raw HTML escaped)."
+    )
 
 
 class ModelCard(_Closed):

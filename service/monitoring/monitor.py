@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 
@@ -131,6 +132,7 @@ class VersionMonitor:
 
     def _set_targets(self, meta: ModelMetadata) -> None:
         t = meta.thresholds
+        self.policy, self.target = t.policy, t.target
         if t.policy in ("precision", "recall") and t.target is not None:
             self._m.live_target.labels(*self._key, t.policy).set(t.target)
         self._m.live_target.labels(*self._key, "confidence").set(self.confidence)
@@ -179,6 +181,54 @@ class VersionMonitor:
             conf_psi = stats.psi(self._ref_conf, np.asarray(self.drift.confidence))
         self._m.drift_psi.labels(*self._key, "label").set(label_psi)
         self._m.drift_psi.labels(*self._key, "confidence").set(conf_psi)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the gauges say, as one JSON-ready dict: the feedback window's per-class
+        precision and recall with their bounds and support, the target, and the drift."""
+        now = self._clock()
+        self._publish(sorted(self.feedback_window.expire(now)))
+        w = self.feedback_window
+        per_class = []
+        for metric, trials in (("precision", w.tp + w.fp), ("recall", w.tp + w.fn)):
+            point = stats.ratio(w.tp, trials)
+            lower = stats.clopper_pearson_lower(w.tp, trials, self.confidence)
+            upper = stats.clopper_pearson_upper(w.tp, trials, self.confidence)
+            for c, label in enumerate(self.labels):
+                if len(per_class) <= c:
+                    per_class.append({"label": label, "tp": int(w.tp[c]), "fp": int(w.fp[c]),
+                                      "fn": int(w.fn[c])})  # fmt: skip
+                n = int(trials[c])
+                per_class[c][metric] = {
+                    "value": float(point[c]) if n else None,
+                    "lower_bound": float(lower[c]) if n else None,
+                    "upper_bound": float(upper[c]) if n else None,
+                    "support": n,
+                }
+        return {
+            "feedback": len(w),
+            "policy": self.policy,
+            "target": self.target,
+            "confidence": self.confidence,
+            "per_class": per_class,
+            "drift": self._drift_snapshot(now),
+        }
+
+    def _drift_snapshot(self, now: float) -> dict[str, Any] | None:
+        if self.drift is None:
+            return None
+        self.drift.expire(now)
+        samples = len(self.drift)
+        enough = samples >= self._min_samples
+        return {
+            "samples": samples,
+            "min_samples": self._min_samples,
+            "label_psi": stats.psi(self._ref_labels, np.asarray(self.drift.labels))
+            if enough
+            else None,
+            "confidence_psi": stats.psi(self._ref_conf, np.asarray(self.drift.confidence))
+            if enough
+            else None,
+        }
 
     # --- feedback --------------------------------------------------------------------------
     def feedback(

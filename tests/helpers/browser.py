@@ -58,13 +58,13 @@ def requests_done(driver: Any) -> int:
     return int(driver.execute_script("return Number(document.body.dataset.requests || 0)"))
 
 
-def upload(driver: Any, paths: list[Path]) -> None:
+def upload(driver: Any, paths: list[Path], timeout: float = 60) -> None:
     """Choose files in the page's file input, as a user picking them would."""
     from selenium.webdriver.common.by import By
 
     before = requests_done(driver)
     driver.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in paths))
-    wait_for(driver, lambda d: requests_done(d) > before)
+    wait_for(driver, lambda d: requests_done(d) > before, timeout)
 
 
 def label_bars(driver: Any) -> list[dict[str, dict[str, float]]]:
@@ -79,13 +79,20 @@ def label_bars(driver: Any) -> list[dict[str, dict[str, float]]]:
 
 
 def threshold_rows(driver: Any) -> dict[str, dict[str, str]]:
-    """The thresholds table: label → calibrated/applied threshold and validation P/R shown."""
+    """The thresholds table: label → calibrated/applied threshold, validation P/R, the lower
+    bound and whether each target is certified, as shown."""
     return driver.execute_script(
-        """return Object.fromEntries([...document.querySelectorAll('#threshold-table tbody tr')]
+        """const cell = (tr, f) => tr.querySelector(`[data-field=${f}]`);
+           return Object.fromEntries([...document.querySelectorAll('#threshold-table tbody tr')]
              .map(tr => [tr.dataset.label, {calibrated: tr.dataset.calibrated,
                applied: tr.dataset.applied,
-               precision: tr.querySelector('[data-field=precision]').textContent,
-               recall: tr.querySelector('[data-field=recall]').textContent}]))"""
+               precision: cell(tr, 'precision').textContent,
+               recall: cell(tr, 'recall').textContent,
+               bound: cell(tr, 'bound').textContent,
+               calibrated_bound: cell(tr, 'calibrated-bound').textContent,
+               calibrated_certified: cell(tr, 'calibrated-verdict').dataset.certified,
+               certified: cell(tr, 'verdict').dataset.certified,
+               verdict: cell(tr, 'verdict').textContent}]))"""
     )
 
 

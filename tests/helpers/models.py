@@ -199,7 +199,10 @@ def slow_repo(root: Path, repeat: int = 32, width: int = 2048) -> Path:
 
 # --- a repository for the page and document tests ------------------------------------------
 
-CARD_TEXT = "# tiny v1\n\nA fixture model card.\n"
+CARD_TEXT = (
+    "# tiny v1\n\nA fixture model card.\n\n<script>alert(1)</script>\n\n"
+    "| class | precision |\n| --- | --- |\n| a | 0.9 |\n"
+)
 
 
 def png(colour: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> bytes:

@@ -1,26 +1,37 @@
-// Wires the page: load /models, pick a version, show its card, classify dropped or chosen images,
-// and re-send them when the precision/recall target moves.
+// Wires the page: load /models, pick a version, show its card, classify dropped or chosen images
+// (in parts within the server's per-request limit), and re-label them from their stored
+// probabilities when the precision/recall target or top-k moves: images are sent only once.
 
-import { ApiError, apiKey, classify, getJson, setApiKey } from "./api.js";
+import { ApiError, apiKey, classify, getJson, inParts, setApiKey } from "./api.js";
 import { renderCard, renderModels } from "./models.js";
-import { renderResults, renderThresholds } from "./results.js";
+import { relabel, renderResults, renderThresholds } from "./results.js";
+import { startLive, stopLive, wireEvaluate } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { models: [], selected: null, card: null, files: [], urls: [], last: null, busy: 0 };
+const state = {
+  models: [], limit: 0, selected: null, card: null, files: [], urls: [],
+  answer: null, applied: null, runs: 0, targets: 0,
+};
 
-function say(message, isError = false) {
+export function say(message, isError = false) {
   $("status").textContent = message;
   $("status").classList.toggle("error", isError);
 }
 
-function explain(err) {
+export function explain(err) {
   if (err instanceof ApiError && err.status === 401) return `${err.message} Enter the key above.`;
   return err.message || String(err);
 }
 
+function count(name) {
+  document.body.dataset[name] = String(Number(document.body.dataset[name] || 0) + 1);
+}
+
 async function loadModels() {
   try {
-    state.models = (await getJson("/models")).models;
+    const listing = await getJson("models");
+    state.models = listing.models;
+    state.limit = listing.limits ? listing.limits.max_images_per_request : 0;
   } catch (err) {
     say(explain(err), true);
     return;
@@ -31,61 +42,104 @@ async function loadModels() {
 }
 
 async function select(entry) {
+  const rerun = state.files.length > 0; // images already shown are classified again by this one
   state.selected = entry;
-  state.last = null;
+  state.answer = null;
+  state.applied = null;
   renderModels($("models").querySelector("tbody"), state.models, entry, select);
   $("selected-name").textContent = entry ? `${entry.name} v${entry.version}` : "no model";
+  stopLive();
   if (!entry) return;
   try {
-    state.card = await getJson(`/models/${encodeURIComponent(entry.name)}/${entry.version}/card`);
-    drawThresholds();
+    state.card = await getJson(`models/${encodeURIComponent(entry.name)}/${entry.version}/card`);
+    await retarget();
     await renderCard($("card"), state.card);
     say(entry.status === "ready" ? "" : `${entry.name} v${entry.version} is ${entry.status}: ${entry.reason || ""}`, entry.status !== "ready");
   } catch (err) {
     say(explain(err), true);
   }
-  if (state.files.length) await run();
+  startLive(entry);
+  if (rerun) await run();
 }
 
-function drawThresholds() {
-  if (!state.card || !state.card.thresholds) return;
-  renderThresholds($("threshold-table"), $("pr-curves"), state.card.thresholds, state.last ? state.last.thresholds : null);
-}
-
-function options() {
+function target() {
   const policy = document.querySelector('input[name="policy"]:checked').value;
-  const target = $("target-value").value;
-  return {
-    model: state.selected?.name,
-    version: state.selected?.version,
-    top_k: $("top-k").value,
-    target_precision: policy === "precision" ? target : undefined,
-    target_recall: policy === "recall" ? target : undefined,
-  };
+  return { policy, value: Number($("target-value").value).toFixed(2) };
 }
 
-function describe(opts) {
-  if (opts.target_precision) return `target precision ${opts.target_precision}`;
-  if (opts.target_recall) return `target recall ${opts.target_recall}`;
-  return "calibrated thresholds";
+function describe({ policy, value }) {
+  return policy === "calibrated" ? "calibrated thresholds" : `target ${policy} ${Number(value)}`;
+}
+
+// The thresholds to apply now, and per class what holds there (bound, support, certified).
+async function appliedThresholds() {
+  const wanted = target();
+  const perClass = state.card?.thresholds?.per_class || [];
+  if (wanted.policy === "calibrated") {
+    const fromAnswer = state.answer ? state.answer.thresholds : null;
+    const thresholds = Object.fromEntries(perClass.map((c) => [c.label, fromAnswer ? fromAnswer[c.label] : c.threshold]));
+    return { wanted, thresholds, choices: perClass, target: state.card?.thresholds?.target };
+  }
+  const { name, version } = state.selected;
+  const body = await getJson(`models/${encodeURIComponent(name)}/${version}/thresholds?target_${wanted.policy}=${wanted.value}`);
+  const thresholds = Object.fromEntries(body.per_class.map((c) => [c.label, c.threshold]));
+  return { wanted, thresholds, choices: body.per_class, target: body.target };
+}
+
+async function retarget() {
+  if (!state.card || !state.card.thresholds) return;
+  const ticket = ++state.targets;
+  let applied;
+  try {
+    applied = await appliedThresholds();
+  } catch (err) {
+    if (ticket === state.targets) say(explain(err), true);
+    return;
+  }
+  if (ticket !== state.targets) return; // a newer target is on its way
+  state.applied = applied;
+  renderThresholds($("threshold-table"), $("pr-curves"), state.card.thresholds, applied);
+  $("threshold-source").textContent = `Applied: ${describe(applied.wanted)}.`;
+  if (state.answer) draw();
+}
+
+function draw() {
+  const k = Number($("top-k").value) || 1;
+  const predictions = relabel(state.answer.predictions, state.applied.thresholds, k);
+  renderResults($("results"), state.files, state.urls, predictions, state.applied.thresholds, state.answer.receipts, state.selected);
+  count("relabels");
+}
+
+function progress(done, total) {
+  const bar = $("progress");
+  bar.hidden = done >= total;
+  bar.max = total;
+  bar.value = done;
+  say(`Classified ${done} of ${total} image(s)…`);
 }
 
 async function run() {
   if (!state.files.length || !state.selected) return;
-  const ticket = ++state.busy;
-  const opts = options(); // what this request asked, whatever the controls say by its answer
-  say(`Classifying ${state.files.length} image(s)…`);
+  const files = state.files;
+  const ticket = ++state.runs;
+  const { name, version } = state.selected;
+  const size = state.limit > 0 ? state.limit : files.length;
+  progress(0, files.length);
   try {
-    const body = await classify(state.files, opts);
-    if (ticket !== state.busy) return; // a newer request is on its way
-    state.last = body;
-    renderResults($("results"), state.files, state.urls, body);
-    drawThresholds();
-    $("threshold-source").textContent = `Applied: ${describe(opts)} (${body.model} v${body.version}).`;
-    say(`Classified ${body.predictions.length} image(s) with ${body.model} v${body.version}.`);
-    document.body.dataset.requests = String(Number(document.body.dataset.requests || 0) + 1);
+    const answers = await inParts(files, size, (part) => classify(part, { model: name, version, top_k: 1 }), progress);
+    if (ticket !== state.runs || files !== state.files) return;
+    // One receipt per part: an image is named by its request id and its index in that part.
+    const receipts = answers.flatMap((a) => a.predictions.map((_, index) => ({ request_id: a.request_id, index })));
+    state.answer = { thresholds: answers[0].thresholds, predictions: answers.flatMap((a) => a.predictions), receipts };
+    if (!state.applied || state.applied.wanted.policy === "calibrated") state.applied = await appliedThresholds();
+    draw();
+    renderThresholds($("threshold-table"), $("pr-curves"), state.card.thresholds, state.applied);
+    $("threshold-source").textContent = `Applied: ${describe(state.applied.wanted)} (${answers[0].model} v${answers[0].version}).`;
+    say(`Classified ${files.length} image(s) with ${answers[0].model} v${answers[0].version} in ${answers.length} request(s).`);
+    count("requests");
   } catch (err) {
-    if (ticket === state.busy) say(explain(err), true);
+    $("progress").hidden = true;
+    if (ticket === state.runs) say(explain(err), true);
   }
 }
 
@@ -98,14 +152,14 @@ function takeFiles(fileList) {
   state.urls.forEach((u) => URL.revokeObjectURL(u));
   state.files = files;
   state.urls = files.map((f) => URL.createObjectURL(f));
+  state.answer = null;
   run();
 }
 
 let timer = 0;
 function later() {
-  state.busy++; // answers to requests sent before this change are stale: drop them
   clearTimeout(timer);
-  timer = setTimeout(run, 250);
+  timer = setTimeout(retarget, 150);
 }
 
 function wireTarget() {
@@ -119,7 +173,7 @@ function wireTarget() {
     $("target-output").value = Number($("target-value").value).toFixed(2);
     later();
   });
-  $("top-k").addEventListener("change", later);
+  $("top-k").addEventListener("change", () => { if (state.answer) draw(); });
 }
 
 function wireFiles() {
@@ -147,4 +201,5 @@ function wireKey() {
 wireKey();
 wireFiles();
 wireTarget();
+wireEvaluate(() => state.selected, () => state.limit);
 loadModels();

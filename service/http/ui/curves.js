@@ -50,11 +50,14 @@ export function fmt(value) {
 }
 
 // One class's curve, its calibrated point and (when a request applied one) the applied point.
-export function prCurveSvg(label, curve, calibrated, applied) {
+// ``verdict``: whether the applied target is certified for the class, and in words.
+export function prCurveSvg(label, curve, calibrated, applied, verdict) {
   const s = scales();
-  const svg = el("svg", { viewBox: `0 0 ${SIZE.width} ${SIZE.height}`, role: "img", class: "pr-curve", "data-label": label });
+  const certified = verdict ? verdict.certified : true;
+  const svg = el("svg", { viewBox: `0 0 ${SIZE.width} ${SIZE.height}`, role: "img", "data-label": label,
+    class: `pr-curve ${certified ? "certified" : "uncertified"}`, "data-certified": String(certified) });
   const moved = applied ? ` → ${fmt(applied.threshold)}` : "";
-  svg.append(el("title", {}, `Class ${label}: precision–recall curve, threshold ${fmt(calibrated?.threshold)}${moved}`));
+  svg.append(el("title", {}, `Class ${label}: precision–recall curve, threshold ${fmt(calibrated?.threshold)}${moved}${verdict ? `; ${verdict.text}` : ""}`));
   axes(svg, s);
   const points = curve.recall.map((r, i) => `${s.x(r).toFixed(1)},${s.y(curve.precision[i]).toFixed(1)}`);
   svg.append(el("polyline", { points: points.join(" "), class: "curve" }));
@@ -63,6 +66,6 @@ export function prCurveSvg(label, curve, calibrated, applied) {
   }
   if (calibrated) marker(svg, s, calibrated, "calibrated");
   if (applied) marker(svg, s, applied, "applied");
-  svg.append(el("text", { x: SIZE.left, y: 14, class: "label" }, `${label}  t=${fmt(calibrated?.threshold)}${moved}`));
+  svg.append(el("text", { x: SIZE.left, y: 14, class: "label" }, `${label}  t=${fmt(calibrated?.threshold)}${moved}${certified ? "" : "  ✗"}`));
   return svg;
 }

@@ -1,7 +1,7 @@
 // Swagger UI over /docs.json; "Try it out" sends requests to this server.
 window.addEventListener("load", () => {
   window.ui = SwaggerUIBundle({
-    url: "/docs.json",
+    url: "docs.json",
     dom_id: "#swagger-ui",
     deepLinking: true,
     presets: [SwaggerUIBundle.presets.apis],

@@ -69,7 +69,7 @@ async function figures(card) {
   const nodes = await Promise.all(entries.map(async ([stem, url]) => {
     const title = FIGURE_TITLES[stem] || stem.replaceAll("_", " ");
     const src = await blobUrl(url);
-    const img = h("img", { alt: `${title} of ${card.name} v${card.version}`, src, loading: "lazy" });
+    const img = h("img", { alt: `${title} of ${card.name} v${card.version}`, src });
     // A link to the full-size figure (opens in a new tab; the grid shows it small).
     return h("figure", {}, h("a", { href: src, target: "_blank", rel: "noopener" }, img), h("figcaption", {}, title));
   }));
@@ -81,9 +81,11 @@ export async function renderCard(container, card) {
   if (card.test_metrics) parts.push(metricsTable(card.test_metrics, card.labels));
   if (Object.keys(card.report.images).length) parts.push(await figures(card));
   else parts.push(h("p", { class: "hint" }, "No report figures in this version's report/ folder."));
-  if (card.report.model_card) {
-    const text = await getText(card.report.model_card);
-    parts.push(h("details", {}, h("summary", {}, "MODEL_CARD.md"), h("pre", { class: "model-card" }, text)));
+  if (card.report.model_card_html) {
+    // Rendered by the server (markdown-it-py, raw HTML escaped): safe to insert as markup.
+    const body = h("div", { class: "model-card-html" });
+    body.innerHTML = await getText(card.report.model_card_html);
+    parts.push(h("details", { open: "" }, h("summary", {}, "MODEL_CARD.md"), body));
   }
   container.replaceChildren(...parts);
 }

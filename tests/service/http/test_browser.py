@@ -1,5 +1,7 @@
 """The web page and the API reference in headless Chromium, against a real server serving the
-digits model that the real training CLI made (``digits_repo``), with API keys on."""
+digits model that the real training CLI made (``digits_repo``), with API keys on, reached
+through a reverse proxy on loopback that serves it under ``/visor/`` (as an ingress with a
+path prefix does) and counts the requests the page makes."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import browser
+from tests.helpers.proxy import PrefixProxy
 from tests.helpers.servers import HTTP, Server, start_server
 
 pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
@@ -18,9 +21,18 @@ UI_KEY = "ui-key"
 
 @pytest.fixture(scope="module")
 def digits_server(digits_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("browser"), digits_repo, api_keys=UI_KEY)
+    # One worker: the live view is the answering worker's windows (docs/http.md).
+    srv = start_server(tmp_path_factory.mktemp("browser"), digits_repo, api_keys=UI_KEY, workers=1)
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(digits_server: Server) -> Iterator[PrefixProxy]:
+    behind = PrefixProxy(digits_server.http, "/visor")
+    yield behind
+    assert behind.outside == [], "the page asked for paths outside its prefix"
+    behind.close()
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +62,13 @@ def curve_point(curve: dict[str, list[float]], threshold: float) -> tuple[str, s
     return f"{curve['precision'][i]:.3f}", f"{curve['recall'][i]:.3f}"
 
 
-def open_page(driver: Any, server: Server, forget_key: bool = False) -> None:
-    """Open the page; give the API key when it asks for one (it stays in sessionStorage)."""
+def open_page(driver: Any, proxy: PrefixProxy, forget_key: bool = False) -> None:
+    """Open the page under its prefix; give the API key when it asks for one (it stays in
+    sessionStorage)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    driver.get(f"{server.http}/")
+    driver.get(proxy.url)
     if forget_key:
         driver.execute_script("sessionStorage.clear()")
         driver.refresh()
@@ -70,12 +83,22 @@ def open_page(driver: Any, server: Server, forget_key: bool = False) -> None:
         browser.wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, rows))
 
 
+def choices(server: Server, metric: str, target: float) -> dict[str, dict[str, Any]]:
+    r = HTTP.get(
+        f"{server.http}/models/digits/1/thresholds",
+        params={f"target_{metric}": str(target)},
+        headers={"X-API-Key": UI_KEY},
+    )
+    assert r.status_code == 200, r.text
+    return {c["label"]: c for c in r.json()["per_class"]}
+
+
 def test_upload_read_the_bars_and_retarget_precision(
-    driver: Any, digits_server: Server, digits_repo: Path
+    driver: Any, digits_server: Server, proxy: PrefixProxy, digits_repo: Path
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    open_page(driver, digits_server, forget_key=True)  # asks for the key, then lists models
+    open_page(driver, proxy, forget_key=True)  # asks for the key, then lists models
     row = driver.find_element(By.CSS_SELECTOR, "#models tbody tr[data-model=digits]")
     assert row.get_attribute("data-status") == "ready"
 
@@ -95,32 +118,131 @@ def test_upload_read_the_bars_and_retarget_precision(
         f"{digits_server.http}/models/digits/1/card", headers={"X-API-Key": UI_KEY}
     ).json()
     curves = card["thresholds"]["curves"]
+    calibrated = {c["label"]: c for c in card["thresholds"]["per_class"]}
     before = browser.threshold_rows(driver)
+    for label, entry in calibrated.items():  # certified or not, as the metadata says
+        assert before[label]["calibrated_certified"] == str(entry["certified"]).lower()
+        assert before[label]["calibrated_bound"] == f"{entry['lower_bound']:.3f}"
+    sent = proxy.count("POST", "/classify")
     browser.retarget(driver, "precision", 0.99)
     after = browser.threshold_rows(driver)
-    wanted = classify(digits_server, pngs, target_precision="0.99")["thresholds"]
+    assert proxy.count("POST", "/classify") == sent, "re-targeting sent the images again"
+    wanted = classify(digits_server, pngs, target_precision="0.99")
     moved = [
         label
-        for label in wanted
+        for label in wanted["thresholds"]
         if float(after[label]["applied"]) != float(before[label]["applied"])
     ]
     assert moved, "re-targeting to precision 0.99 moved no class's threshold"
-    for label, threshold in wanted.items():
+    chosen = choices(digits_server, "precision", 0.99)
+    for label, threshold in wanted["thresholds"].items():
         assert float(after[label]["applied"]) == pytest.approx(threshold, abs=1e-7)
         shown = (after[label]["precision"], after[label]["recall"])
         assert shown == curve_point(curves[label], threshold)
-    for label, bar in browser.label_bars(driver)[0].items():
-        assert bar["threshold"] == pytest.approx(wanted[label], abs=1e-7)
+        # certified as /classify says, and an uncertified class says what it would need
+        assert after[label]["certified"] == str(wanted["certified"][label]).lower()
+        assert chosen[label]["certified"] == wanted["certified"][label]
+        if not wanted["certified"][label]:
+            assert (
+                f"best certified {chosen[label]['best_certified']:.3f}" in after[label]["verdict"]
+            )
+            needed = chosen[label]["needed"]
+            assert (f"needs ≈{needed} images" if needed else "cannot certify") in after[label][
+                "verdict"
+            ]
+    assert not all(wanted["certified"].values()), "0.99 should leave a class uncertified"
+    uncertified = driver.find_elements(By.CSS_SELECTOR, "#pr-curves svg.uncertified")
+    assert len(uncertified) == sum(not c for c in wanted["certified"].values())
+    for shown, prediction in zip(browser.label_bars(driver), wanted["predictions"], strict=True):
+        for label, bar in shown.items():
+            assert bar["threshold"] == pytest.approx(wanted["thresholds"][label], abs=1e-7)
+            assert bar["above"] == (label in prediction["labels"])
     applied_dots = driver.find_elements(By.CSS_SELECTOR, "#pr-curves svg circle.applied")
-    assert len(applied_dots) == len(wanted)
+    assert len(applied_dots) == len(wanted["thresholds"])
 
 
-def test_a_dropped_image_is_classified(
-    driver: Any, digits_server: Server, digits_repo: Path
+def test_600_images_are_sent_in_parts_within_the_server_limit(
+    driver: Any, proxy: PrefixProxy, digits_server: Server, digits_repo: Path
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    open_page(driver, digits_server)
+    open_page(driver, proxy)
+    limit = HTTP.get(f"{digits_server.http}/models", headers={"X-API-Key": UI_KEY}).json()
+    limit = limit["limits"]["max_images_per_request"]
+    pngs = sorted((digits_repo.parent / "data").glob("*/*.png"))[::2][:600]
+    assert len(pngs) == 600
+    sent = proxy.count("POST", "/classify")
+    browser.upload(driver, pngs, timeout=300)
+    parts = proxy.count("POST", "/classify") - sent
+    assert parts == -(-600 // limit) and parts > 1
+    assert len(driver.find_elements(By.CSS_SELECTOR, ".result")) == 600
+    assert "Classified 600 image(s)" in driver.find_element(By.ID, "status").text
+    names = driver.execute_script(
+        "return [...document.querySelectorAll('.result h3')].map(e => e.textContent)"
+    )
+    assert names == [p.name for p in pngs]
+
+
+def test_feedback_from_the_page_shows_in_the_live_view(
+    driver: Any, proxy: PrefixProxy, digits_repo: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    open_page(driver, proxy)
+    browser.wait_for(driver, lambda d: d.find_element(By.ID, "live").get_attribute("data-feedback"))
+    before = int(driver.find_element(By.ID, "live").get_attribute("data-feedback"))
+    pngs = digit_pngs(digits_repo, ("7", "3"))
+    browser.upload(driver, pngs)
+    for card, truth in zip(
+        driver.find_elements(By.CSS_SELECTOR, ".result"), ("7", "3"), strict=True
+    ):
+        Select(card.find_element(By.CSS_SELECTOR, "select.truth")).select_by_value(truth)
+        browser.wait_for(driver, lambda d, c=card: c.get_attribute("data-truth"))
+    assert proxy.count("POST", "/feedback") >= 2
+    browser.wait_for(
+        driver,
+        lambda d: int(d.find_element(By.ID, "live").get_attribute("data-feedback")) == before + 2,
+        timeout=20,
+    )
+    live = driver.find_element(By.ID, "live")
+    for label in ("7", "3"):  # a class appears once feedback touched it
+        row = live.find_element(By.CSS_SELECTOR, f"tr[data-label='{label}']")
+        assert int(row.find_element(By.CSS_SELECTOR, "[data-field=recall-support]").text) >= 1
+
+
+def test_a_labelled_folder_is_evaluated(
+    driver: Any, proxy: PrefixProxy, digits_repo: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from selenium.webdriver.common.by import By
+
+    open_page(driver, proxy)
+    folder = tmp_path / "labelled"
+    for label in ("1", "8"):
+        (folder / label).mkdir(parents=True)
+        for png in sorted((digits_repo.parent / "data" / label).glob("*.png"))[:3]:
+            shutil.copy(png, folder / label / png.name)
+    sent = proxy.count("POST", "/evaluate")
+    driver.find_element(By.ID, "eval-files").send_keys(str(folder))
+    box = browser.wait_for(
+        driver, lambda d: d.find_element(By.CSS_SELECTOR, "#evaluation[data-samples]")
+    )
+    assert box.get_attribute("data-samples") == "6"
+    assert "accuracy" in box.find_element(By.CSS_SELECTOR, "[data-field=accuracy]").text
+    assert proxy.count("POST", "/evaluate") == sent + 1
+    assert {
+        r.get_attribute("data-label") for r in box.find_elements(By.CSS_SELECTOR, "tbody tr")
+    } >= {"1", "8"}
+
+
+def test_a_dropped_image_is_classified(
+    driver: Any, digits_server: Server, proxy: PrefixProxy, digits_repo: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    open_page(driver, proxy)
     png = digit_pngs(digits_repo, ("4",))[0]
     browser.drop(driver, png)
     (bars,) = browser.label_bars(driver)
@@ -131,7 +253,7 @@ def test_a_dropped_image_is_classified(
 
 
 def test_tiff_and_other_pillow_formats_are_picked_and_classified(
-    driver: Any, digits_server: Server, digits_repo: Path, tmp_path: Path
+    driver: Any, digits_server: Server, proxy: PrefixProxy, digits_repo: Path, tmp_path: Path
 ) -> None:
     from PIL import Image
 
@@ -139,7 +261,7 @@ def test_tiff_and_other_pillow_formats_are_picked_and_classified(
     files = [tmp_path / "five.tif", tmp_path / "five.pcx"]  # PCX: no MIME type in a browser
     for path in files:
         Image.open(png).save(path)
-    open_page(driver, digits_server)
+    open_page(driver, proxy)
     browser.upload(driver, files)
     bars = browser.label_bars(driver)
     expected = classify(digits_server, [png])["predictions"][0]["probabilities"]
@@ -148,10 +270,10 @@ def test_tiff_and_other_pillow_formats_are_picked_and_classified(
         assert {k: v["probability"] for k, v in shown.items()} == pytest.approx(expected, abs=1e-7)
 
 
-def test_model_card_shows_the_report_figures(driver: Any, digits_server: Server) -> None:
+def test_model_card_shows_the_report_figures(driver: Any, proxy: PrefixProxy) -> None:
     from selenium.webdriver.common.by import By
 
-    open_page(driver, digits_server)
+    open_page(driver, proxy)
     images = browser.wait_for(
         driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#card figure img") or None
     )
@@ -161,12 +283,15 @@ def test_model_card_shows_the_report_figures(driver: Any, digits_server: Server)
         assert driver.execute_script("return arguments[0].naturalWidth", img) > 100
     metrics = driver.find_element(By.CSS_SELECTOR, "#card table.metrics tbody")
     assert len(metrics.find_elements(By.TAG_NAME, "tr")) == 10
+    card = driver.find_element(By.CSS_SELECTOR, "#card .model-card-html")
+    assert card.find_elements(By.TAG_NAME, "h1") or card.find_elements(By.TAG_NAME, "h2")
+    assert not card.find_elements(By.TAG_NAME, "script")
 
 
-def test_try_it_out_uploads_a_file(driver: Any, digits_server: Server, digits_repo: Path) -> None:
+def test_try_it_out_uploads_a_file(driver: Any, proxy: PrefixProxy, digits_repo: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    driver.get(f"{digits_server.http}/docs")
+    driver.get(f"{proxy.url}docs")
     browser.authorize_swagger(driver, UI_KEY)
     block = browser.open_try_it_out(driver, "post_classify")
     next(b for b in block.find_elements(By.TAG_NAME, "button") if "Add" in b.text).click()
@@ -185,30 +310,33 @@ def test_try_it_out_uploads_a_file(driver: Any, digits_server: Server, digits_re
     assert '"predictions"' in body and '"model": "digits"' in body
 
 
-@pytest.mark.parametrize("page", ["/", "/docs"])
-def test_pages_load_nothing_from_other_hosts(driver: Any, digits_server: Server, page: str) -> None:
+@pytest.mark.parametrize("page", ["", "docs"])
+def test_pages_load_nothing_from_other_hosts_or_outside_the_prefix(
+    driver: Any, proxy: PrefixProxy, page: str
+) -> None:
     from selenium.webdriver.common.by import By
 
-    if page == "/":
-        open_page(driver, digits_server)
+    if page == "":
+        open_page(driver, proxy)
     else:
-        driver.get(f"{digits_server.http}{page}")
-    ready = "#card figure img" if page == "/" else ".opblock"
+        driver.get(f"{proxy.url}{page}")
+    ready = "#card figure img" if page == "" else ".opblock"
     browser.wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ready))
     urls = browser.loaded_urls(driver)
     assert len(urls) > 3
-    foreign = [u for u in urls if not u.startswith((digits_server.http, "blob:", "data:"))]
+    foreign = [u for u in urls if not u.startswith((proxy.url, "blob:", "data:"))]
     assert not foreign
+    assert proxy.outside == []
 
 
 def test_every_control_has_a_name_and_the_keyboard_reaches_the_upload(
-    driver: Any, digits_server: Server
+    driver: Any, proxy: PrefixProxy
 ) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    driver.get(f"{digits_server.http}/")
+    driver.get(proxy.url)
     browser.wait_for(
         driver,
         lambda d: (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 
@@ -22,7 +23,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def local_assets(html: str) -> list[str]:
-    return re.findall(r'(?:src|href)="(/[^"]*)"', html)
+    """Every file and link the page names; relative, so it works under a path prefix."""
+    found = re.findall(r'(?:src|href)="([^"#][^"]*)"', html)
+    return [a for a in found if not a.startswith("data:")]
 
 
 @pytest.mark.parametrize(("page", "title"), [("/", "<title>Visor</title>"), ("/docs", "API")])
@@ -36,8 +39,9 @@ def test_pages_and_every_file_they_load_are_served_without_a_key(
     assert not re.search(r'(?:src|href)="(?:https?:)?//', r.text)
     assets = local_assets(r.text)
     assert any(a.endswith(".js") for a in assets)
+    assert not [a for a in assets if a.startswith("/")], "an absolute path breaks under a prefix"
     for asset in assets:
-        assert HTTP.get(f"{site.http}{asset}").status_code == 200, asset
+        assert HTTP.get(urljoin(f"{site.http}{page}", asset)).status_code == 200, asset
 
 
 def test_the_file_picker_offers_every_format_training_and_scoring_take(site: Server) -> None:
@@ -89,6 +93,14 @@ def test_report_files_are_served_read_only(site: Server) -> None:
     )
 
 
+def test_the_model_card_is_rendered_as_html_with_raw_html_escaped(site: Server) -> None:
+    url = HTTP.get(f"{site.http}/models/tiny/1/card", headers=KEY).json()["report"]
+    r = HTTP.get(f"{site.http}{url['model_card_html']}", headers=KEY)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "<h1>tiny v1</h1>" in r.text and "<table>" in r.text and "<td>0.9</td>" in r.text
+    assert "<script>" not in r.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in r.text
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -118,7 +130,7 @@ def test_a_failed_version_shows_its_reason(site: Server) -> None:
     assert failed["status"] == "failed" and "sha256" in failed["reason"].lower()
     card = HTTP.get(f"{site.http}/models/tiny/2/card", headers=KEY).json()
     assert card["status"] == "failed" and card["reason"] == failed["reason"]
-    assert card["report"] == {"images": {}, "model_card": None}
+    assert card["report"] == {"images": {}, "model_card": None, "model_card_html": None}
 
 
 @pytest.mark.parametrize("path", ["/models/tiny/1/card", "/models/tiny/1/report/pr_curves.png"])
@@ -132,3 +144,23 @@ def test_static_files_stay_inside_their_folder(site: Server, tmp_path: Path) -> 
         r = HTTP.get(f"{site.http}{path}")
         assert r.status_code in (401, 404), path
         assert b"import" not in r.content
+
+
+@pytest.mark.parametrize(("metric", "target"), [("precision", 0.8), ("recall", 0.55)])
+def test_retargeting_curves_without_counts_matches_classify(
+    site: Server, metric: str, target: float
+) -> None:
+    """Metadata with curves but no counts: point estimates, nothing certified, as /classify."""
+    field = f"target_{metric}"
+    r = HTTP.get(f"{site.http}/models/tiny/1/thresholds", params={field: target}, headers=KEY)
+    assert r.status_code == 200, r.text
+    files = [("image", ("a.png", png((90, 90, 90)), "image/png"))]
+    answer = HTTP.post(
+        f"{site.http}/classify",
+        files=files,
+        data={"model": "tiny", "version": "1", field: str(target)},
+        headers=KEY,
+    ).json()
+    for choice in r.json()["per_class"]:
+        assert choice["threshold"] == answer["thresholds"][choice["label"]]
+        assert choice["certified"] is False and choice["lower_bound"] is None
