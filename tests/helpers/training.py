@@ -86,3 +86,15 @@ def write_shapes(root: Path, count: int, size: int = 32, seed: int = 0) -> Path:
                 draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
             image.save(folder / f"{n:03d}.png")
     return root
+
+
+def random_backbone(path: Path) -> str:
+    """A MobileNetV2 feature extractor with random weights, saved where ``--weights`` can
+    read it: a local weight file makes a run transfer learning (frozen base, then fine-tuning)
+    without downloading ImageNet weights."""
+    import tf_keras as keras
+
+    keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    ).save_weights(str(path))
+    return str(path)

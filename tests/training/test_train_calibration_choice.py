@@ -11,7 +11,7 @@ import pytest
 
 import training  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from contract.calibration import lower_bound
-from tests.helpers.training import write_classes
+from tests.helpers.training import random_backbone, write_classes
 
 keras = pytest.importorskip("tf_keras")
 
@@ -87,15 +87,12 @@ def test_transfer_learning_cross_fits_heads_on_features_computed_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     data = write_classes(tmp_path / "d", {"a": 10, "b": 10, "c": 10}, size=8, mode="RGB")
-    backbone = tmp_path / "backbone.h5"
-    keras.applications.MobileNetV2(
-        include_top=False, weights=None, input_shape=(32, 32, 3)
-    ).save_weights(str(backbone))
+    backbone = random_backbone(tmp_path / "backbone.h5")
     cfg = RunConfig(
         data=DataConfig(data, image_size=8),
         export=ExportConfig(name="t", out_dir=tmp_path / "m"),
         augment=AugmentConfig(rotation=0, zoom=0, translation=0, contrast=0),
-        model=ModelConfig("mobilenetv2", str(backbone), fine_tune_layers=5),
+        model=ModelConfig("mobilenetv2", backbone, fine_tune_layers=5),
         fit=FitConfig(
             work_dir=tmp_path / "w", epochs=2, fine_tune_epochs=1, batch_size=8, quiet=True
         ),

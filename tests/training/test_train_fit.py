@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import training  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from tests.helpers.training import write_classes
+from tests.helpers.training import random_backbone, write_classes
 
 keras = pytest.importorskip("tf_keras")
 
@@ -26,17 +26,13 @@ from training.train import fit
 
 def test_backbone_two_phase_fit_continues_epoch_numbering(tmp_path: Path) -> None:
     data = write_classes(tmp_path / "d", {"a": 8, "b": 8}, size=8, mode="RGB")
-    # NOTE: a local weight file makes this a transfer run (frozen base, then fine-tuning);
-    # --weights none trains the whole backbone in one phase (tests/training/test_train_gate.py).
-    backbone = tmp_path / "backbone.h5"
-    keras.applications.MobileNetV2(
-        include_top=False, weights=None, input_shape=(32, 32, 3)
-    ).save_weights(str(backbone))
+    # --weights none instead trains the whole backbone in one phase (test_train_gate.py).
+    backbone = random_backbone(tmp_path / "backbone.h5")
     cfg = RunConfig(
         data=DataConfig(data, image_size=8),
         export=ExportConfig(name="t", out_dir=tmp_path / "m"),
         augment=AugmentConfig(rotation=0, zoom=0, translation=0, contrast=0, flip="horizontal"),
-        model=ModelConfig("mobilenetv2", str(backbone), fine_tune_layers=10),
+        model=ModelConfig("mobilenetv2", backbone, fine_tune_layers=10),
         fit=FitConfig(
             work_dir=tmp_path / "w", epochs=1, fine_tune_epochs=1, batch_size=8, quiet=True
         ),
