@@ -22,6 +22,9 @@ ArtifactKind = Literal["onnx", "savedmodel", "keras_h5"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
+DEFAULT_CONFIDENCE = 0.95
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -131,6 +134,11 @@ class Thresholds(_Strict):
         default=None, gt=0.0, lt=1.0, description="Confidence level of every lower_bound."
     )
     method: str = Field(default="", description="How the thresholds were chosen, in words.")
+
+    @property
+    def bound_confidence(self) -> float:
+        """``confidence``, or the 0.95 Visor always used, for metadata that does not state it."""
+        return self.confidence if self.confidence is not None else DEFAULT_CONFIDENCE
 
 
 class Histogram(_Strict):

@@ -12,8 +12,6 @@ from contract.metadata import ModelMetadata
 from service.errors import InvalidInput
 from service.types import BatchMetrics, ClassMetricsResult, InferOptions
 
-DEFAULT_CONFIDENCE = 0.95  # for metadata that stores counts but no confidence
-
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
@@ -39,7 +37,7 @@ class Postprocessor:
         self.default_top_k = default_top_k
         self.calibrated = np.array([c.threshold for c in meta.thresholds.per_class], np.float32)
         self.calibrated_certified = np.array([c.certified for c in meta.thresholds.per_class])
-        self._confidence = meta.thresholds.confidence or DEFAULT_CONFIDENCE
+        self._confidence = meta.thresholds.bound_confidence
         self._curves = {
             i: (np.asarray(c.thresholds), np.asarray(c.precision), np.asarray(c.recall))
             for i, label in enumerate(self.labels)

@@ -21,8 +21,6 @@ from contract.metadata import CalibrationCurve, ModelMetadata
 from service.errors import InvalidInput
 from service.types import ModelInfo
 
-DEFAULT_CONFIDENCE = 0.95
-
 
 def _target(request: Request) -> tuple[str, float]:
     given = {m: request.query_params.get(f"target_{m}") for m in ("precision", "recall")}
@@ -82,7 +80,7 @@ def class_choice(
 
 
 def choices(meta: ModelMetadata, metric: str, target: float) -> dict[str, Any]:
-    confidence = meta.thresholds.confidence or DEFAULT_CONFIDENCE
+    confidence = meta.thresholds.bound_confidence
     curves = meta.thresholds.curves
     return {
         "policy": metric,

@@ -3,7 +3,7 @@ feedback, publish rolling precision/recall (with Clopper-Pearson bounds) and dri
 
 Two views. Counters (``visor_live_outcomes``, ``visor_drift_served``) count every feedback
 image's outcome and every served image's bucket: summed over replicas and workers by Prometheus,
-they give the fleet's precision, recall and drift (deploy/prometheus/rules.yml). Gauges hold this
+they give the fleet's precision, recall and drift (deploy/prometheus/fleet.yml). Gauges hold this
 process's rolling window with exact bounds.
 
 Cost on the request path: one signature per request and one window append per image; the drift
@@ -33,7 +33,6 @@ from service.monitoring.windows import AnsweredImages, DriftWindow, FeedbackWind
 from service.settings import Settings
 from service.types import Classification
 
-DEFAULT_CONFIDENCE = 0.95
 log = logging.getLogger(__name__)
 
 
@@ -78,7 +77,7 @@ class VersionMonitor:
         self._m = metrics
         self._key = (meta.name, str(meta.version))
         self._clock = clock
-        self.confidence = meta.thresholds.confidence or DEFAULT_CONFIDENCE
+        self.confidence = meta.thresholds.bound_confidence
         self._receipts = receipts
         self.answered = AnsweredImages(
             settings.monitor_predictions, settings.monitor_prediction_ttl_s
@@ -172,15 +171,23 @@ class VersionMonitor:
                 if n:
                     counters[b].inc(n)
                     pending[b] = 0
-        self.drift.expire(self._clock())
-        samples = len(self.drift)
+        samples, label_psi, conf_psi = self._psi(self._clock())
         self._m.drift_samples.labels(*self._key).set(samples)
-        label_psi = conf_psi = math.nan
-        if samples >= self._min_samples:
-            label_psi = stats.psi(self._ref_labels, np.asarray(self.drift.labels))
-            conf_psi = stats.psi(self._ref_conf, np.asarray(self.drift.confidence))
         self._m.drift_psi.labels(*self._key, "label").set(label_psi)
         self._m.drift_psi.labels(*self._key, "confidence").set(conf_psi)
+
+    def _psi(self, now: float) -> tuple[int, float, float]:
+        """Images in the drift window, and its label and confidence PSI (NaN: too few)."""
+        assert self.drift is not None
+        self.drift.expire(now)
+        samples = len(self.drift)
+        if samples < self._min_samples:
+            return samples, math.nan, math.nan
+        return (
+            samples,
+            stats.psi(self._ref_labels, np.asarray(self.drift.labels)),
+            stats.psi(self._ref_conf, np.asarray(self.drift.confidence)),
+        )
 
     def snapshot(self) -> dict[str, Any]:
         """What the gauges say, as one JSON-ready dict: the feedback window's per-class
@@ -188,17 +195,14 @@ class VersionMonitor:
         now = self._clock()
         self._publish(sorted(self.feedback_window.expire(now)))
         w = self.feedback_window
-        per_class = []
-        for metric, trials in (("precision", w.tp + w.fp), ("recall", w.tp + w.fn)):
-            point = stats.ratio(w.tp, trials)
-            lower = stats.clopper_pearson_lower(w.tp, trials, self.confidence)
-            upper = stats.clopper_pearson_upper(w.tp, trials, self.confidence)
-            for c, label in enumerate(self.labels):
-                if len(per_class) <= c:
-                    per_class.append({"label": label, "tp": int(w.tp[c]), "fp": int(w.fp[c]),
-                                      "fn": int(w.fn[c])})  # fmt: skip
+        per_class = [
+            {"label": label, "tp": int(w.tp[c]), "fp": int(w.fp[c]), "fn": int(w.fn[c])}
+            for c, label in enumerate(self.labels)
+        ]
+        for metric, (trials, point, lower, upper) in self._estimates(w.tp, w.fp, w.fn).items():
+            for c, row in enumerate(per_class):
                 n = int(trials[c])
-                per_class[c][metric] = {
+                row[metric] = {
                     "value": float(point[c]) if n else None,
                     "lower_bound": float(lower[c]) if n else None,
                     "upper_bound": float(upper[c]) if n else None,
@@ -216,18 +220,12 @@ class VersionMonitor:
     def _drift_snapshot(self, now: float) -> dict[str, Any] | None:
         if self.drift is None:
             return None
-        self.drift.expire(now)
-        samples = len(self.drift)
-        enough = samples >= self._min_samples
+        samples, label_psi, conf_psi = self._psi(now)
         return {
             "samples": samples,
             "min_samples": self._min_samples,
-            "label_psi": stats.psi(self._ref_labels, np.asarray(self.drift.labels))
-            if enough
-            else None,
-            "confidence_psi": stats.psi(self._ref_conf, np.asarray(self.drift.confidence))
-            if enough
-            else None,
+            "label_psi": None if math.isnan(label_psi) else label_psi,
+            "confidence_psi": None if math.isnan(conf_psi) else conf_psi,
         }
 
     # --- feedback --------------------------------------------------------------------------
@@ -299,22 +297,28 @@ class VersionMonitor:
         if not classes:
             return
         w, idx, m = self.feedback_window, np.asarray(classes), self._m
-        tp, fp, fn = w.tp[idx], w.fp[idx], w.fn[idx]
-        for metric, trials, gauges in (
-            (
-                "precision",
-                tp + fp,
-                (m.live_precision, m.live_precision_lower, m.live_precision_upper),
-            ),
-            ("recall", tp + fn, (m.live_recall, m.live_recall_lower, m.live_recall_upper)),
-        ):
-            values = (
+        gauges = {
+            "precision": (m.live_precision, m.live_precision_lower, m.live_precision_upper),
+            "recall": (m.live_recall, m.live_recall_lower, m.live_recall_upper),
+        }
+        estimates = self._estimates(w.tp[idx], w.fp[idx], w.fn[idx])
+        for metric, (trials, *values) in estimates.items():
+            for j, c in enumerate(classes):
+                key = (*self._key, self.labels[c])
+                for gauge, value in zip(gauges[metric], values, strict=True):
+                    gauge.labels(*key).set(value[j])
+                m.live_support.labels(*key, metric).set(trials[j])
+
+    def _estimates(
+        self, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray
+    ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per metric: (support, point estimate, lower bound, upper bound) of each class."""
+        out = {}
+        for metric, trials in (("precision", tp + fp), ("recall", tp + fn)):
+            out[metric] = (
+                trials,
                 stats.ratio(tp, trials),
                 stats.clopper_pearson_lower(tp, trials, self.confidence),
                 stats.clopper_pearson_upper(tp, trials, self.confidence),
             )
-            for j, c in enumerate(classes):
-                key = (*self._key, self.labels[c])
-                for gauge, value in zip(gauges, values, strict=True):
-                    gauge.labels(*key).set(value[j])
-                m.live_support.labels(*key, metric).set(trials[j])
+        return out
