@@ -38,6 +38,7 @@ from service.monitoring.receipts import Receipts
 from service.postprocess import batch_metrics
 from service.protocol import InferCall, InferRequest, params, parse
 from service.repository import Repository
+from service.rollout import Ledger, Rollouts
 from service.settings import Settings
 from service.types import Classification, InferOptions, ModelInfo, ModelStatus
 from service.versions import LoadedVersion
@@ -72,10 +73,17 @@ class Engine:
         # Without a configured key, receipts hold within this engine only (docs/monitoring.md).
         ttl = settings.monitor_prediction_ttl_s
         self.receipts = Receipts(keys or [secrets.token_urlsafe(32)], ttl)
+        location = settings.rollout_location
+        self.rollouts = Rollouts(
+            self.metrics, Ledger(location) if location else None, settings.monitor_predictions
+        )
+        self.rollouts.on_decision = self._changed
         self.repository = Repository(
-            settings, self._infer_pool, self.metrics, self.receipts, self._changed
+            settings, self._infer_pool, self.metrics, self.receipts, self.rollouts, self._changed
         )
         self._poller: asyncio.Task | None = None
+        self._rollout_poller: asyncio.Task | None = None
+        self._shadows: set[asyncio.Task] = set()  # candidates answering off the request path
         self._started = False
         self._stopping = False
 
@@ -88,6 +96,7 @@ class Engine:
                 self.settings.models,
             )
         await self.repository.sync()
+        await self.rollouts.sync()  # a decision the fleet already made holds from the start
         if self.settings.gc_freeze:
             # Everything alive now (imports, sessions, the app) lives as long as the process;
             # Frozen, full collections stop walking it and stalling the loop (docs/benchmarks.md).
@@ -96,14 +105,19 @@ class Engine:
         self._changed()
         if self.settings.poll_interval_s > 0:
             self._poller = asyncio.create_task(self.repository.poll(), name="visor-poll")
+            self._rollout_poller = asyncio.create_task(
+                self.rollouts.poll(self.settings.rollout_sync_s), name="visor-rollouts"
+            )
 
     async def stop(self) -> None:
         """Refuse new work (ModelUnavailable), let queued and running batches finish."""
         self._stopping = True
         self._changed()
-        if self._poller:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
+        pollers = [t for t in (self._poller, self._rollout_poller) if t is not None]
+        for task in pollers:
+            task.cancel()
+        await asyncio.gather(*pollers, *self._shadows, return_exceptions=True)
+        await self.rollouts.sync()  # the last evidence this process took
         await self.repository.close()
         self._infer_pool.shutdown(wait=False)
         self._decode_pool.shutdown(wait=False)
@@ -177,6 +191,7 @@ class Engine:
             "labels": list(labels),
             # per class: threshold, point estimates, lower bound, support, certified (no curves)
             "thresholds": info.metadata.thresholds.model_dump(mode="json", exclude={"curves"}),
+            "rollout": self.rollouts.view(info.name),  # None: the newest version answers
         }
 
     def load_failure(self, name: str, version: int | str | None = None) -> str:
@@ -271,7 +286,7 @@ class Engine:
         protocol: str,
         deadline: float | None,
     ) -> Classification:
-        lv = self._lookup_counted(name, version, protocol)
+        lv, shadow = self._lookup_counted(name, version, protocol)
         try:
             check_batch_size(len(images), self.settings.max_images_per_request)
             # Admission before decoding: a full queue (or a request larger than it) is refused
@@ -289,9 +304,11 @@ class Engine:
             if lv.batcher.closed and version is None:
                 # The version was swapped out while we decoded; the newest takes the request
                 # when it expects the same input (otherwise its batcher says UNAVAILABLE: retry).
-                newer = self._lookup(name, None)
+                newer, shadow = self._lookup(name, None)
                 lv = newer if newer.meta.input == lv.meta.input else lv
-            return await self._classify(lv, pixels, options, protocol, deadline, reservation)
+            return await self._classify(
+                lv, pixels, options, protocol, deadline, reservation, shadow
+            )
         finally:
             reservation.release()  # a no-op once the batcher queued the images
 
@@ -304,8 +321,8 @@ class Engine:
         protocol: str,
         deadline: float | None,
     ) -> Classification:
-        lv = self._lookup_counted(name, version, protocol)
-        return await self._classify(lv, pixels, options, protocol, deadline)
+        lv, shadow = self._lookup_counted(name, version, protocol)
+        return await self._classify(lv, pixels, options, protocol, deadline, shadow=shadow)
 
     def _version_counted(self, name: str, version: int | str | None, protocol: str) -> int | None:
         try:
@@ -314,24 +331,32 @@ class Engine:
             self.record_failure(name, version, protocol, err)
             raise
 
-    def _lookup_counted(self, name: str, version: int | None, protocol: str) -> LoadedVersion:
+    def _lookup_counted(
+        self, name: str, version: int | None, protocol: str
+    ) -> tuple[LoadedVersion, LoadedVersion | None]:
         try:
             return self._lookup(name, version)
         except VisorError as err:
             self.record_failure(name, version, protocol, err)
             raise
 
-    def _lookup(self, name: str, version: int | None) -> LoadedVersion:
+    def _lookup(
+        self, name: str, version: int | None
+    ) -> tuple[LoadedVersion, LoadedVersion | None]:
+        """The version that answers, and a candidate that shadows it (None mostly): a request
+        that names no version goes where the model's rollout sends it."""
         if self._stopping:
             raise ModelUnavailable("the server is shutting down; retry on another replica")
         if not self._started:
             raise ModelUnavailable("the server is starting: models are still loading; retry")
+        shadow = None
         if version is None:
-            lv = self.repository.latest.get(name)
+            repo = self.repository
+            lv, shadow = self.rollouts.route(name, repo.serving.get(name, {}), repo.latest.get(name))
         else:
             lv = self.repository.serving.get(name, {}).get(version)
         if lv is not None:
-            return lv
+            return lv, shadow
         info = self.model_info(name, version)  # raises ModelNotFound
         raise ModelUnavailable(
             f"model {name} v{info.version} is {info.status.value}"
@@ -346,6 +371,7 @@ class Engine:
         protocol: str,
         deadline: float | None,
         reservation: Reservation | None = None,
+        shadow: LoadedVersion | None = None,
     ) -> Classification:
         try:
             pixels = check_pixels(pixels, lv.meta.input, self.settings.max_images_per_request)
@@ -366,7 +392,51 @@ class Engine:
             lv.metrics.count_request(protocol, "INTERNAL")
             raise InternalError(f"internal error: {type(exc).__name__}") from exc
         lv.metrics.count_request(protocol, "OK")
+        if shadow is not None:
+            self._shadow(lv, shadow, pixels, result)
         return result
+
+    def _shadow(
+        self, lv: LoadedVersion, cand: LoadedVersion, pixels: np.ndarray, answered: Classification
+    ) -> None:
+        """Run ``cand`` on what ``lv`` just answered, after the answer: its queue admits it or
+        it is skipped, so a shadow never queues ahead of the answers clients wait for."""
+        try:
+            reservation = cand.batcher.reserve(len(pixels))
+        except VisorError:
+            self.rollouts.count_shadow(lv.name, "dropped")
+            return
+        task = asyncio.create_task(self._run_shadow(lv, cand, pixels, answered, reservation))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _run_shadow(
+        self,
+        lv: LoadedVersion,
+        cand: LoadedVersion,
+        pixels: np.ndarray,
+        answered: Classification,
+        reservation: Reservation,
+    ) -> None:
+        try:
+            output = await cand.batcher.submit(pixels, None, reservation)
+            probs = cand.post.probabilities(output)
+        except Exception as exc:  # noqa: BLE001 - a shadow's failure never reaches a client
+            log.debug("shadow of %s v%d failed: %s", cand.name, cand.version, exc)
+            self.rollouts.count_shadow(lv.name, "failed")
+            return
+        finally:
+            reservation.release()
+        mine = answered.probabilities
+        top = np.stack([mine.argmax(axis=1), probs.argmax(axis=1)])
+        self.rollouts.shadowed(
+            lv.name,
+            answered.request_id,
+            mine >= lv.post.calibrated,  # what live precision counts: the served thresholds
+            probs >= cand.post.calibrated,
+            top,
+        )
+        self.rollouts.count_shadow(lv.name, "compared")
 
     def _result(
         self,
@@ -425,7 +495,9 @@ class Engine:
         except UnknownRequest:
             self.metrics.live_feedback_unmatched.inc()
             raise
-        return lv.monitor.feedback(receipt, labels, index)
+        done = lv.monitor.feedback(receipt, labels, index)
+        self.rollouts.feedback(receipt, request_id, done.truths)
+        return done
 
     def live_view(self, name: str, version: int | str) -> dict[str, Any]:
         """This process's live view of a served version: feedback window, bounds, drift."""

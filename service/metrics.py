@@ -90,6 +90,7 @@ class Metrics:
             registry=registry,
         )
         self._live(registry)
+        self._rollout(registry)
 
     def _live(self, registry: CollectorRegistry) -> None:
         """Live verification (service/monitoring): feedback-based precision/recall and drift."""
@@ -184,6 +185,74 @@ class Metrics:
         )
         self.drift_samples = Gauge(
             "visor_drift_samples", "Served images in the drift window.", mv, registry=registry
+        )
+
+    def _rollout(self, registry: CollectorRegistry) -> None:
+        """Rollouts (service/rollout): each version's role, the evidence, the verdict, the state.
+
+        The evidence gauges hold the fleet's counts (every process's, pooled through
+        VISOR_ROLLOUT_STATE), so every worker exports the same values: aggregate with max.
+        """
+        m, ml = ["model"], ["model", "role", "label"]
+        self.rollout_role = Gauge(
+            "visor_rollout_role",
+            "1 for the version holding a rollout role (role=current|candidate); join on "
+            "(model, version) to split any per-version series by role.",
+            ["model", "version", "role"],
+            registry=registry,
+        )
+        self.rollout_state = Gauge(
+            "visor_rollout_state",
+            "1 for the rollout's state (evaluating, promoted, rolled_back), 0 for the others.",
+            [*m, "state"],
+            registry=registry,
+        )
+        self.rollout_verdict = Gauge(
+            "visor_rollout_verdict",
+            "1 for what the decision rule says now (promote, roll_back, wait), 0 for the others; "
+            "also with auto: false, when nothing acts on it.",
+            [*m, "action"],
+            registry=registry,
+        )
+        self.rollout_precision = Gauge(
+            "visor_rollout_precision",
+            "Precision of each role's answers over the rollout's feedback (label=overall: "
+            "every answered label pooled); NaN without feedback.",
+            ml,
+            registry=registry,
+        )
+        self.rollout_support = Gauge(
+            "visor_rollout_precision_support",
+            "Feedback images behind visor_rollout_precision (the role's answers of the class).",
+            ml,
+            registry=registry,
+        )
+        self.rollout_difference = Gauge(
+            "visor_rollout_difference_bound",
+            "Newcombe bound of candidate minus current precision: bound=lower at the rule's "
+            "confidence (promotion), bound=upper at its Bonferroni level (roll-back).",
+            ["model", "label", "bound"],
+            registry=registry,
+        )
+        self.rollout_agreement = Gauge(
+            "visor_rollout_agreement",
+            "shadow: the fraction of images the candidate answered as the current version did "
+            "(kind=top1: the top label, kind=labels: the thresholded label set).",
+            [*m, "kind"],
+            registry=registry,
+        )
+        self.rollout_answered = Counter(
+            "visor_rollout_answered",
+            "Requests answered through a rollout by role (explicitly versioned ones excluded).",
+            [*m, "role"],
+            registry=registry,
+        )
+        self.rollout_shadow = Counter(
+            "visor_rollout_shadow",
+            "shadow: requests the candidate ran off the request path (outcome=compared), or "
+            "skipped because its queue was full (dropped) or it failed (failed).",
+            [*m, "outcome"],
+            registry=registry,
         )
 
     def count_refusal(

@@ -24,6 +24,7 @@ from service.metrics import Metrics, VersionMetrics
 from service.monitoring import VersionMonitor
 from service.monitoring.receipts import Receipts
 from service.policy import VersionPolicy
+from service.rollout import Rollouts, RolloutSpec, SpecError, read_spec
 from service.settings import Settings
 from service.storage import Mirror
 from service.types import ModelInfo, ModelStatus
@@ -67,10 +68,12 @@ class Repository:
         executor: Executor,
         metrics: Metrics,
         receipts: Receipts,
+        rollouts: Rollouts,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
         self._receipts = receipts
+        self.rollouts = rollouts
         self._executor = executor
         self._metrics = metrics
         self._on_change = on_change
@@ -96,9 +99,10 @@ class Repository:
         async with self._sync_lock:
             # File-system walks run in the loader thread, never on the event loop.
             loop = asyncio.get_running_loop()
-            found, self._prints = await loop.run_in_executor(
+            found, self._prints, specs = await loop.run_in_executor(
                 self._loader, self._scan, list(self._failed)
             )
+            self.rollouts.update(specs, {name: sorted(vs) for name, vs in found.items()})
             for name, versions in found.items():
                 await self._sync_model(name, versions)
             for name in list(self.serving):
@@ -124,7 +128,8 @@ class Repository:
     async def _sync_model(self, name: str, versions: dict[int, Path]) -> None:
         while True:
             usable = [v for v in versions if not self._still_failed(name, v)]
-            wanted = set(self._policy.select(usable))
+            # the version policy's, and those the model's rollout needs (current, candidate)
+            wanted = set(self._policy.select(usable)) | (self.rollouts.pinned(name) & set(usable))
             missing = sorted(wanted - set(self.serving.get(name, {})), reverse=True)
             if not missing:
                 break
@@ -136,17 +141,24 @@ class Repository:
             del self._failed[key]
             self._infos.pop(key, None)
 
-    def _scan(self, failed: list[tuple[str, int]]) -> tuple[dict, dict]:
+    def _scan(self, failed: list[tuple[str, int]]) -> tuple[dict, dict, dict]:
         if self._mirror is not None:
             serving = [(n, v) for n, versions in self.serving.items() for v in versions]
-            self._mirror.pull(self._policy, failed, serving)
+            pinned = {n: self.rollouts.pinned(n) for n in self.rollouts.active}
+            self._mirror.pull(self._policy, failed, serving, pinned)
         found = scan(self._settings.models)
         prints = {
             key: fingerprint(found[key[0]][key[1]])
             for key in failed
             if key[1] in found.get(key[0], {})
         }
-        return found, prints
+        specs: dict[str, RolloutSpec | SpecError | None] = {}
+        for name in found:
+            try:
+                specs[name] = read_spec(self._settings.models / name)
+            except SpecError as exc:
+                specs[name] = exc
+        return found, prints, specs
 
     def _still_failed(self, name: str, version: int) -> bool:
         old = self._failed.get((name, version))

@@ -275,6 +275,17 @@ class Settings(BaseSettings):
         "many served images.",
     )
 
+    # --- rollouts (service/rollout, docs/service.md "Rollouts") ------------------------------
+    rollout_state: str | None = Field(
+        None,
+        description="Folder (a volume every replica mounts) or bucket URL where every process "
+        "pools rollout evidence and reads decisions. Unset: <models>/.rollout (the bucket's "
+        "for --models s3://...); 'none': each process decides on its own feedback.",
+    )
+    rollout_sync_s: float = Field(
+        2.0, gt=0, description="How often each process publishes and reads rollout evidence."
+    )
+
     # --- TLS (docs/deploy.md "TLS") ----------------------------------------------------------
     tls_cert_file: Path | None = Field(
         None,
@@ -298,6 +309,16 @@ class Settings(BaseSettings):
         """Worker processes; ``auto`` is decided at start-up (``service.workers.count``), and
         until then counts as this one process."""
         return self.workers if isinstance(self.workers, int) else 1
+
+    @property
+    def rollout_location(self) -> str | None:
+        """Where rollout evidence is pooled (``rollout_state``, its default), None for 'none'."""
+        if self.rollout_state is not None:
+            text = self.rollout_state.strip()
+            return None if text.lower() == "none" else text
+        if self.models_url:
+            return self.models_url.rstrip("/") + "/.rollout"
+        return str(self.models / ".rollout")
 
     @field_validator("workers")
     @classmethod

@@ -47,6 +47,8 @@ from contract.storage import (
 
 log = logging.getLogger(__name__)
 
+ROLLOUT_FILE = "rollout.yaml"  # service/rollout/spec.py reads it from the cache
+
 
 class Mirror:
     """Keeps ``cache`` in line with the complete versions in ``url`` that the policy wants.
@@ -70,11 +72,13 @@ class Mirror:
         policy: Any,
         failed: Iterable[tuple[str, int]] = (),
         serving: Iterable[tuple[str, int]] = (),
+        pinned: dict[str, set[int]] | None = None,
     ) -> None:
-        """Download what ``policy`` wants (skipping versions that failed to load), drop the rest."""
+        """Download what ``policy`` wants, and each model's ``pinned`` versions (its rollout's),
+        skipping versions that failed to load; drop the rest. Never raises."""
         try:
             with self._locked():
-                self._pull(policy, set(failed), set(serving))
+                self._pull(policy, set(failed), set(serving), pinned or {})
         except StoreDenied as exc:
             self._report(str(exc))
         except Exception as exc:  # noqa: BLE001 - any store fault: keep serving the cache
@@ -144,11 +148,12 @@ class Mirror:
             found[name] = sorted(v for v in versions if v > 0)
         return found
 
-    def _pull(self, policy: Any, failed: set, serving: set) -> None:
+    def _pull(self, policy: Any, failed: set, serving: set, pinned: dict[str, set[int]]) -> None:
         fs, root = self._store()
         remote = self._models(fs, root)
         keep: set[tuple[str, int]] = set()
         for name, versions in remote.items():
+            self._rollout_file(fs, root, name)
             ordered = sorted(versions, reverse=True)
             if policy.specific:
                 ordered = [v for v in ordered if v in policy.specific]
@@ -157,25 +162,50 @@ class Mirror:
             for version in ordered:
                 if limit is not None and chosen >= limit:
                     break
-                key = (name, version)
-                try:
-                    marker = fs.cat_file(f"{root}/{name}/{version}/{MARKER}")
-                except FileNotFoundError:
-                    continue  # no marker: being uploaded (or abandoned); never served
-                if self._bad.get(key) == marker:
-                    continue
-                if self._cached_marker(name, version) != marker:
-                    try:
-                        self._download(fs, f"{root}/{name}/{version}", name, version, marker)
-                    except BadVersion as exc:
-                        self._bad[key] = marker
-                        log.error("model %s v%d in %s not served: %s", name, version, self.url, exc)
-                        continue
-                keep.add(key)
-                if key not in failed:
-                    chosen += 1
+                if self._fetch_version(fs, root, name, version):
+                    keep.add((name, version))
+                    if (name, version) not in failed:
+                        chosen += 1
+            for version in sorted(pinned.get(name, set()) & set(versions) - {v for _, v in keep}):
+                if self._fetch_version(fs, root, name, version):
+                    keep.add((name, version))
             keep |= self._fallback(fs, root, name, versions, keep - failed)
         self._prune(fs, root, keep, serving)
+
+    def _fetch_version(self, fs: Any, root: str, name: str, version: int) -> bool:
+        """Bring one published version into the cache unless it is there; False: not usable."""
+        key = (name, version)
+        try:
+            marker = fs.cat_file(f"{root}/{name}/{version}/{MARKER}")
+        except FileNotFoundError:
+            return False  # no marker: being uploaded (or abandoned); never served
+        if self._bad.get(key) == marker:
+            return False
+        if self._cached_marker(name, version) != marker:
+            try:
+                self._download(fs, f"{root}/{name}/{version}", name, version, marker)
+            except BadVersion as exc:
+                self._bad[key] = marker
+                log.error("model %s v%d in %s not served: %s", name, version, self.url, exc)
+                return False
+        return True
+
+    def _rollout_file(self, fs: Any, root: str, name: str) -> None:
+        """The model's rollout.yaml as the bucket has it (or none), replaced whole."""
+        target = self.cache / name / ROLLOUT_FILE
+        try:
+            data = fs.cat_file(f"{root}/{name}/{ROLLOUT_FILE}")
+        except FileNotFoundError:
+            target.unlink(missing_ok=True)
+            return
+        with contextlib.suppress(OSError):
+            if target.read_bytes() == data:
+                return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".rollout-", dir=target.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
 
     def _fallback(self, fs: Any, root: str, name: str, published: list[int], good: set) -> set:
         """The newest cached version older than the ones wanted, while still published.

@@ -97,6 +97,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         resp.parameters["labels"].string_param = json.dumps(meta["labels"])
         if meta["thresholds"] is not None:
             resp.parameters["thresholds"].string_param = json.dumps(meta["thresholds"])
+        if meta["rollout"] is not None:
+            resp.parameters["rollout"].string_param = json.dumps(meta["rollout"])
         return resp
 
     async def ModelInfer(

@@ -50,11 +50,14 @@ def _guard(app: Any) -> GuardMiddleware:
 
 
 async def list_models(request: Request) -> Response:
-    """GET /models: every known version (labels, input, thresholds, metrics, device), limits."""
+    """GET /models: every known version (labels, input, thresholds, metrics, device), each
+    model's rollout, limits."""
     engine = request.app.state.engine
+    models = engine.models()
     return JSONResponse(
         {
-            "models": [wire.model_entry(m) for m in engine.models()],
+            "models": [wire.model_entry(m) for m in models],
+            "rollouts": engine.rollouts.views(sorted({m.name for m in models})),
             "limits": {"max_images_per_request": engine.settings.max_images_per_request},
         }
     )

@@ -170,11 +170,6 @@ class Limits(_Closed):
     max_images_per_request: int = Field(description="VISOR_MAX_IMAGES_PER_REQUEST.")
 
 
-class ModelList(_Closed):
-    models: list[ModelEntry]
-    limits: Limits
-
-
 class ClassChoice(_Closed):
     """One class at a re-targeted level: the threshold /classify would apply, and what holds."""
 
@@ -230,6 +225,100 @@ class LiveView(_Closed):
     confidence: float
     per_class: list[LiveClass]
     drift: LiveDrift | None = Field(description="null when the metadata has no reference.")
+
+
+class RolloutRule(_Closed):
+    confidence: float
+    margin: float
+    min_feedback: int
+
+
+class RolloutVerdict(_Closed):
+    action: Literal["promote", "roll_back", "wait"]
+    reason: str
+
+
+class RolloutDecision(_Closed):
+    action: Literal["promote", "roll_back"]
+    reason: str
+    at: str = Field(description="When it was decided (UTC, ISO 8601).")
+    by: str = Field(description="The process that decided (host-pid-random).")
+
+
+class RolloutComparison(_Closed):
+    """Candidate and current precision of one class (or overall) and the rule's bounds."""
+
+    label: str
+    candidate: float | None
+    candidate_support: int
+    current: float | None
+    current_support: int
+    lower: float | None = Field(description="Of candidate - current, at `confidence`.")
+    upper: float | None = Field(description="Of candidate - current, at the roll-back level.")
+
+
+class RolloutRole(_Closed):
+    precision: LiveEstimate
+    recall: LiveEstimate
+
+
+class RolloutDifference(_Closed):
+    lower: float | None
+    upper: float | None
+
+
+class RolloutClass(_Closed):
+    label: str
+    current: RolloutRole
+    candidate: RolloutRole
+    difference: RolloutDifference
+
+
+class RolloutAgreement(_Closed):
+    compared: int = Field(description="Images both versions answered (shadow).")
+    top1: float
+    labels: float
+
+
+class RolloutFeedback(_Closed):
+    current: int
+    candidate: int
+
+
+class RolloutEvidence(_Closed):
+    """The fleet's feedback on each version's answers since the rollout began."""
+
+    feedback: RolloutFeedback
+    overall: RolloutComparison
+    per_class: list[RolloutClass]
+    agreement: RolloutAgreement | None
+
+
+class RolloutView(_Closed):
+    """One model's rollout (docs/service.md "Rollouts"); absent for a model without one."""
+
+    policy: Literal["newest", "shadow", "canary"]
+    state: Literal["evaluating", "promoted", "rolled_back"] | None
+    current: int | None = None
+    candidate: int | None = None
+    share: float | None = None
+    auto: bool | None = None
+    rule: RolloutRule | None = None
+    decision: RolloutDecision | None = None
+    verdict: RolloutVerdict | None = None
+    evidence: RolloutEvidence | None = None
+    shared: bool | None = Field(
+        None, description="Whether the evidence is the fleet's (VISOR_ROLLOUT_STATE answers)."
+    )
+    problem: str | None = Field(None, description="Why rollout.yaml or the pair cannot serve.")
+
+
+class ModelList(_Closed):
+    models: list[ModelEntry]
+    rollouts: dict[str, RolloutView] = Field(
+        default_factory=dict, description="Per model with a rollout.yaml: its rollout."
+    )
+    limits: Limits
 
 
 class RetargetedThresholds(_Closed):

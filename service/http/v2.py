@@ -60,6 +60,8 @@ async def model_metadata(request: Request) -> Response:
     path = request.path_params
     meta = _engine(request).model_metadata(path["model"], path.get("version"))
     parameters = {"labels": meta.pop("labels"), "thresholds": meta.pop("thresholds")}
+    if (rollout := meta.pop("rollout")) is not None:
+        parameters["rollout"] = rollout
     return JSONResponse({**meta, "parameters": parameters})
 
 

@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
@@ -58,6 +58,7 @@ class FeedbackResult:
     model: str
     version: int
     accepted: int  # images whose ground truth was recorded
+    truths: dict[int, int] = field(default_factory=dict)  # image index → true class index
 
 
 class VersionMonitor:
@@ -252,7 +253,7 @@ class VersionMonitor:
         self.answered.mark(receipt.nonce, set(truths), now)
         self._feedback_count.inc(len(truths))
         self._publish(sorted(touched))
-        return FeedbackResult(self.name, self.version, len(truths))
+        return FeedbackResult(self.name, self.version, len(truths), truths)
 
     def _truths(
         self, receipt: Receipt, labels: Sequence[str | int | None], index: int | None
