@@ -152,15 +152,18 @@ def judge(
         int(current.tp.sum()),
         int(n_cur.sum()),
     )
-    worse = [c for c in [overall, *classes] if c.upper is not None and c.upper < 0]
+    level = 1 - (1 - confidence) / (k + 1)
+    worse = [c for c in [*classes, overall] if c.upper is not None and c.upper < 0]
     if worse:
-        first = worse[0]
+        named = ", ".join(
+            f"{'overall' if c is overall else 'class ' + c.label} {c.candidate:.3f} against "
+            f"{c.current:.3f} (upper bound {c.upper:+.3f})"
+            for c in worse[:5]
+        )
         return Verdict(
             "roll_back",
-            f"the candidate's precision is worse than the current version's "
-            f"({'overall' if first is overall else 'class ' + first.label}: "
-            f"{first.candidate:.3f} against {first.current:.3f}, the difference's upper bound "
-            f"{first.upper:+.3f} < 0 at {1 - (1 - confidence) / (k + 1):.4f})",
+            f"the candidate's precision is worse than the current version's at {level:.4f}: "
+            + named,
             classes,
             overall,
         )
@@ -171,6 +174,8 @@ def judge(
             classes,
             overall,
         )
+    if overall.lower is None:
+        return Verdict("wait", "neither version has labelled a feedback image yet", classes, overall)
     open_ = [c for c in classes if c.candidate_support or c.current_support]
     unknown = [c.label for c in open_ if c.lower is None]
     if unknown:
