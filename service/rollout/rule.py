@@ -6,9 +6,12 @@ compares the candidate's precision ``p1`` with the current version's ``p2`` per 
 Newcombe's hybrid score interval for ``p1 - p2`` (Newcombe 1998, method 10: the difference of two
 Wilson score intervals), one-sided at the spec's ``confidence``:
 
-* **roll back** as soon as the candidate is worse: the upper bound of ``p1 - p2`` is below 0,
-  overall (every answered label pooled) or in any one class. The ``K + 1`` tests share the error
-  rate (Bonferroni): each is made at ``1 - (1 - confidence) / (K + 1)``.
+* **roll back** as soon as the candidate is worse by more than ``margin``: the upper bound of
+  ``p1 - p2`` is below ``-margin``, overall (every answered label pooled) or in any one class.
+  The ``K + 1`` tests share the error rate (Bonferroni): each is made at
+  ``1 - (1 - confidence) / (K + 1)``. A loss within the margin is never a reason to roll back
+  (two seeds of the same model differ by a few points in some class), one beyond it is never
+  promoted; ``margin: 0`` rolls back on any loss shown.
 * **promote** when, with at least ``min_feedback`` feedback images on the candidate's answers,
   every class either version predicted has a lower bound of ``p1 - p2`` above ``-margin``. That is
   an intersection-union test: each class at ``confidence`` gives the whole at ``confidence``.
@@ -153,7 +156,7 @@ def judge(
         int(n_cur.sum()),
     )
     level = 1 - (1 - confidence) / (k + 1)
-    worse = [c for c in [*classes, overall] if c.upper is not None and c.upper < 0]
+    worse = [c for c in [*classes, overall] if c.upper is not None and c.upper < -margin]
     if worse:
         named = ", ".join(
             f"{'overall' if c is overall else 'class ' + c.label} {c.candidate:.3f} against "
@@ -162,8 +165,8 @@ def judge(
         )
         return Verdict(
             "roll_back",
-            f"the candidate's precision is worse than the current version's at {level:.4f}: "
-            + named,
+            f"the candidate's precision is worse than the current version's by more than "
+            f"{margin:g} at {level:.4f}: " + named,
             classes,
             overall,
         )

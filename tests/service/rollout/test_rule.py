@@ -70,6 +70,14 @@ def test_an_equal_candidate_waits_for_min_feedback_then_for_every_class() -> Non
     assert waiting.action == "wait" and "b" in waiting.reason
 
 
+def test_a_loss_within_the_margin_is_not_rolled_back_however_sure() -> None:
+    current = _counts([9_500, 9_500], [500, 500], 20_000)
+    candidate = _counts([9_200, 9_500], [800, 500], 20_000)  # class a: 0.92 against 0.95
+    verdict = judge(current, candidate, ["a", "b"], **RULE)  # margin 0.05
+    assert verdict.action == "promote"
+    assert judge(current, candidate, ["a", "b"], **{**RULE, "margin": 0.0}).action == "roll_back"
+
+
 def test_classes_neither_version_predicts_do_not_block_promotion() -> None:
     current = _counts([950, 0], [50, 0], 1000)
     assert judge(current, _counts([950, 0], [50, 0], 1000), ["a", "b"], **RULE).action == "promote"
