@@ -94,9 +94,10 @@ class Ledger:
         evidence = []
         own = f"evidence-{self.process}.json"
         for name in names:
-            if name.startswith("evidence-") and name.endswith(".json") and name != own:
-                if (item := self._read(f"{folder}/{name}")) is not None:
-                    evidence.append(item)
+            if not (name.startswith("evidence-") and name.endswith(".json")) or name == own:
+                continue
+            if (item := self._read(f"{folder}/{name}")) is not None:
+                evidence.append(item)
         decisions = [n for n in names if n.startswith("decision-") and n.endswith(".json")]
         for name in decisions:  # the first readable one
             if (item := self._read(f"{folder}/{name}")) is not None:

@@ -121,8 +121,9 @@ class Rollout:
                 f"v{self.candidate}'s labels differ from v{self.current}'s: a rollout compares "
                 "two versions of the same classes"
             )
-            log.error("model %s rollout: %s; v%d keeps answering", self.name, self.mismatch,
-                      self.current)
+            log.error(
+                "model %s rollout: %s; v%d keeps answering", self.name, self.mismatch, self.current
+            )
             return
         self.labels = list(cur.meta.labels)
         self.own = Evidence.zeros(len(self.labels))
@@ -267,9 +268,7 @@ class Rollout:
                 )
         if total.compared:
             m.rollout_agreement.labels(self.name, "top1").set(total.agree_top1 / total.compared)
-            m.rollout_agreement.labels(self.name, "labels").set(
-                total.agree_labels / total.compared
-            )
+            m.rollout_agreement.labels(self.name, "labels").set(total.agree_labels / total.compared)
 
     def view(self, shared: bool) -> dict[str, Any]:
         spec = self.spec
@@ -413,14 +412,17 @@ class Rollouts:
         if r is None:
             return latest, None
         lv, shadow = r.route(serving)
-        if lv is None and latest is not None and not (
-            r.state == "rolled_back" and latest.version == r.candidate
+        if (
+            lv is None
+            and latest is not None
+            and not (r.state == "rolled_back" and latest.version == r.candidate)
         ):
             return latest, None  # the current version is not loaded: the newest answers
         return lv, shadow
 
-    def shadowed(self, name: str, request_id: str, answered: np.ndarray, shadow: np.ndarray,
-                 top: np.ndarray) -> None:
+    def shadowed(
+        self, name: str, request_id: str, answered: np.ndarray, shadow: np.ndarray, top: np.ndarray
+    ) -> None:
         r = self.active.get(name)
         if r is not None:
             r.shadowed(request_id, answered, shadow, top)
@@ -451,7 +453,9 @@ class Rollouts:
             if r.state != "evaluating" and not r.dirty:
                 continue  # decided, and the decision is written: nothing changes any more
             own = r.own.to_json() if r.dirty and r.own is not None else None
-            mine = r.decision if r.decision and r.decision.get("by") == self.ledger.process else None
+            mine = (
+                r.decision if r.decision and r.decision.get("by") == self.ledger.process else None
+            )
             r.dirty = False
             try:
                 gathered, first = await loop.run_in_executor(

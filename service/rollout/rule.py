@@ -178,7 +178,9 @@ def judge(
             overall,
         )
     if overall.lower is None:
-        return Verdict("wait", "neither version has labelled a feedback image yet", classes, overall)
+        return Verdict(
+            "wait", "neither version has labelled a feedback image yet", classes, overall
+        )
     open_ = [c for c in classes if c.candidate_support or c.current_support]
     unknown = [c.label for c in open_ if c.lower is None]
     if unknown:

@@ -42,7 +42,7 @@ class RolloutSpec(BaseModel):
         0.95, gt=0.5, lt=1, description="Confidence of every comparison the rule makes."
     )
     margin: float = Field(
-        0.02,
+        0.05,
         ge=0,
         lt=1,
         description="How much lower than the current version's a class's precision may be and "

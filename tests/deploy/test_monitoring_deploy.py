@@ -54,11 +54,14 @@ def _known_series() -> set[str]:
     return {n + s for n in names for s in suffixes}
 
 
-RULE_FILES = [(RULES, RULES_TEST), (RULES.with_name("fleet.yml"), RULES.with_name("fleet_test.yml"))]
+RULE_FILES = [
+    (RULES.with_name(f"{name}.yml"), RULES.with_name(f"{name}_test.yml"))
+    for name in ("alerts", "fleet", "rollouts")
+]
 
 
 @needs_promtool
-@pytest.mark.parametrize(("rules", "unit_test"), RULE_FILES, ids=["alerts", "fleet"])
+@pytest.mark.parametrize(("rules", "unit_test"), RULE_FILES, ids=["alerts", "fleet", "rollouts"])
 def test_rules_are_valid_and_their_unit_tests_pass(rules: Path, unit_test: Path) -> None:
     checked = _promtool("check", "rules", str(rules))
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -67,7 +70,7 @@ def test_rules_are_valid_and_their_unit_tests_pass(rules: Path, unit_test: Path)
     assert "SUCCESS" in tested.stdout
 
 
-@pytest.mark.parametrize(("rules", "_unit_test"), RULE_FILES, ids=["alerts", "fleet"])
+@pytest.mark.parametrize(("rules", "_unit_test"), RULE_FILES, ids=["alerts", "fleet", "rollouts"])
 def test_rules_name_only_series_visor_exports_or_records(rules: Path, _unit_test: Path) -> None:
     groups = yaml.safe_load(rules.read_text())["groups"]
     exprs = [r["expr"] for g in groups for r in g["rules"]]

@@ -3,7 +3,7 @@
 // probabilities when the precision/recall target or top-k moves: images are sent only once.
 
 import { ApiError, apiKey, classify, getJson, inParts, setApiKey } from "./api.js";
-import { renderCard, renderModels } from "./models.js";
+import { renderCard, renderModels, renderRollouts } from "./models.js";
 import { relabel, renderResults, renderThresholds } from "./results.js";
 import { startLive, stopLive, wireEvaluate } from "./live.js";
 
@@ -32,6 +32,7 @@ async function loadModels() {
     const listing = await getJson("models");
     state.models = listing.models;
     state.limit = listing.limits ? listing.limits.max_images_per_request : 0;
+    renderRollouts($("rollouts"), listing.rollouts || {});
   } catch (err) {
     say(explain(err), true);
     return;

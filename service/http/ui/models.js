@@ -39,6 +39,59 @@ export function renderModels(tbody, models, selected, onSelect) {
   }
 }
 
+const STATE_TEXT = { evaluating: "evaluating", promoted: "promoted", rolled_back: "rolled back" };
+
+function estimate(e) {
+  if (!e || e.value === null) return "–";
+  return `${fmt(e.value)} [${fmt(e.lower_bound)}, ${fmt(e.upper_bound)}] n=${e.support}`;
+}
+
+function signed(x) {
+  return x === null || x === undefined ? "–" : (x >= 0 ? "+" : "") + fmt(x);
+}
+
+function rolloutTable(name, r) {
+  const head = h("tr", {}, ["class", `current v${r.current} precision`, `candidate v${r.candidate} precision`,
+    "difference (lower / upper)"].map((c) => h("th", { scope: "col" }, c)));
+  const rows = r.evidence.per_class.map((c) => h("tr", { dataset: { label: c.label } },
+    h("th", { scope: "row" }, c.label), h("td", {}, estimate(c.current.precision)),
+    h("td", {}, estimate(c.candidate.precision)),
+    h("td", {}, `${signed(c.difference.lower)} / ${signed(c.difference.upper)}`)));
+  const o = r.evidence.overall;
+  rows.push(h("tr", { class: "overall" }, h("th", { scope: "row" }, "overall"),
+    h("td", {}, o.current === null ? "–" : `${fmt(o.current)} n=${o.current_support}`),
+    h("td", {}, o.candidate === null ? "–" : `${fmt(o.candidate)} n=${o.candidate_support}`),
+    h("td", {}, `${signed(o.lower)} / ${signed(o.upper)}`)));
+  return h("table", { class: "grid compact rollout-evidence" },
+    h("caption", {}, `${name}: precision of each version's answers, from feedback (bounds at ${r.rule.confidence})`),
+    h("thead", {}, head), h("tbody", {}, rows));
+}
+
+// Each model's rollout (GET /models "rollouts"): policy, state, the rule's verdict and evidence.
+export function renderRollouts(container, rollouts) {
+  const parts = Object.entries(rollouts).map(([name, r]) => {
+    if (r.state === null) {
+      return h("div", { class: "rollout", dataset: { model: name } }, h("p", { class: "reason" }, `${name}: ${r.problem}`));
+    }
+    const how = r.policy === "canary" ? `canary (${Math.round(r.share * 100)} % to the candidate)` : r.policy;
+    const items = [
+      ["policy", how],
+      ["versions", `v${r.candidate} (candidate) against v${r.current} (current)`],
+      ["state", STATE_TEXT[r.state] + (r.auto ? "" : " · report only (auto: false)")],
+      ["verdict", r.verdict ? `${r.verdict.action.replace("_", " ")}: ${r.verdict.reason}` : "no feedback yet"],
+      ["decision", r.decision ? `${r.decision.action.replace("_", " ")} at ${r.decision.at}` : "–"],
+      ["feedback", r.evidence ? `current ${r.evidence.feedback.current} · candidate ${r.evidence.feedback.candidate} images` : "–"],
+      ["shadow agreement", r.evidence && r.evidence.agreement ? `top-1 ${fmt(r.evidence.agreement.top1)} · labels ${fmt(r.evidence.agreement.labels)} over ${r.evidence.agreement.compared} images` : "–"],
+    ];
+    if (r.problem) items.push(["problem", r.problem]);
+    return h("div", { class: "rollout", dataset: { model: name, state: r.state } },
+      h("h3", {}, `Rollout of ${name}`),
+      h("dl", { class: "summary" }, items.map(([k, v]) => [h("dt", {}, k), h("dd", { dataset: { field: k } }, v)])),
+      r.evidence ? rolloutTable(name, r) : null);
+  });
+  container.replaceChildren(...parts);
+}
+
 function metricsTable(metrics, labels) {
   const head = h("tr", {}, ["class", "precision", "recall", "F1", "ROC AUC", "support"].map((c) => h("th", { scope: "col" }, c)));
   const rows = labels.map((label) => {

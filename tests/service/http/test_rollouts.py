@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.http.schemas import ModelList
+from tests.helpers import browser
 from tests.helpers.servers import Server, start_server
 from tests.helpers.training import run_training_cli
 
@@ -47,13 +48,25 @@ def digits(digits_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     models = base / "models"
     for data, seed in ((train, "1337"), (train, "7"), (rotated, "1337")):
         done = run_training_cli(
-            "--quiet", "train", "--data", str(data), "--name", "digits", "--out", str(models),
-            "--work-dir", str(base / f"work-{seed}-{data.name}"), "--seed", seed,
+            "--quiet",
+            "train",
+            "--data",
+            str(data),
+            "--name",
+            "digits",
+            "--out",
+            str(models),
+            "--work-dir",
+            str(base / f"work-{seed}-{data.name}"),
+            "--seed",
+            seed,
             *TRAIN,
         )
         assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in (models / "digits").iterdir() if p.name.isdigit()) == [
-        "1", "2", "3"
+        "1",
+        "2",
+        "3",
     ]
     return {"models": models, "held": held}
 
@@ -130,18 +143,44 @@ def test_canary_rolls_back_a_candidate_trained_on_shuffled_labels(
     rollout = _rollout(served)
     assert rollout["decision"]["action"] == "roll_back" and rollout["shared"] is True
     evidence = rollout["evidence"]
-    assert evidence["overall"]["candidate"] < 0.2 < 0.8 < evidence["overall"]["current"]
+    assert evidence["overall"]["candidate"] < 0.2 and evidence["overall"]["current"] > 0.8
     assert evidence["overall"]["upper"] < 0
     request = pb.ModelMetadataRequest(name="digits")
     with grpc.insecure_channel(served.grpc) as channel:
         meta = pb_grpc.GRPCInferenceServiceStub(channel).ModelMetadata(request)
     assert json.loads(meta.parameters["rollout"].string_param)["state"] == "rolled_back"
-    states = {s.labels["state"]: s.value for s in _samples(served, "visor_rollout_state")
-              if s.labels["model"] == "digits"}
+    states = {
+        s.labels["state"]: s.value
+        for s in _samples(served, "visor_rollout_state")
+        if s.labels["model"] == "digits"
+    }
     assert states["rolled_back"] == 1 and states["evaluating"] == 0
-    roles = {(s.labels["version"], s.labels["role"]) for s in _samples(served, "visor_rollout_role")
-             if s.value == 1}
+    roles = {
+        (s.labels["version"], s.labels["role"])
+        for s in _samples(served, "visor_rollout_role")
+        if s.value == 1
+    }
     assert roles == {("1", "current"), ("3", "candidate")}
+    _page_shows(served, "rolled back", classes=10)
+
+
+def _page_shows(server: Server, state: str, classes: int) -> None:
+    """The web page's Models section draws the rollout: its state and the per-class evidence."""
+    if browser.missing() is not None:
+        return  # tests/service/http/test_browser.py reports the skip
+    from selenium.webdriver.common.by import By
+
+    driver = browser.start_browser()
+    try:
+        driver.get(f"{server.http}/")
+        block = browser.wait_for(
+            driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#rollouts .rollout[data-model]")
+        )[0]
+        assert state in block.find_element(By.CSS_SELECTOR, 'dd[data-field="state"]').text
+        rows = block.find_elements(By.CSS_SELECTOR, "table.rollout-evidence tbody tr")
+        assert len(rows) == classes + 1  # and the pooled "overall" row
+    finally:
+        driver.quit()
 
 
 SHADOW = ((1, 3), 1, {"policy": "shadow", "current": 1, "candidate": 3})
@@ -160,16 +199,25 @@ def test_shadow_candidate_never_answers_and_is_rolled_back(served: Server, digit
     assert state == "rolled_back", rollout
     agreement = rollout["evidence"]["agreement"]
     assert agreement["compared"] > 0 and agreement["top1"] < 0.3  # every label moved by one
-    compared = [s.value for s in _samples(served, "visor_rollout_shadow_total")
-                if s.labels["outcome"] == "compared"]
+    compared = [
+        s.value
+        for s in _samples(served, "visor_rollout_shadow_total")
+        if s.labels["outcome"] == "compared"
+    ]
     assert compared and compared[0] == agreement["compared"]
 
 
 PROMOTE = (
     (1, 2),
     1,
-    {"policy": "canary", "share": 0.5, "current": 1, "candidate": 2, "margin": 0.1,
-     "min_feedback": 300},
+    {
+        "policy": "canary",
+        "share": 0.5,
+        "current": 1,
+        "candidate": 2,
+        "margin": 0.1,
+        "min_feedback": 300,
+    },
 )
 
 
@@ -192,7 +240,9 @@ def test_an_equal_candidate_is_promoted_once_enough_feedback_arrived(
     assert state == "promoted", json.dumps(rollout, indent=1)[:4000]
     assert "roll_back" not in verdicts
     assert rollout["evidence"]["feedback"]["candidate"] >= 300
-    assert all(c["difference"]["lower"] is None or c["difference"]["lower"] > -0.1
-               for c in rollout["evidence"]["per_class"])
+    assert all(
+        c["difference"]["lower"] is None or c["difference"]["lower"] > -0.1
+        for c in rollout["evidence"]["per_class"]
+    )
     for image, _ in held[:10]:
         assert _classify(served, [image])["version"] == 2

@@ -118,8 +118,12 @@ def test_counts_round_trip_and_refuse_another_shape() -> None:
     c = Counts.zeros(3)
     c.add((0, 2), 2)
     c.add((), 1)
-    assert (c.tp.tolist(), c.fp.tolist(), c.fn.tolist(), c.images) == ([0, 0, 1], [1, 0, 0],
-                                                                        [0, 1, 0], 2)
+    assert (c.tp.tolist(), c.fp.tolist(), c.fn.tolist(), c.images) == (
+        [0, 0, 1],
+        [1, 0, 0],
+        [0, 1, 0],
+        2,
+    )
     back = Counts.from_json(c.to_json(), 3)
     assert back.to_json() == c.to_json()
     with pytest.raises(ValueError):
