@@ -364,6 +364,7 @@ class Rollouts:
         self._shared = ledger is not None  # false once the ledger refused a write
         self._warned: set[str] = set()
         self.on_decision: Callable[[], None] = lambda: None
+        self._writes: set[asyncio.Task] = set()
 
     # --- specs (from the repository's scan) -------------------------------------------------
     def update(
@@ -442,6 +443,10 @@ class Rollouts:
         r.adopt(decision, self.ledger.process if self.ledger else "this process")
         r.dirty = True
         self.on_decision()
+        if self.ledger is not None:  # written for the fleet now, not at the next sync
+            task = asyncio.get_running_loop().create_task(self.sync())
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
 
     # --- the fleet ---------------------------------------------------------------------------
     async def sync(self) -> None:

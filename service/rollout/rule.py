@@ -93,7 +93,7 @@ def newcombe(s1: int, n1: int, s2: int, n2: int, z: float) -> tuple[float, float
     l1, u1 = wilson(s1, n1, z)
     l2, u2 = wilson(s2, n2, z)
     d = p1 - p2
-    return d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
+    return max(-1.0, d - math.hypot(p1 - l1, u2 - p2)), min(1.0, d + math.hypot(u1 - p1, p2 - l2))
 
 
 @dataclass(frozen=True)
