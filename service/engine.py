@@ -39,6 +39,7 @@ from service.postprocess import batch_metrics
 from service.protocol import InferCall, InferRequest, params, parse
 from service.repository import Repository
 from service.rollout import Ledger, Rollouts
+from service.rollout.shadow import Shadows
 from service.settings import Settings
 from service.types import Classification, InferOptions, ModelInfo, ModelStatus
 from service.versions import LoadedVersion
@@ -83,7 +84,7 @@ class Engine:
         )
         self._poller: asyncio.Task | None = None
         self._rollout_poller: asyncio.Task | None = None
-        self._shadows: set[asyncio.Task] = set()  # candidates answering off the request path
+        self._shadows = Shadows(self.rollouts)  # candidates answering off the request path
         self._started = False
         self._stopping = False
 
@@ -116,7 +117,8 @@ class Engine:
         pollers = [t for t in (self._poller, self._rollout_poller) if t is not None]
         for task in pollers:
             task.cancel()
-        await asyncio.gather(*pollers, *self._shadows, return_exceptions=True)
+        await asyncio.gather(*pollers, return_exceptions=True)
+        await self._shadows.drain()
         await self.rollouts.sync()  # the last evidence this process took
         await self.repository.close()
         self._infer_pool.shutdown(wait=False)
@@ -340,9 +342,7 @@ class Engine:
             self.record_failure(name, version, protocol, err)
             raise
 
-    def _lookup(
-        self, name: str, version: int | None
-    ) -> tuple[LoadedVersion, LoadedVersion | None]:
+    def _lookup(self, name: str, version: int | None) -> tuple[LoadedVersion, LoadedVersion | None]:
         """The version that answers, and a candidate that shadows it (None mostly): a request
         that names no version goes where the model's rollout sends it."""
         if self._stopping:
@@ -352,7 +352,9 @@ class Engine:
         shadow = None
         if version is None:
             repo = self.repository
-            lv, shadow = self.rollouts.route(name, repo.serving.get(name, {}), repo.latest.get(name))
+            lv, shadow = self.rollouts.route(
+                name, repo.serving.get(name, {}), repo.latest.get(name)
+            )
         else:
             lv = self.repository.serving.get(name, {}).get(version)
         if lv is not None:
@@ -393,50 +395,8 @@ class Engine:
             raise InternalError(f"internal error: {type(exc).__name__}") from exc
         lv.metrics.count_request(protocol, "OK")
         if shadow is not None:
-            self._shadow(lv, shadow, pixels, result)
+            self._shadows.add(lv, shadow, pixels, result)
         return result
-
-    def _shadow(
-        self, lv: LoadedVersion, cand: LoadedVersion, pixels: np.ndarray, answered: Classification
-    ) -> None:
-        """Run ``cand`` on what ``lv`` just answered, after the answer: its queue admits it or
-        it is skipped, so a shadow never queues ahead of the answers clients wait for."""
-        try:
-            reservation = cand.batcher.reserve(len(pixels))
-        except VisorError:
-            self.rollouts.count_shadow(lv.name, "dropped")
-            return
-        task = asyncio.create_task(self._run_shadow(lv, cand, pixels, answered, reservation))
-        self._shadows.add(task)
-        task.add_done_callback(self._shadows.discard)
-
-    async def _run_shadow(
-        self,
-        lv: LoadedVersion,
-        cand: LoadedVersion,
-        pixels: np.ndarray,
-        answered: Classification,
-        reservation: Reservation,
-    ) -> None:
-        try:
-            output = await cand.batcher.submit(pixels, None, reservation)
-            probs = cand.post.probabilities(output)
-        except Exception as exc:  # noqa: BLE001 - a shadow's failure never reaches a client
-            log.debug("shadow of %s v%d failed: %s", cand.name, cand.version, exc)
-            self.rollouts.count_shadow(lv.name, "failed")
-            return
-        finally:
-            reservation.release()
-        mine = answered.probabilities
-        top = np.stack([mine.argmax(axis=1), probs.argmax(axis=1)])
-        self.rollouts.shadowed(
-            lv.name,
-            answered.request_id,
-            mine >= lv.post.calibrated,  # what live precision counts: the served thresholds
-            probs >= cand.post.calibrated,
-            top,
-        )
-        self.rollouts.count_shadow(lv.name, "compared")
 
     def _result(
         self,

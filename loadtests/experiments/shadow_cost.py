@@ -1,7 +1,7 @@
 """What a shadow candidate costs the request path: p50/p99 with and without one, same run.
 
     python -m loadtests.experiments.shadow_cost --model digits --point grpc:1 --point grpc:8 \\
-        --point rest_binary:1 --reps 4
+        --point rest-v2:1 --reps 4
 
 Two servers are up at once, on the same model: ``plain`` serves version 1 alone, ``shadow``
 serves it with a copy as version 2 under ``policy: shadow`` (rollout.yaml), so every request
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per window")
     p.add_argument("--out", type=Path, default=procs.ROOT / "loadtests" / "results")
     args = p.parse_args(argv)
-    points = args.point or [("grpc", 1), ("grpc", 8), ("rest_binary", 1), ("rest_binary", 8)]
+    points = args.point or [("grpc", 1), ("grpc", 8), ("rest-v2", 1), ("rest-v2", 8)]
     args.client_procs, args.grpc_channels = 1, 1
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -428,8 +428,8 @@ class Rollouts:
         if r is not None:
             r.shadowed(request_id, answered, shadow, top)
 
-    def count_shadow(self, name: str, outcome: str) -> None:
-        self._m.rollout_shadow.labels(name, outcome).inc()
+    def count_shadow(self, name: str, outcome: str, requests: int = 1) -> None:
+        self._m.rollout_shadow.labels(name, outcome).inc(requests)
 
     def feedback(self, receipt: Receipt, request_id: str, truths: dict[int, int]) -> None:
         r = self.active.get(receipt.model)
