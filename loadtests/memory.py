@@ -25,7 +25,7 @@ from pathlib import Path
 
 from loadtests import peers, procs
 from loadtests.bench import ensure_model, single_model_repo, window
-from loadtests.experiments.ab import parse_point, parse_variant
+from loadtests.experiments.ab import parse_point, parse_tree, parse_variant
 from loadtests.payloads import make_payloads, read_input_shape
 
 
@@ -47,10 +47,12 @@ def print_table(name: str, phase: str, figures: dict) -> None:
         )
 
 
-def start(name: str, env: dict | None, repo: Path, version: Path, model: str, log: Path):
+def start(
+    name: str, env: dict | None, repo: Path, version: Path, model: str, log: Path, tree: Path
+) -> procs.Server:
     if name in peers.PEERS and env is None:
         return peers.start_peer(name, version, model, log)
-    return procs.start_visor(repo, model, log, env=env or {})
+    return procs.start_visor(repo, model, log, env=env or {}, tree=tree)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -64,6 +66,13 @@ def main(argv: list[str] | None = None) -> dict:
         default=[],
         help="NAME:KEY=VALUE,... a Visor server's environment (repeat; default: visor:)",
     )
+    p.add_argument(
+        "--tree",
+        type=parse_tree,
+        action="append",
+        default=[],
+        help="NAME=PATH: run variant NAME from another checkout (e.g. a `git worktree`)",
+    )
     p.add_argument("--peers", default="kserve,pytriton", help="installed peers to measure too")
     p.add_argument("--rest", type=float, default=3.0, help="idle seconds before measuring")
     p.add_argument("--load", type=parse_point, help="TARGET:CONC load, then measure at rest again")
@@ -71,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=procs.ROOT / "loadtests" / "results")
     args = p.parse_args(argv)
     variants = dict(args.variant or [("visor", {})])
+    trees = dict(args.tree)
     wanted = [n for n in args.peers.split(",") if n]
     skipped = {n: why for n in wanted if (why := peers.missing(n))}
 
@@ -83,10 +93,14 @@ def main(argv: list[str] | None = None) -> dict:
     with ExitStack() as stack:
         up = {}
         for name, env in [*variants.items(), *((n, None) for n in wanted if n not in skipped)]:
-            server = start(name, env, repo, version, args.model, run_dir / f"{name}.log")
+            log = run_dir / f"{name}.log"
+            tree = trees.get(name, procs.ROOT)
+            server = start(name, env, repo, version, args.model, log, tree)
             server.name = name
             up[name] = stack.enter_context(server)
             servers[name] = {"env": env, "cold_start_s": server.cold_start_s}
+            if name in trees:
+                servers[name]["tree"] = str(trees[name])
         time.sleep(args.rest)
         for name, server in up.items():
             servers[name]["at_rest"] = measure(server)

@@ -181,7 +181,10 @@ def render(b: dict) -> str:
                     *(_f(t["by_server"].get(n), ".3g") for n in b["servers"]),
                     _limit(t),
                     _judged(t),
-                    _verdict(t["met"]),
+                    _verdict(t["met"])
+                    + (
+                        f" ({t['measured']:.2f}×)" if t.get("relative_to") and t["measured"] else ""
+                    ),
                 ]
                 for t in b["targets"]
             ],
@@ -244,10 +247,11 @@ def _cells(b: dict) -> list[str]:
             continue
         best = max(peers, key=lambda n: statistics.median(peers[n]))
         mine, theirs = statistics.median(visor), statistics.median(peers[best])
+        single = " (one window each: no spread)" if min(len(visor), len(peers[best])) < 2 else ""
         if min(visor) > max(peers[best]):
-            verdict = "ahead"
+            verdict = "ahead" + single
         elif max(visor) < min(peers[best]):
-            verdict = "**behind**"
+            verdict = "**behind**" + single
         else:
             verdict = "tie (windows overlap)"
         rows.append(
