@@ -15,15 +15,21 @@ optimistic. docs/training.md reports how often it held on a held-out split.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-# Scipy.stats.beta.ppf(q, a, b) is betaincinv(a, b, q); scipy.special imports in a fraction of
-# Scipy.stats' time and memory, which every serving process would pay.
-from scipy.special import betaincinv
-
 Policy = str  # "precision" | "recall"
 MAX_NEEDED = 10_000_000
+
+
+def _betaincinv() -> Any:
+    # scipy.stats.beta.ppf(q, a, b) is betaincinv(a, b, q). Imported on first use, not with the
+    # module: every serving process imports this one, and scipy.special is ~17 MB of it at rest
+    # that a server holds only once feedback arrives (docs/benchmarks.md, issue 25).
+    from scipy.special import betaincinv
+
+    return betaincinv
 
 
 def lower_bound(successes: np.ndarray, trials: np.ndarray, confidence: float) -> np.ndarray:
@@ -32,6 +38,7 @@ def lower_bound(successes: np.ndarray, trials: np.ndarray, confidence: float) ->
     ``successes`` may be fractional (for :func:`needed_trials`); the beta distribution's quantile
     (scipy's inverse regularised incomplete beta function) does the work.
     """
+    betaincinv = _betaincinv()
     k = np.asarray(successes, dtype=np.float64)
     n = np.asarray(trials, dtype=np.float64)
     safe_k = np.where(k > 0, k, 1.0)
@@ -42,6 +49,7 @@ def lower_bound(successes: np.ndarray, trials: np.ndarray, confidence: float) ->
 def upper_bound(successes: np.ndarray, trials: np.ndarray, confidence: float) -> np.ndarray:
     """One-sided Clopper-Pearson upper bound: the ``confidence`` quantile of Beta(k + 1, n - k),
     1 where everything succeeded."""
+    betaincinv = _betaincinv()
     k = np.asarray(successes, dtype=np.float64)
     n = np.asarray(trials, dtype=np.float64)
     bound = betaincinv(k + 1.0, np.maximum(n - k, 1e-12), confidence)

@@ -232,6 +232,8 @@ def start_servers(
         if server := result.get("server"):
             result["memory_at_rest"] = server.memory_mb()
             result["memory_at_rest_by_process"] = server.memory_by_process()
+            result["rest_rss_mb"] = result["memory_at_rest"]["rss_mb"]
+            result["rest_pss_mb"] = result["memory_at_rest"]["pss_mb"]
     return results
 
 
@@ -329,6 +331,10 @@ def judge(row: dict, servers: dict) -> dict:
         pick = {"median": statistics.median, "max": worst, "once": worst}[row["judge"]]
         windows[name], figures[name] = values, pick(values) if values else None
     measured = figures.get("visor")
+    if (peer := row.get("relative_to")) is not None:
+        # a ratio to a peer's figure of the same run: the machine's load cancels out
+        base = figures.get(peer)
+        measured = None if measured is None or not base else measured / base
     met = None
     if measured is not None:
         met = measured <= row["limit"] if row["compare"] == "<=" else measured >= row["limit"]

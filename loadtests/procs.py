@@ -82,8 +82,10 @@ class Server:
             return []
 
     def memory_mb(self, procs: list[psutil.Process] | None = None) -> dict:
-        """RSS and PSS (shared pages split between processes) of the whole process tree, in MB."""
-        rss = pss = 0
+        """Memory of the whole process tree in MB: RSS summed over the processes (pages shared
+        between them counted in each), PSS (shared pages split between the processes sharing
+        them: what the tree costs the machine) and USS (pages of one process only)."""
+        rss = pss = uss = 0
         for proc in self.processes() if procs is None else procs:
             try:
                 info = proc.memory_full_info()
@@ -91,19 +93,27 @@ class Server:
                 continue
             rss += info.rss
             pss += getattr(info, "pss", info.rss)
-        return {"rss_mb": rss / 2**20, "pss_mb": pss / 2**20}
+            uss += getattr(info, "uss", info.rss)
+        return {"rss_mb": rss / 2**20, "pss_mb": pss / 2**20, "uss_mb": uss / 2**20}
 
     def memory_by_process(self) -> list[dict]:
-        """Each process of the tree: its command line (shortened) and RSS/PSS in MB."""
+        """Each process of the tree: its command line (shortened), threads and RSS/PSS/USS in MB."""
         out = []
         for proc in self.processes():
             try:
                 info, cmd = proc.memory_full_info(), " ".join(proc.cmdline()[1:4])
+                threads = proc.num_threads()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            pss = getattr(info, "pss", info.rss)
             out.append(
-                {"pid": proc.pid, "cmd": cmd, "rss_mb": info.rss / 2**20, "pss_mb": pss / 2**20}
+                {
+                    "pid": proc.pid,
+                    "cmd": cmd,
+                    "threads": threads,
+                    "rss_mb": info.rss / 2**20,
+                    "pss_mb": getattr(info, "pss", info.rss) / 2**20,
+                    "uss_mb": getattr(info, "uss", info.rss) / 2**20,
+                }
             )
         return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 from pathlib import Path
 
 MODELS_ORDER = ("mobilenetv2", "digits")
@@ -56,7 +57,10 @@ def _f(value: float | None, fmt: str = ".1f") -> str:
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     align = [
-        "---" if h in ("server", "protocol", "target", "judged on", "") else "---:" for h in head
+        "---"
+        if h in ("server", "process", "protocol", "best peer", "target", "judged on", "")
+        else "---:"
+        for h in head
     ]
     return [f"| {' | '.join(r)} |" for r in (head, align, *rows)]
 
@@ -162,6 +166,8 @@ def render(b: dict) -> str:
             if "skipped" in s
         ],
         "",
+        *_rest_by_process(b),
+        *_cells(b),
         (
             f"**Targets** (`loadtests/targets.toml`; Visor is judged, the peers' figures are the same "
             f"measure of their windows; {b['settings']['repeat_targets']} repeat rounds after the sweep):"
@@ -173,9 +179,12 @@ def render(b: dict) -> str:
                 [
                     t["what"],
                     *(_f(t["by_server"].get(n), ".3g") for n in b["servers"]),
-                    f"{t['compare']} {t['limit']:g}",
+                    _limit(t),
                     _judged(t),
-                    _verdict(t["met"]),
+                    _verdict(t["met"])
+                    + (
+                        f" ({t['measured']:.2f}×)" if t.get("relative_to") and t["measured"] else ""
+                    ),
                 ]
                 for t in b["targets"]
             ],
@@ -195,6 +204,75 @@ def render(b: dict) -> str:
         ],
     ]
     return "\n".join(lines)
+
+
+def _limit(t: dict) -> str:
+    peer = t.get("relative_to")
+    return f"{t['compare']} {t['limit']:g}" + (f" × {TITLES.get(peer, peer)}" if peer else "")
+
+
+def _rest_by_process(b: dict) -> list[str]:
+    """Memory at rest, process by process (runs made before issue 25 have no USS)."""
+    rows = [
+        [
+            TITLES.get(name, name),
+            f"`{proc['cmd'][:48]}`",
+            _f(proc.get("threads"), "d"),
+            _f(proc["rss_mb"], ".0f"),
+            _f(proc["pss_mb"], ".0f"),
+            _f(proc.get("uss_mb"), ".0f"),
+        ]
+        for name, s in b["servers"].items()
+        for proc in s.get("memory_at_rest_by_process", [])
+    ]
+    if not rows:
+        return []
+    head = ["server", "process", "threads", "RSS MB", "PSS MB", "USS MB"]
+    return ["Memory at rest, process by process:", "", *_table(head, rows), ""]
+
+
+def _cells(b: dict) -> list[str]:
+    """Visor against the best peer at every protocol and concurrency both served: requests/s,
+    the median of that cell's windows (several where the repeat rounds measured it again)."""
+    by: dict[tuple[str, str, int], list[float]] = {}
+    for name, s in b["servers"].items():
+        for p in s.get("points", []):
+            by.setdefault((name, p["target"], p["concurrency"]), []).append(p["rps"])
+    rows = []
+    for (name, target, conc), visor in sorted(by.items(), key=lambda kv: kv[0][1:]):
+        if name != "visor":
+            continue
+        peers = {n: v for (n, t, c), v in by.items() if n != "visor" and (t, c) == (target, conc)}
+        if not peers:
+            continue
+        best = max(peers, key=lambda n: statistics.median(peers[n]))
+        mine, theirs = statistics.median(visor), statistics.median(peers[best])
+        single = " (one window each: no spread)" if min(len(visor), len(peers[best])) < 2 else ""
+        if min(visor) > max(peers[best]):
+            verdict = "ahead" + single
+        elif max(visor) < min(peers[best]):
+            verdict = "**behind**" + single
+        else:
+            verdict = "tie (windows overlap)"
+        rows.append(
+            [
+                target,
+                str(conc),
+                f"{_f(mine)} ({len(visor)})",
+                f"{TITLES.get(best, best)} {_f(theirs)} ({len(peers[best])})",
+                _f(mine / theirs, ".2f"),
+                verdict,
+            ]
+        )
+    if not rows:
+        return []
+    head = ["protocol", "conc.", "Visor req/s (windows)", "best peer", "Visor / best", ""]
+    note = (
+        'Visor against the best peer in each cell (median of the cell\'s windows; "ahead" or '
+        '"behind" only when no window of one overlaps the other\'s; one window each cannot '
+        "show the spread):"
+    )
+    return [note, "", *_table(head, rows), ""]
 
 
 def _judged(t: dict) -> str:

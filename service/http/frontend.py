@@ -14,7 +14,7 @@ import logging
 import signal
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bentoml
 from starlette.applications import Starlette
@@ -31,9 +31,11 @@ from service.http.middleware import error_response as _error
 from service.http.pages import page_routes
 from service.http.schemas import ClassifyInput, ClassifyOutput, EvaluateInput, EvaluateOutput
 from service.http.v2 import create_v2_app, server_metadata
-from service.server import VisorServer
 from service.settings import Settings
 from service.types import Classification
+
+if TYPE_CHECKING:
+    from service.server import VisorServer
 
 log = logging.getLogger("visor.http")
 
@@ -84,8 +86,12 @@ class Visor:
     """Image classification over HTTP (this service) and gRPC (started beside it)."""
 
     def __init__(self) -> None:
+        # Imported here, in the worker: BentoML's supervisor imports this module too, and
+        # without the engine it never loads ONNX Runtime (docs/benchmarks.md, issue 25).
+        from service.server import VisorServer
+
         self.settings = load_settings()
-        self.server = VisorServer(self.settings)
+        self.server: VisorServer = VisorServer(self.settings)
         self.engine = self.server.engine
 
     @bentoml.on_startup
