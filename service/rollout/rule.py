@@ -19,17 +19,18 @@ Wilson score intervals), one-sided at the spec's ``confidence``:
 
 Written here rather than taken from statsmodels (``confint_proportions_2indep(method="newcomb")``,
 which the tests compare it with): the serving install does not carry statsmodels, and the interval
-is six lines over SciPy's normal quantile.
+is six lines over the standard library's normal quantile (``statistics.NormalDist``: SciPy stays
+out of a serving worker until feedback needs its Clopper-Pearson bounds).
 """
 
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from scipy.stats import norm
 
 Action = Literal["promote", "roll_back", "wait"]
 
@@ -131,8 +132,8 @@ def judge(
 ) -> Verdict:
     """What the evidence says: ``promote``, ``roll_back`` or ``wait``, with the comparisons."""
     k = len(labels)
-    z_promote = float(norm.ppf(confidence))
-    z_back = float(norm.ppf(1 - (1 - confidence) / (k + 1)))
+    z_promote = NormalDist().inv_cdf(confidence)
+    z_back = NormalDist().inv_cdf(1 - (1 - confidence) / (k + 1))
 
     def compare(label: str, s1: int, n1: int, s2: int, n2: int) -> Comparison:
         lower = upper = None
