@@ -353,3 +353,37 @@ def test_a_cache_folder_of_another_user_is_refused_at_start(
     os.chown(cache, 12345, 12345)
     with pytest.raises(StartupError, match="belongs to another user"):
         check_models(settings)
+
+
+def test_a_rollout_in_the_bucket_pins_its_versions_and_pools_evidence_there(
+    s3_server, bucket, aws_env, tmp_path: Path
+) -> None:
+    """rollout.yaml is mirrored with the versions; its current and candidate are downloaded
+    whatever the version policy says; the fleet's evidence and decisions live in the bucket."""
+    from service.rollout import Ledger
+
+    fs = s3_server.fs()
+    for v in (1, 2, 3):
+        publish(fs, bucket, local_version(tmp_path / "local", v), "tiny", v)
+    spec = b"policy: canary\ncurrent: 1\ncandidate: 2\n"
+    fs.pipe_file(f"{bucket}/prod/tiny/rollout.yaml", spec)
+    cache = tmp_path / "cache"
+    mirror = Mirror(f"s3://{bucket}/prod", cache)
+    mirror.pull(VersionPolicy.parse("latest:1"), pinned={"tiny": {1, 2}})
+    assert sorted(p.name for p in (cache / "tiny").iterdir()) == ["1", "2", "3", "rollout.yaml"]
+    assert (cache / "tiny" / "rollout.yaml").read_bytes() == spec
+    fs.rm(f"{bucket}/prod/tiny/rollout.yaml")  # the rollout is withdrawn: so is its file
+    mirror.pull(VersionPolicy.parse("latest:1"))
+    assert sorted(p.name for p in (cache / "tiny").iterdir()) == ["2", "3"]
+
+    url = f"s3://{bucket}/prod/.rollout"
+    a, b = Ledger(url, "replica-a"), Ledger(url, "replica-b")
+    a.publish("tiny", (1, 2), {"from": "a"})
+    b.publish("tiny", (1, 2), {"from": "b"})
+    assert a.gather("tiny", (1, 2)) == ([{"from": "b"}], None)
+    b.decide("tiny", (1, 2), {"action": "roll_back", "by": "replica-b"})
+    a.decide("tiny", (1, 2), {"action": "promote", "by": "replica-a"})  # later: not the first
+    for ledger in (a, b):
+        assert ledger.gather("tiny", (1, 2))[1] == {"action": "roll_back", "by": "replica-b"}
+    mirror.pull(VersionPolicy.parse("latest:1"))  # ".rollout" is no model
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == ["tiny"]

@@ -178,3 +178,18 @@ async def test_without_a_shared_state_each_process_decides_alone(repo, make_sett
 
 def test_labels_list_is_the_tiny_models() -> None:
     assert LABELS == list(KINDS)
+
+
+async def test_auto_false_reports_the_verdict_and_changes_nothing(repo, make_settings) -> None:
+    rollout(repo, policy="canary", share=0.5, current=1, candidate=2, auto=False)
+    engine = await started(make_settings, rollout_state="none")
+    try:
+        for _ in range(20):
+            r = await ask(engine, "top")
+            await engine.feedback(r.request_id, ["top" if r.version == 1 else "left"])
+        view = engine.rollouts.view("tiny")
+        assert view["verdict"]["action"] == "roll_back" and view["state"] == "evaluating"
+        assert view["decision"] is None
+        assert sorted({(await ask(engine)).version for _ in range(4)}) == [1, 2]  # still split
+    finally:
+        await engine.stop()
