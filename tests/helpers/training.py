@@ -30,6 +30,18 @@ def run_training_cli(
     )
 
 
+# the digits model of the service tests: 16x16 grayscale CNN, 8 epochs (tests/conftest.py)
+DIGITS_TRAIN = ("--image-size", "16", "--epochs", "8", "--batch-size", "64")
+
+
+def train_digits(data: Path, models: Path, work: Path, *extra: str) -> None:
+    """``python -m training train`` of the tests' digits model into ``models`` (next version)."""
+    args = ("--quiet", "train", "--data", str(data), "--name", "digits", "--out", str(models),
+            "--work-dir", str(work), *DIGITS_TRAIN, *extra)  # fmt: skip
+    done = run_training_cli(*args)
+    assert done.returncode == 0, f"python -m training train failed:\n{done.stderr[-3000:]}"
+
+
 def class_pattern(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """A learnable grayscale pattern: a bright bar whose position encodes the label, plus noise."""
     pixels = rng.integers(0, 60, (size, size)).astype(np.uint8)

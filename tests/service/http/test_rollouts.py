@@ -25,9 +25,7 @@ from service.grpc.generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.http.schemas import ModelList
 from tests.helpers import browser
 from tests.helpers.servers import Server, start_server
-from tests.helpers.training import run_training_cli
-
-TRAIN = ("--image-size", "16", "--epochs", "8", "--batch-size", "64")
+from tests.helpers.training import train_digits
 
 
 @pytest.fixture(scope="module")
@@ -47,22 +45,7 @@ def digits(digits_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         held += [(f.read_bytes(), label) for f in files[cut:]]
     models = base / "models"
     for data, seed in ((train, "1337"), (train, "7"), (rotated, "1337")):
-        done = run_training_cli(
-            "--quiet",
-            "train",
-            "--data",
-            str(data),
-            "--name",
-            "digits",
-            "--out",
-            str(models),
-            "--work-dir",
-            str(base / f"work-{seed}-{data.name}"),
-            "--seed",
-            seed,
-            *TRAIN,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+        train_digits(data, models, base / f"work-{seed}-{data.name}", "--seed", seed)
     assert sorted(p.name for p in (models / "digits").iterdir() if p.name.isdigit()) == [
         "1",
         "2",
