@@ -26,8 +26,8 @@ out of a serving worker until feedback needs its Clopper-Pearson bounds).
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
