@@ -68,7 +68,7 @@ def add_score_parser(sub: Any) -> None:
         "--part-rows",
         type=_positive,
         default=10_000,
-        help="rows per Parquet part (local engine): the most an interrupted run redoes",
+        help="rows per Parquet part (local) or per task (Spark): the most a failure redoes",
     )
     target = p.add_mutually_exclusive_group()
     target.add_argument("--threshold", type=_number, help="one threshold for every class")
@@ -150,6 +150,7 @@ def _spark(args: argparse.Namespace, scorer: Any, onnx_path: Path, source: Any, 
         args.master,
         args.driver_memory,
         progress=not args.no_progress,
+        part_rows=args.part_rows,
     )
 
 

@@ -7,33 +7,17 @@ busy: decoding threads, one per core, and ONNX Runtime's intra-op threads, one p
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 from tqdm import tqdm
 
 from service.scoring.inputs import Source, batches, count
-from service.scoring.model import Item, Scorer
+from service.scoring.model import Scorer, decode_ahead
 from service.scoring.output import Output
 
 
 def cores() -> int:
     return len(os.sched_getaffinity(0))
-
-
-def _decoded(
-    scorer: Scorer, items: Iterator[list[Item]], pool: ThreadPoolExecutor
-) -> Iterator[tuple[list[Item], list[np.ndarray | str]]]:
-    """Batches with their decoded images; the next batch decodes while the caller runs one."""
-    pending: tuple[list[Item], list[Future]] | None = None
-    for batch in items:
-        submitted = (batch, [pool.submit(scorer.decode, item) for item in batch])
-        if pending is not None:
-            yield pending[0], [f.result() for f in pending[1]]
-        pending = submitted
-    if pending is not None:
-        yield pending[0], [f.result() for f in pending[1]]
 
 
 def score_local(
@@ -53,7 +37,7 @@ def score_local(
         tqdm(total=total, initial=len(done), unit="img", disable=not progress) as bar,
     ):
         try:
-            for items, decoded in _decoded(scorer, batches(source, done, batch_size), pool):
+            for items, decoded in decode_ahead(scorer, batches(source, done, batch_size), pool):
                 output.write(scorer.rows(items, decoded))
                 scored += len(items)
                 bar.update(len(items))

@@ -10,7 +10,8 @@ batch it came in.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +133,20 @@ class Scorer:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def decode_ahead(
+    scorer: Scorer, batches: Iterable[list[Item]], pool: ThreadPoolExecutor
+) -> Iterator[tuple[list[Item], list[np.ndarray | str]]]:
+    """Batches with their decoded images; the next batch decodes while the caller runs one."""
+    pending: tuple[list[Item], list[Future]] | None = None
+    for batch in batches:
+        submitted = (batch, [pool.submit(scorer.decode, item) for item in batch])
+        if pending is not None:
+            yield pending[0], [f.result() for f in pending[1]]
+        pending = submitted
+    if pending is not None:
+        yield pending[0], [f.result() for f in pending[1]]
 
 
 def scoring_settings(intra_op_threads: int, providers: list[str] | None = None) -> Settings:

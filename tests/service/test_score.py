@@ -14,6 +14,7 @@ import pytest
 
 from service.__main__ import main
 from service.scoring.output import read_parts
+from service.scoring.spark import partitions
 from tests.helpers import ROOT
 from tests.helpers.models import encode, reference_probabilities, write_version
 
@@ -155,16 +156,30 @@ def test_bad_flags_exit_2_with_one_clear_line(
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-def test_a_parquet_table_of_bytes_scores_like_the_files(data: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["local", "spark"])
+def test_a_parquet_table_of_bytes_scores_like_the_files(
+    data: dict, tmp_path: Path, engine: str
+) -> None:
     files = sorted(p for p in Path(data["images"]).rglob("*.png"))
     table = tmp_path / "images.parquet"
     # NOTE: paths nothing can open: the bytes must come from the table's content column
     pd.DataFrame(
         {"path": [f"s3://bucket{p}" for p in files], "content": [p.read_bytes() for p in files]}
     ).to_parquet(table)
-    out = tmp_path / "scores.jsonl"
-    done = score("--model", data["model"], "--input", str(table), "--output", str(out))
-    assert done.returncode == 0, done.stderr
-    rows = pd.read_json(out, lines=True, dtype=False)
+    out = tmp_path / f"scores.{'jsonl' if engine == 'local' else 'parquet'}"
+    args = ("--model", data["model"], "--input", str(table), "--output", str(out))
+    done = score(*args, "--engine", engine)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = pd.read_json(out, lines=True, dtype=False) if engine == "local" else read_parts(out)
     rows["path"] = rows["path"].str.removeprefix("s3://bucket")
     _check_rows(_sorted(rows), data)
+
+
+@pytest.mark.parametrize(
+    ("cores", "rows", "part_rows", "tasks"),
+    [(2, 5, 10_000, 2), (2, 20_000, 10_000, 2), (2, 20_001, 10_000, 4), (8, 100, 10, 16)],
+)
+def test_spark_tasks_hold_at_most_part_rows_in_full_waves(
+    cores: int, rows: int, part_rows: int, tasks: int
+) -> None:
+    assert partitions(cores, rows, part_rows) == tasks
