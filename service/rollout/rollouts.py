@@ -86,6 +86,7 @@ class Rollout:
         self.state = "evaluating"
         self.labels: list[str] | None = None  # set once both versions loaded with equal labels
         self.mismatch = ""  # why the two versions cannot be compared
+        self.absent: list[int] = []  # versions of the pair the repository does not hold
         self.own: Evidence | None = None
         self.others: Evidence | None = None
         self.verdict: Verdict | None = None
@@ -290,6 +291,9 @@ class Rollout:
             "shared": shared,
             "problem": self.mismatch or None,
         }
+        if self.absent:
+            named = " and ".join(f"v{v}" for v in self.absent)
+            out["problem"] = f"{named} not in the repository: the rollout waits for it"
         total = self.total()
         if total is None or self.labels is None:
             return out
@@ -387,12 +391,20 @@ class Rollouts:
                 continue
             if old is not None and old.pair == pair:
                 old.spec = spec  # same versions: the evidence and the state carry on
-                continue
-            if old is not None:
-                old.retire()
-            assert spec is not None
-            self.active[name] = Rollout(name, spec, pair, self._m, self._keep)
-            log.info("model %s rollout: %s of v%d against v%d", name, spec.policy, *pair[::-1])
+            else:
+                if old is not None:
+                    old.retire()
+                assert spec is not None
+                self.active[name] = Rollout(name, spec, pair, self._m, self._keep)
+                log.info("model %s rollout: %s of v%d against v%d", name, spec.policy, *pair[::-1])
+            absent = [v for v in pair if v not in found.get(name, [])]
+            self.active[name].absent = absent
+            if absent:
+                log.error(
+                    "model %s rollout.yaml names %s, not in the repository: nothing to compare",
+                    name,
+                    " and ".join(f"v{v}" for v in absent),
+                )
 
     def pinned(self, name: str) -> set[int]:
         """Versions the repository must load for ``name``'s rollout, whatever its policy."""

@@ -106,6 +106,12 @@ async def test_a_bad_rollout_yaml_changes_nothing_and_says_why(repo, make_settin
         rollout(repo, policy="canary", share=1.0, current=1, candidate=2)
         await engine.repository.sync()
         assert (await ask(engine)).version == 2 and engine.rollouts.view("tiny")["problem"] is None
+        rollout(repo, policy="canary", current=1, candidate=7)
+        await engine.repository.sync()
+        assert engine.rollouts.view("tiny")["problem"] == (
+            "v7 not in the repository: the rollout waits for it"
+        )
+        assert (await ask(engine)).version == 1  # the current version, not the newest
         (repo / "tiny" / "rollout.yaml").write_text("[1, 2")
         await engine.repository.sync()
         assert "not YAML" in engine.rollouts.view("tiny")["problem"]
