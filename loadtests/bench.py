@@ -86,6 +86,12 @@ def ensure_model(models: Path | None, name: str, log_dir: Path) -> tuple[Path, P
     return repo, found
 
 
+def model_arguments(p: argparse.ArgumentParser) -> None:
+    """``--model`` and ``--models`` as every experiment that serves one model takes them."""
+    p.add_argument("--model", default="digits", help="digits | mobilenetv2 (trained when missing)")
+    p.add_argument("--models", type=Path, help="model repository (default: models/, then build/)")
+
+
 def single_model_repo(version_dir: Path, repo: Path) -> tuple[Path, Path]:
     """A repository holding only the version under test, so the server loads nothing else."""
     target = repo / version_dir.parent.name / version_dir.name

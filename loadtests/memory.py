@@ -24,7 +24,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from loadtests import peers, procs
-from loadtests.bench import ensure_model, single_model_repo, window
+from loadtests.bench import ensure_model, model_arguments, single_model_repo, window
 from loadtests.experiments.ab import parse_point, parse_tree, parse_variant
 from loadtests.payloads import make_payloads, read_input_shape
 
@@ -57,8 +57,7 @@ def start(
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", default="digits", help="digits | mobilenetv2 (trained when missing)")
-    p.add_argument("--models", type=Path, help="model repository (default: models/, then build/)")
+    model_arguments(p)
     p.add_argument(
         "--variant",
         type=parse_variant,

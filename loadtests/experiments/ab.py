@@ -40,7 +40,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from loadtests import procs
-from loadtests.bench import ensure_model, single_model_repo, window
+from loadtests.bench import ensure_model, model_arguments, single_model_repo, window
 from loadtests.client import TARGETS
 from loadtests.payloads import make_payloads, read_input_shape
 
@@ -100,8 +100,7 @@ def summarise(windows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", default="digits", help="digits | mobilenetv2 (trained when missing)")
-    p.add_argument("--models", type=Path, help="model repository (default: models/, then build/)")
+    model_arguments(p)
     p.add_argument(
         "--variant",
         type=parse_variant,

@@ -24,7 +24,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from loadtests import procs
-from loadtests.bench import ensure_model, single_model_repo, window
+from loadtests.bench import ensure_model, model_arguments, single_model_repo, window
 from loadtests.experiments.ab import parse_point
 from loadtests.payloads import make_payloads, read_input_shape
 
@@ -44,8 +44,7 @@ def shadow_repo(plain: Path, model: str, target: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", default="digits", help="digits | mobilenetv2 (trained when missing)")
-    p.add_argument("--models", type=Path, help="model repository (default: models/, then build/)")
+    model_arguments(p)
     p.add_argument("--point", type=parse_point, action="append", help="TARGET:CONCURRENCY")
     p.add_argument("--reps", type=int, default=4, help="windows per server and point")
     p.add_argument("--duration", type=float, default=4.0, help="measured seconds per window")
