@@ -80,6 +80,8 @@ def read_spec(model_dir: Path) -> RolloutSpec | None:
         return None
     except OSError as exc:
         raise SpecError(f"{path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
