@@ -75,9 +75,10 @@ class Counts:
     @classmethod
     def from_json(cls, data: dict[str, Any], classes: int) -> Counts:
         arrays = [np.asarray(data[k], np.int64) for k in ("tp", "fp", "fn")]
-        if any(a.shape != (classes,) or (a < 0).any() for a in arrays):
-            raise ValueError(f"counts of {classes} classes expected")
-        return cls(*arrays, images=int(data["images"]))
+        images = int(data["images"])
+        if any(a.shape != (classes,) or (a < 0).any() for a in arrays) or images < 0:
+            raise ValueError(f"non-negative counts of {classes} classes expected")
+        return cls(*arrays, images=images)
 
 
 def wilson(successes: float, trials: float, z: float) -> tuple[float, float]:

@@ -130,3 +130,41 @@ def test_counts_round_trip_and_refuse_another_shape() -> None:
         Counts.from_json(c.to_json(), 4)
     rng = np.random.default_rng(0)
     assert (c + back).images == 4 and rng is not None
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.floats() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=20,
+)
+roles = st.fixed_dictionaries(
+    {
+        "tp": st.lists(st.integers(-1, 5), min_size=2, max_size=2) | json_values,
+        "fp": st.lists(st.integers(0, 5), min_size=2, max_size=2),
+        "fn": st.lists(st.integers(0, 5), min_size=2, max_size=2),
+        "images": st.integers(-2, 9) | json_values,
+    }
+)
+evidence_files = st.fixed_dictionaries(
+    {
+        "counts": st.fixed_dictionaries({"current": roles, "candidate": roles}) | json_values,
+        "compared": st.integers(0, 9) | json_values,
+        "agree_top1": st.integers(0, 9),
+        "agree_labels": st.integers(0, 9),
+    }
+) | json_values
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=evidence_files)
+def test_another_process_evidence_file_is_evidence_or_refused_cleanly(data) -> None:
+    """What the ledger reads from other processes (other releases, damaged files): evidence of
+    the right shape, or one of the errors ``Rollouts.sync`` skips a file for."""
+    from service.rollout.rollouts import Evidence
+
+    try:
+        e = Evidence.from_json(data, 2)
+    except (KeyError, TypeError, ValueError):
+        return
+    for c in e.counts.values():
+        assert c.tp.shape == (2,) and (c.tp >= 0).all() and c.images >= 0
