@@ -76,15 +76,54 @@ def reference_shot(driver: Any, base: str, out: Path) -> None:
     save(driver, out / "api-reference.png")
 
 
+def rollout_shot(models: Path, images: Path, out: Path, count: int = 60) -> None:
+    """The Models section while a rollout evaluates: ``models`` holds a model with a
+    rollout.yaml; ``count`` images of ``images`` are classified and their labels sent back."""
+    import base64
+    import json
+    import random
+
+    import httpx
+
+    files = sorted(images.glob("*/*.png"))
+    random.Random(0).shuffle(files)
+    with tempfile.TemporaryDirectory() as work:
+        server = start_server(Path(work), models.resolve(), workers=1)
+        driver = browser.start_browser()
+        try:
+            for f in files[:count]:
+                body = {"images": [base64.b64encode(f.read_bytes()).decode()]}
+                answer = httpx.post(f"{server.http}/classify", json=body, timeout=30).json()
+                truth = {"request_id": answer["request_id"], "labels": [f.parent.name]}
+                httpx.post(f"{server.http}/feedback", content=json.dumps(truth), timeout=30,
+                           headers={"Content-Type": "application/json"})  # fmt: skip
+            driver.get(f"{server.http}/")
+            browser.wait_for(driver, lambda d: d.execute_script(
+                "return document.querySelector('#rollouts .rollout') !== null"))  # fmt: skip
+            scroll_to(driver, "rollouts")
+            save(driver, out / "ui-rollout.png")
+        finally:
+            driver.quit()
+            server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, required=True, help="a model repository")
     parser.add_argument("--images", type=Path, required=True, help="class folders of images")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--count", type=int, default=3, help="images to upload, one per class")
+    parser.add_argument(
+        "--rollout-models",
+        type=Path,
+        help="also docs/ui-rollout.png: a repository whose model has a rollout.yaml, fed "
+        "feedback from --images (docs/service.md#rollouts-a-new-version-earns-its-traffic)",
+    )
     args = parser.parse_args()
     if reason := browser.missing():
         sys.exit(reason)
+    if args.rollout_models:
+        rollout_shot(args.rollout_models, args.images, args.out)
     folders = sorted(p for p in args.images.iterdir() if p.is_dir())
     images = [min(f.glob("*.png")) for f in folders[: args.count]]
     with tempfile.TemporaryDirectory() as work:
