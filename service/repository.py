@@ -144,8 +144,7 @@ class Repository:
     def _scan(self, failed: list[tuple[str, int]]) -> tuple[dict, dict, dict]:
         if self._mirror is not None:
             serving = [(n, v) for n, versions in self.serving.items() for v in versions]
-            pinned = {n: self.rollouts.pinned(n) for n in self.rollouts.active}
-            self._mirror.pull(self._policy, failed, serving, pinned)
+            self._mirror.pull(self._policy, failed, serving, self._rollout_versions)
         found = scan(self._settings.models)
         prints = {
             key: fingerprint(found[key[0]][key[1]])
@@ -159,6 +158,16 @@ class Repository:
             except SpecError as exc:
                 specs[name] = exc
         return found, prints, specs
+
+    def _rollout_versions(self, name: str, published: list[int]) -> set[int]:
+        """What the mirror must download for ``name``'s rollout: the pair its rollout.yaml names
+        (just fetched: a cold replica has both before it serves) and what the rollout holds."""
+        try:
+            spec = read_spec(self._settings.models / name)
+        except SpecError:
+            spec = None  # the last valid spec holds: its versions are in pinned()
+        pair = spec.pair(published) if spec is not None else None
+        return set(pair or ()) | self.rollouts.pinned(name)
 
     def _still_failed(self, name: str, version: int) -> bool:
         old = self._failed.get((name, version))

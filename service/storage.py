@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -72,13 +72,14 @@ class Mirror:
         policy: Any,
         failed: Iterable[tuple[str, int]] = (),
         serving: Iterable[tuple[str, int]] = (),
-        pinned: dict[str, set[int]] | None = None,
+        pinned: Callable[[str, list[int]], set[int]] | None = None,
     ) -> None:
-        """Download what ``policy`` wants, and each model's ``pinned`` versions (its rollout's),
-        skipping versions that failed to load; drop the rest. Never raises."""
+        """Download what ``policy`` wants, and the versions ``pinned(name, published)`` names
+        (a rollout's, asked once the model's rollout.yaml is in the cache), skipping versions
+        that failed to load; drop the rest. Never raises."""
         try:
             with self._locked():
-                self._pull(policy, set(failed), set(serving), pinned or {})
+                self._pull(policy, set(failed), set(serving), pinned or (lambda _n, _v: set()))
         except StoreDenied as exc:
             self._report(str(exc))
         except Exception as exc:  # noqa: BLE001 - any store fault: keep serving the cache
@@ -148,7 +149,9 @@ class Mirror:
             found[name] = sorted(v for v in versions if v > 0)
         return found
 
-    def _pull(self, policy: Any, failed: set, serving: set, pinned: dict[str, set[int]]) -> None:
+    def _pull(
+        self, policy: Any, failed: set, serving: set, pinned: Callable[[str, list[int]], set[int]]
+    ) -> None:
         fs, root = self._store()
         remote = self._models(fs, root)
         keep: set[tuple[str, int]] = set()
@@ -166,7 +169,8 @@ class Mirror:
                     keep.add((name, version))
                     if (name, version) not in failed:
                         chosen += 1
-            for version in sorted(pinned.get(name, set()) & set(versions) - {v for _, v in keep}):
+            kept = {v for n, v in keep if n == name}
+            for version in sorted(pinned(name, versions) & set(versions) - kept):
                 if self._fetch_version(fs, root, name, version):
                     keep.add((name, version))
             keep |= self._fallback(fs, root, name, versions, keep - failed)

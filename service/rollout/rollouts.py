@@ -34,6 +34,8 @@ ROLES = ("current", "candidate")
 STATES = ("evaluating", "promoted", "rolled_back")
 ACTIONS = ("promote", "roll_back", "wait")
 _DECIDED = {"promote": "promoted", "roll_back": "rolled_back"}
+# what reading another process's evidence file may raise (another release's, a damaged one)
+BAD_EVIDENCE = (KeyError, TypeError, ValueError, OverflowError)
 
 
 @dataclass
@@ -497,7 +499,7 @@ class Rollouts:
             for item in gathered:
                 try:
                     others = others + Evidence.from_json(item, len(r.labels))
-                except (KeyError, TypeError, ValueError):
+                except BAD_EVIDENCE:
                     continue  # another release's or a damaged file: not evidence
             r.others = others
             r.judge()

@@ -369,8 +369,14 @@ def test_a_rollout_in_the_bucket_pins_its_versions_and_pools_evidence_there(
     fs.pipe_file(f"{bucket}/prod/tiny/rollout.yaml", spec)
     cache = tmp_path / "cache"
     mirror = Mirror(f"s3://{bucket}/prod", cache)
-    mirror.pull(VersionPolicy.parse("latest:1"), pinned={"tiny": {1, 2}})
+    for v in (1, 2):  # another model whose version numbers tiny's rollout also pins
+        publish(fs, bucket, local_version(tmp_path / "second", v), "second", v)
+    asked = []
+    pins = lambda name, versions: asked.append((name, versions)) or {1, 2}
+    mirror.pull(VersionPolicy.parse("latest:1"), pinned=pins)
+    assert sorted(asked) == [("second", [1, 2]), ("tiny", [1, 2, 3])]
     assert sorted(p.name for p in (cache / "tiny").iterdir()) == ["1", "2", "3", "rollout.yaml"]
+    assert sorted(p.name for p in (cache / "second").iterdir()) == ["1", "2"]
     assert (cache / "tiny" / "rollout.yaml").read_bytes() == spec
     fs.rm(f"{bucket}/prod/tiny/rollout.yaml")  # the rollout is withdrawn: so is its file
     mirror.pull(VersionPolicy.parse("latest:1"))
@@ -386,4 +392,5 @@ def test_a_rollout_in_the_bucket_pins_its_versions_and_pools_evidence_there(
     for ledger in (a, b):
         assert ledger.gather("tiny", (1, 2))[1] == {"action": "roll_back", "by": "replica-b"}
     mirror.pull(VersionPolicy.parse("latest:1"))  # ".rollout" is no model
-    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == ["tiny"]
+    names = sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))
+    assert names == ["second", "tiny"]
