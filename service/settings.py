@@ -127,8 +127,14 @@ class Settings(BaseSettings):
     workers: int | Literal["auto"] = Field(
         "auto",
         description="Worker processes, each with its own engine, sharing both ports. auto: one "
-        "per usable core (at most 4) when every model is small (ONNX file up to "
-        "auto_workers_max_model_mb) and on the CPU, else 1; decided once at start.",
+        "per usable core but one (at most 4; so 1 on 2 cores) when every model is small (ONNX "
+        "file up to auto_workers_max_model_mb) and on the CPU, else 1; decided once at start.",
+    )
+    single_process: bool = Field(
+        True,
+        description="With one worker, serve in the started process without BentoML's "
+        "supervisor (about 100 MB less at rest); a crashed worker then ends the server, for the "
+        "container runtime to restart. false keeps the supervisor, which restarts it.",
     )
     auto_workers_max_model_mb: float = Field(
         1.0,
@@ -226,6 +232,12 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Python logging level of the server.")
     http_access_log: bool = Field(
         False, description="BentoML's per-request access log (off: it costs time on every request)."
+    )
+    http_fast_infer: bool = Field(
+        True,
+        description="REST inference (POST /v2/models/.../infer) skips BentoML's routing and the "
+        "middlewares with nothing to do for it (service/http/fastpath.py); off by itself when "
+        "tracing, the access log, CORS or a concurrency cap is on.",
     )
     http_tracing: bool = Field(
         False,

@@ -82,15 +82,30 @@ def lone_session_wanted(settings: Settings, providers: list[str]) -> bool:
     )
 
 
+def lone_threads(settings: Settings, path: Path) -> int:
+    """Threads of the lone-request session: one for a small model, else the worker's share.
+
+    A small model's batch of one runs in tens of microseconds, less than waking a second thread
+    costs: with one worker holding both cores, two threads made digits' lone gRPC requests about
+    20 % slower than one (docs/benchmarks.md, issue 25). "Small" is the line ``--workers auto``
+    draws too (``auto_workers_max_model_mb``).
+    """
+    if settings.intra_op_threads:
+        return settings.intra_op_threads
+    if path.stat().st_size <= settings.auto_workers_max_model_mb * 1e6:
+        return 1
+    return intra_op_threads(settings)
+
+
 def session_options(
-    settings: Settings, spinning: bool | None = None, batches: int = 1
+    settings: Settings, spinning: bool | None = None, batches: int = 1, threads: int | None = None
 ) -> ort.SessionOptions:
     """The server's session options for a session running up to ``batches`` batches at once.
 
-    ``spinning`` overrides VISOR_ORT_ALLOW_SPINNING.
+    ``spinning`` overrides VISOR_ORT_ALLOW_SPINNING, ``threads`` the intra-op thread count.
     """
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = intra_op_threads(settings, batches)
+    opts.intra_op_num_threads = intra_op_threads(settings, batches) if threads is None else threads
     opts.inter_op_num_threads = settings.inter_op_threads
     opts.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization]
     opts.log_severity_level = 3
@@ -143,7 +158,9 @@ class OnnxBackend:
         if lone:
             self.lone = ort.InferenceSession(
                 str(path),
-                sess_options=session_options(settings, spinning=True),
+                sess_options=session_options(
+                    settings, spinning=True, threads=lone_threads(settings, path)
+                ),
                 providers=["CPUExecutionProvider"],
             )
             one = np.zeros(

@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import shutil
+import socket
 import ssl
+import sys
 import tempfile
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import bentoml  # noqa: F401  (missing: ModuleNotFoundError "bentoml", so serve gRPC only)
 from packaging.specifiers import SpecifierSet
@@ -35,6 +39,7 @@ from starlette.requests import Request
 from service.errors import StartupError
 from service.settings import Settings
 
+log = logging.getLogger("visor.http")
 SUPPORTED = {"bentoml": ">=1.4,<1.5", "uvicorn": ">=0.55,<0.56"}
 
 
@@ -61,11 +66,13 @@ from _bentoml_impl.server import serve_http
 from _bentoml_sdk.io_models import IODescriptor
 from bentoml._internal import server as bentoml_server
 from bentoml._internal.configuration.containers import BentoMLContainer
-from bentoml._internal.server.http import traffic
+from bentoml._internal.server.http import instruments, traffic
+from starlette.types import ASGIApp
 from uvicorn import config as uvicorn_config
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from service.http.deadline import RequestTimeoutMiddleware
+from service.http.fastpath import FastPathPlan, InferFastPath
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -139,6 +146,8 @@ def serve(settings: Settings, service: Any) -> None:
     # default folder is per user and wiped by every server that starts, so each gets its own.
     metrics_dir = tempfile.mkdtemp(prefix="visor-prometheus-")
     BentoMLContainer.prometheus_multiproc_dir.set(metrics_dir)
+    if settings.worker_count == 1 and settings.single_process:
+        serve_in_process(settings, service, metrics_dir)  # replaces this process; never returns
     try:
         serve_http(
             service,
@@ -150,6 +159,76 @@ def serve(settings: Settings, service: Any) -> None:
         )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def serve_in_process(settings: Settings, service: Any, metrics_dir: str) -> None:
+    """Become the one worker: bind the HTTP socket, then exec BentoML's worker script on it
+    (through ``service.http.single``, which exits 0 after a drain and removes ``metrics_dir``).
+
+    What ``serve_http`` starts for one worker, without its supervisor (circus and BentoML's SDK,
+    about 100 MB RSS of a one-worker server's 250 at rest, docs/benchmarks.md). The exec keeps
+    the PID, so a container's signals and exit code reach the worker itself. Lost with the
+    supervisor: the restart of a crashed worker, which a container runtime or Kubernetes does
+    for the whole process instead.
+    """
+    from _bentoml_impl.server.serving import server_on_deployment
+    from bentoml.serving import construct_ssl_args, construct_timeouts_args
+
+    svc = service
+    server_on_deployment(svc)  # what serve_http runs first: the service's deployment hooks
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((settings.host, settings.http_port))
+    backlog = BentoMLContainer.api_server_config.backlog.get()
+    listener.listen(backlog)
+    listener.set_inheritable(True)
+    tls = tls_options(settings)
+    scheme = "https" if tls else "http"
+    log_host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
+    os.environ.update(
+        {
+            "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+            "BENTOML_RUNNER_MAP": json.dumps({svc.name: f"{scheme}://{log_host}:{settings.http_port}"}),
+        }
+    )
+    args = [
+        sys.executable,
+        "-m",
+        "service.http.single",
+        metrics_dir,
+        svc.import_string,
+        "--fd",
+        str(listener.fileno()),
+        "--service-name",
+        svc.name,
+        "--backlog",
+        str(backlog),
+        "--worker-id",
+        "1",
+        "--args",
+        json.dumps(BentoMLContainer.bento_arguments.get()),
+        *construct_ssl_args(
+            ssl_certfile=tls.get("ssl_certfile"),
+            ssl_keyfile=tls.get("ssl_keyfile"),
+            ssl_cert_reqs=tls.get("ssl_cert_reqs"),
+            ssl_ca_certs=tls.get("ssl_ca_certs"),
+        ),
+        *construct_timeouts_args(
+            timeout_keep_alive=max(1, math.ceil(settings.idle_timeout_s)),
+            timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
+        ),
+    ]
+    os.chdir(svc.working_dir)
+    log.info(
+        "one worker, no supervisor: serving %s on %s://%s:%d",
+        svc.name,
+        scheme,
+        log_host,
+        settings.http_port,
+    )
+    logging.shutdown()
+    os.execv(sys.executable, args)
 
 
 class PassRequest(IODescriptor):
@@ -168,9 +247,14 @@ def swagger_assets() -> Path:
     return Path(bentoml_server.__file__).parent / "static_content"
 
 
-def install_in_worker(settings: Settings) -> None:
-    """Change how this worker's BentoML app and uvicorn server are built (before they are)."""
+def install_in_worker(settings: Settings, infer_app: Callable[[], ASGIApp]) -> None:
+    """Change how this worker's BentoML app and uvicorn server are built (before they are).
+
+    ``infer_app`` builds REST inference's app for the fast path (``fastpath.py``).
+    """
     install_request_timeout()
+    instruments.RunnerTrafficMetricsMiddleware = SharedTrafficMetrics  # type: ignore[misc]
+    GuardedHttpProtocol.fast_path = FastPathInstaller(settings, infer_app)
     GuardedHttpProtocol.limits = ConnectionLimits(settings)
     # BentoML builds uvicorn's Config with http="auto": that name now means the guarded protocol
     uvicorn_config.HTTP_PROTOCOLS["auto"] = f"{__name__}:GuardedHttpProtocol"
@@ -180,6 +264,65 @@ def install_request_timeout() -> None:
     """BentoML's app factory reads ``traffic.TimeoutMiddleware`` each time it builds an app;
     tests/service/http/test_deadline.py fails if that ever changes."""
     traffic.TimeoutMiddleware = RequestTimeoutMiddleware  # type: ignore[misc]
+
+
+class SharedTrafficMetrics(instruments.RunnerTrafficMetricsMiddleware):  # type: ignore[misc]
+    """BentoML's request metrics middleware, its metric families made once per process.
+
+    Prometheus refuses a second family of the same name, so the fast path's instance takes
+    the families of whichever instance set up first, and both count into the same series.
+    """
+
+    _first: ClassVar[Any] = None
+
+    def _setup(self) -> None:  # type: ignore[override]
+        first = SharedTrafficMetrics._first
+        if first is None:
+            super()._setup()
+            SharedTrafficMetrics._first = self
+            return
+        self.metrics_client = first.metrics_client
+        for name, value in vars(first).items():
+            if name.startswith("metrics_"):
+                setattr(self, name, value)
+        self._is_setup = True
+
+
+class FastPathInstaller:
+    """Wraps uvicorn's app (once per app) in ``InferFastPath`` when this worker's BentoML
+    configuration allows; decided at the first connection, once BentoML has read its config."""
+
+    def __init__(self, settings: Settings, infer_app: Callable[[], ASGIApp]) -> None:
+        self.settings = settings
+        self.infer_app = infer_app
+        self._wrapped: tuple[ASGIApp, ASGIApp] | None = None
+
+    def __call__(self, app: ASGIApp) -> ASGIApp:
+        if self._wrapped is None or self._wrapped[0] is not app:
+            self._wrapped = (app, self._build(app))
+        return self._wrapped[1]
+
+    def _build(self, app: ASGIApp) -> ASGIApp:
+        service = BentoMLContainer.config.services.get().get("visor", {})
+        traffic_config = service.get("traffic") or {}
+        plan = FastPathPlan(
+            enabled=self.settings.http_fast_infer,
+            tracing=self.settings.http_tracing,
+            access_log=self.settings.http_access_log,
+            cors=bool(((service.get("http") or {}).get("cors") or {}).get("enabled")),
+            max_concurrency=traffic_config.get("max_concurrency"),
+        )
+        if not plan.wanted:
+            log.info("REST inference takes BentoML's full middleware stack (%s)", plan.why_not)
+            return app
+        timeout = traffic_config.get("timeout") or 300
+        access = BentoMLContainer.api_server_config.logging.access
+        chain = SharedTrafficMetrics(
+            RequestTimeoutMiddleware(self.infer_app(), timeout=timeout),
+            namespace=BentoMLContainer.api_server_config.metrics.namespace.get(),
+            skip_paths=[*access.skip_paths.get(), "/health"],
+        )
+        return InferFastPath(app, chain)
 
 
 IDLE, HEADER, BODY, BUSY = "idle", "header", "body", "busy"
@@ -217,6 +360,12 @@ class GuardedHttpProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     """
 
     limits: ConnectionLimits | None = None  # set by install(); None: uvicorn as it is
+    fast_path: FastPathInstaller | None = None  # set by install_in_worker()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.fast_path is not None:
+            self.app = self.fast_path(self.app)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from service.auth import ApiKeys
 from service.errors import InvalidInput, ModelUnavailable, VisorError
-from service.http import bento, connections, wire
+from service.http import bento, connections, fastpath, wire
 from service.http.feedback import feedback
 from service.http.middleware import GuardMiddleware, visor_error_response
 from service.http.middleware import error_response as _error
@@ -182,4 +182,4 @@ class Visor:
 Visor.add_asgi_middleware(_guard)  # type: ignore[arg-type]
 # A BentoML worker imports this module right before it builds its ASGI app and uvicorn
 # server: the one point where Visor can change how either is built.
-bento.install_in_worker(load_settings())
+bento.install_in_worker(load_settings(), lambda: _guard(fastpath.endpoint(v2_app)))

@@ -1,12 +1,19 @@
 """How many worker processes ``--workers auto`` means, decided once at start-up.
 
 A small model leaves one Python event loop the bottleneck: per request the loop spends far more
-time on the protocol than the model does, so a second loop on a second core nearly doubles what
-the server answers. A large model is the bottleneck itself, ONNX Runtime already spreads one
-batch over every core, and a second worker only doubles the memory. ``auto`` therefore gives one
-worker per usable core (at most ``MAX_AUTO_WORKERS``) when every model in the repository is small
-(its ONNX file at most ``VISOR_AUTO_WORKERS_MAX_MODEL_MB``) and runs on the CPU, and one worker
-otherwise.
+time on the protocol than the model does, so a second loop on a second core raises what the
+server answers over many connections. A large model is the bottleneck itself, ONNX Runtime
+already spreads one batch over every core, and a second worker only doubles the memory.
+
+Every worker also costs about 150 MB at rest (its own numpy, ONNX Runtime, gRPC and BentoML),
+and what the workers share needs a core too: ONNX Runtime's batch threads, gRPC's pollers, the
+kernel's network work. ``auto`` therefore gives one worker per usable core but one (at most
+``MAX_AUTO_WORKERS``) when every model in the repository is small (its ONNX file at most
+``VISOR_AUTO_WORKERS_MAX_MODEL_MB``) and runs on the CPU, and one worker otherwise. On two cores
+that is one worker, served without BentoML's supervisor (``VISOR_SINGLE_PROCESS``): 150 MB at rest
+instead of 400; equal at one request in flight, on one gRPC connection and at 8 REST connections;
+about a tenth fewer REST requests/s at 32 connections (docs/benchmarks.md, issue 25), which
+``--workers 2`` buys back.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ def resolve_workers(settings: Settings) -> Settings:
 def auto_workers(models: Path, providers: list[str], max_model_mb: float) -> int:
     """The worker count ``--workers auto`` means for this repository on this machine."""
     cores = len(os.sched_getaffinity(0))
-    if cores < 2:
+    if cores < 3:
         return 1
     gpu = {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(providers[:1])
     if gpu and (Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia").exists()):
@@ -40,7 +47,7 @@ def auto_workers(models: Path, providers: list[str], max_model_mb: float) -> int
     sizes = [_model_bytes(v) for v in _versions(models)]
     if not sizes or max(sizes) > max_model_mb * 1e6:
         return 1
-    return min(cores, MAX_AUTO_WORKERS)
+    return min(cores - 1, MAX_AUTO_WORKERS)
 
 
 def _versions(models: Path) -> list[Path]:

@@ -32,29 +32,36 @@ def four_cores(monkeypatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
 
 
-def test_auto_gives_a_worker_per_core_for_small_models_only(tmp_path, four_cores) -> None:
+def test_auto_gives_a_worker_per_core_but_one_for_small_models_only(tmp_path, four_cores) -> None:
     repo = tmp_path / "models"
     assert auto_workers(repo, CPU, 1.0) == 1  # no repository yet
     write_version(repo, "tiny", 1)
-    assert auto_workers(repo, CPU, 1.0) == 4
+    assert auto_workers(repo, CPU, 1.0) == 3
     big = repo / "big" / "1"
     big.mkdir(parents=True)
     (big / "model.onnx").write_bytes(b"\0" * 1_500_000)
     assert auto_workers(repo, CPU, 1.0) == 1  # the largest model decides
-    assert auto_workers(repo, CPU, 2.0) == 4
+    assert auto_workers(repo, CPU, 2.0) == 3
 
 
-def test_auto_is_one_worker_on_one_core(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
+@pytest.mark.parametrize("cores", [1, 2])
+def test_auto_is_one_worker_on_one_or_two_cores(tmp_path, monkeypatch, cores) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)))
     write_version(tmp_path, "tiny", 1)
     assert auto_workers(tmp_path, CPU, 1.0) == 1
+
+
+def test_auto_stops_at_four_workers(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)))
+    write_version(tmp_path, "tiny", 1)
+    assert auto_workers(tmp_path, CPU, 1.0) == 4
 
 
 def test_settings_only_parse_and_start_up_resolves_auto(tmp_path, four_cores) -> None:
     write_version(tmp_path, "tiny", 1)
     settings = Settings(models=tmp_path, _env_file=None)
     assert settings.workers == "auto" and settings.worker_count == 1  # no folder scan yet
-    assert resolve_workers(settings).workers == 4
+    assert resolve_workers(settings).workers == 3
     assert Settings(models=tmp_path, workers="3", _env_file=None).workers == 3
     for bad in (0, "many", -2):
         with pytest.raises(ValueError, match="workers"):

@@ -140,4 +140,18 @@ def test_with_a_lone_session_overlapping_batches_split_the_cores(version_dir, mo
     settings = Settings(providers=["CPUExecutionProvider"], inference_threads=2, _env_file=None)
     backend = OnnxBackend(version_dir / "model.onnx", load_metadata(version_dir), settings)
     assert backend.session.get_session_options().intra_op_num_threads == 4
-    assert backend.lone.get_session_options().intra_op_num_threads == 0
+    # a small model's lone run is shorter than a thread's wake-up: one thread
+    assert backend.lone.get_session_options().intra_op_num_threads == 1
+
+
+def test_a_large_models_lone_session_uses_every_core(version_dir, monkeypatch) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    size_mb = (version_dir / "model.onnx").stat().st_size / 1e6
+    settings = Settings(
+        providers=["CPUExecutionProvider"], auto_workers_max_model_mb=size_mb / 2, _env_file=None
+    )
+    backend = OnnxBackend(version_dir / "model.onnx", load_metadata(version_dir), settings)
+    assert backend.lone.get_session_options().intra_op_num_threads == 0  # ORT: one per core
+    pinned = settings.model_copy(update={"intra_op_threads": 3})
+    backend = OnnxBackend(version_dir / "model.onnx", load_metadata(version_dir), pinned)
+    assert backend.lone.get_session_options().intra_op_num_threads == 3
