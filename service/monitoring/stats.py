@@ -45,15 +45,17 @@ def ratio(successes: np.ndarray, trials: np.ndarray) -> np.ndarray:
 def psi(expected: np.ndarray, observed: np.ndarray, floor: float = PSI_FLOOR) -> float:
     """Population stability index of two distributions over the same bins.
 
-    PSI = sum((o - e) * ln(o / e)), the symmetric Kullback-Leibler divergence: scipy's
-    ``rel_entr`` computes both halves. ``observed`` may be counts: both sides are normalised,
-    empty bins floored at ``floor``. Usual reading: < 0.1 stable, 0.1-0.2 a shift, > 0.2 drift.
-    """
-    from scipy.special import rel_entr
+    PSI = sum((o - e) * ln(o / e)), the symmetric Kullback-Leibler divergence.
+    ``observed`` may be counts: both sides are normalised, empty bins floored at ``floor``.
+    Usual reading: < 0.1 stable, 0.1-0.2 a shift, > 0.2 drift.
 
+    Written in numpy rather than with scipy's ``rel_entr``: both sides are floored above 0, so
+    the edge cases ``rel_entr`` handles cannot occur, and every serving worker refreshes its
+    drift gauges, which imported SciPy (17 MB RSS per worker) for this one line.
+    """
     e = _distribution(expected, floor)
     o = _distribution(observed, floor)
-    return float(np.sum(rel_entr(o, e) + rel_entr(e, o)))
+    return float(np.sum((o - e) * np.log(o / e)))
 
 
 def _distribution(values: np.ndarray, floor: float) -> np.ndarray:

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.monitoring import stats
 from service.monitoring.windows import AnsweredImages, DriftWindow, FeedbackWindow, outcomes
@@ -111,3 +113,23 @@ def test_drift_window_counts_and_forgets() -> None:
     assert len(window) == 2
     window.expire(6.5)
     assert len(window) == 0 and window.labels == [0, 0, 0] and window.confidence == [0, 0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pair=st.integers(2, 12).flatmap(
+        lambda k: st.tuples(
+            st.lists(st.floats(0, 1e6), min_size=k, max_size=k).filter(lambda v: sum(v) > 0),
+            st.lists(st.integers(0, 10_000), min_size=k, max_size=k).filter(lambda v: sum(v) > 0),
+        )
+    )
+)
+def test_psi_is_scipys_symmetric_relative_entropy(pair) -> None:
+    """numpy's one line gives what scipy.special.rel_entr gives, empty bins included."""
+    from scipy.special import rel_entr
+
+    expected, observed = (np.asarray(v, dtype=np.float64) for v in pair)
+    e = np.maximum(expected / expected.sum(), stats.PSI_FLOOR)
+    o = np.maximum(observed / observed.sum(), stats.PSI_FLOOR)
+    reference = float(np.sum(rel_entr(o, e) + rel_entr(e, o)))
+    assert stats.psi(expected, observed) == pytest.approx(reference, rel=1e-9, abs=1e-12)
