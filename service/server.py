@@ -13,6 +13,7 @@ import signal
 
 from prometheus_client import CollectorRegistry
 
+from service.busypoll import loop_factory
 from service.engine import Engine
 from service.grpc.frontend import GrpcFrontend
 from service.settings import Settings
@@ -79,7 +80,8 @@ def _worker(settings: Settings) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
     )
-    asyncio.run(VisorServer(settings).run_until_signalled())
+    with asyncio.Runner(loop_factory=loop_factory(settings.loop_busy_poll_us)) as runner:
+        runner.run(VisorServer(settings).run_until_signalled())
 
 
 def _run_workers(settings: Settings) -> None:

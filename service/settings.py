@@ -130,6 +130,14 @@ class Settings(BaseSettings):
         "per usable core but one (at most 4; so 1 on 2 cores) when every model is small (ONNX "
         "file up to auto_workers_max_model_mb) and on the CPU, else 1; decided once at start.",
     )
+    loop_busy_poll_us: float = Field(
+        500.0,
+        ge=0,
+        le=100_000,
+        description="After handling I/O, the event loop polls without sleeping for up to this "
+        "many microseconds before it blocks, so a client's next request finds its core awake "
+        "(service/busypoll.py); CPU is spent only in that window after traffic. 0: sleep at once.",
+    )
     single_process: bool = Field(
         True,
         description="With one worker, serve in the started process without BentoML's "

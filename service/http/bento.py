@@ -36,6 +36,7 @@ from packaging.specifiers import SpecifierSet
 from pydantic import SecretStr
 from starlette.requests import Request
 
+from service.busypoll import loop_factory
 from service.errors import StartupError
 from service.settings import Settings
 
@@ -256,8 +257,20 @@ def install_in_worker(settings: Settings, infer_app: Callable[[], ASGIApp]) -> N
     instruments.RunnerTrafficMetricsMiddleware = SharedTrafficMetrics  # type: ignore[misc]
     GuardedHttpProtocol.fast_path = FastPathInstaller(settings, infer_app)
     GuardedHttpProtocol.limits = ConnectionLimits(settings)
+    # ... and loop="auto": that name now means a loop that busy-polls (service/busypoll.py)
+    global _busy_poll_us
+    _busy_poll_us = settings.loop_busy_poll_us
+    uvicorn_config.LOOP_FACTORIES["auto"] = f"{__name__}:busy_poll_loop_factory"
     # BentoML builds uvicorn's Config with http="auto": that name now means the guarded protocol
     uvicorn_config.HTTP_PROTOCOLS["auto"] = f"{__name__}:GuardedHttpProtocol"
+
+
+_busy_poll_us = 0.0
+
+
+def busy_poll_loop_factory(use_subprocess: bool = False) -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvicorn's loop setup for ``loop="auto"`` in a Visor worker (asyncio, never uvloop)."""
+    return loop_factory(_busy_poll_us)
 
 
 def install_request_timeout() -> None:
