@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service import busypoll
 from service.errors import (
     DeadlineExceeded,
     InternalError,
@@ -263,6 +264,7 @@ class AdaptiveBatcher:
             self._fail(batch, exc)
             return
         self._in_flight += 1
+        busypoll.handed_off(1)
         done = loop.run_in_executor(self._executor, self._run_batch, x)
         done.add_done_callback(lambda fut: self._finish(loop, batch, fut))
 
@@ -275,6 +277,7 @@ class AdaptiveBatcher:
         self, loop: asyncio.AbstractEventLoop, batch: list[_Request], fut: asyncio.Future
     ) -> None:
         self._in_flight -= 1
+        busypoll.handed_off(-1)
         if self._probe_at is not None and self._busy_at < self._probe_at:
             self._inline_left, self._probe_at = INLINE_RATION, None
         exc = fut.exception()

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service import busypoll
 from service.busypoll import BusyPollSelector, loop_factory
 
 
@@ -59,8 +60,8 @@ def test_reports_what_a_plain_selector_reports(steps) -> None:
             b.close()
 
 
-def test_a_lone_request_in_the_window_is_picked_up_without_sleeping() -> None:
-    """After I/O, data that arrives within the window is found by a poll, not a blocking wait."""
+def _blocking_waits(handed_off: int) -> list[float | None]:
+    """The blocking selects made for a request that arrives 20 ms after the last I/O."""
     reader, writer = _pair()
     selector = BusyPollSelector(0.5)
     blocking: list[float | None] = []
@@ -77,6 +78,7 @@ def test_a_lone_request_in_the_window_is_picked_up_without_sleeping() -> None:
         assert selector.select(1.0)  # I/O: the window opens
         reader.recv(64)
         selectors.DefaultSelector.select = spy
+        busypoll.handed_off(handed_off)
         try:
             later = time.monotonic() + 0.02
             # the write happens while the selector spins (from the same thread: a timer would
@@ -86,12 +88,23 @@ def test_a_lone_request_in_the_window_is_picked_up_without_sleeping() -> None:
             writer.send(b"second")
             assert selector.select(1.0)
         finally:
+            busypoll.handed_off(-handed_off)
             selectors.DefaultSelector.select = original
-        assert blocking == [], "the second request was waited for with a blocking select"
     finally:
         selector.close()
         reader.close()
         writer.close()
+    return blocking
+
+
+def test_a_lone_request_in_the_window_is_picked_up_without_sleeping() -> None:
+    """After I/O, data that arrives within the window is found by a poll, not a blocking wait."""
+    assert _blocking_waits(0) == [], "the second request was waited for with a blocking select"
+
+
+def test_no_polling_while_a_batch_runs_in_a_thread() -> None:
+    """The loop then waits for the inference thread: it blocks at once, leaving the core."""
+    assert _blocking_waits(1) == [1.0]
 
 
 def test_an_idle_loop_sleeps_and_timers_do_not_wake_the_spin() -> None:
