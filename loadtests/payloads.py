@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -62,20 +63,24 @@ def _digit_images(count: int, size: tuple[int, int], seed: int) -> list[Image.Im
     return out
 
 
-def _photo_crops(count: int, size: tuple[int, int], seed: int) -> list[Image.Image]:
+def photo_crops(count: int, size: tuple[int, int], seed: int) -> Iterator[Image.Image]:
+    """``count`` random square crops of the two sample photographs, alternating between them
+    (even ``k``: the first), resized to ``size``; one at a time, so thousands fit in memory."""
     from sklearn.datasets import load_sample_images
 
     photos = load_sample_images().images  # two 427x640 RGB photographs
     rng = np.random.default_rng(seed)
-    out = []
     for k in range(count):
         photo = photos[k % len(photos)]
         side = int(rng.integers(min(photo.shape[:2]) // 3, min(photo.shape[:2])))
         top = int(rng.integers(0, photo.shape[0] - side + 1))
         left = int(rng.integers(0, photo.shape[1] - side + 1))
         crop = Image.fromarray(photo[top : top + side, left : left + side])
-        out.append(crop.resize(size, Image.Resampling.BILINEAR))
-    return out
+        yield crop.resize(size, Image.Resampling.BILINEAR)
+
+
+def _photo_crops(count: int, size: tuple[int, int], seed: int) -> list[Image.Image]:
+    return list(photo_crops(count, size, seed))
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:

@@ -43,6 +43,7 @@ import pandas as pd
 
 from loadtests import procs
 from loadtests.bench import machine
+from loadtests.payloads import photo_crops
 
 ROOT = procs.ROOT
 SCORED = re.compile(r"scored (\d+) image\(s\) in ([\d.]+) s")
@@ -75,20 +76,10 @@ def write_digits(folder: Path, count: int, seed: int = 0) -> None:
 
 def write_photos(folder: Path, count: int, size: int = 224, seed: int = 0) -> None:
     """``count`` ``size``x``size`` JPEG crops of the two sample photographs."""
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-
-    photos = load_sample_images().images
-    rng = np.random.default_rng(seed)
-    for n in range(count):
-        photo = photos[n % len(photos)]
-        side = int(rng.integers(min(photo.shape[:2]) // 3, min(photo.shape[:2])))
-        top = int(rng.integers(0, photo.shape[0] - side + 1))
-        left = int(rng.integers(0, photo.shape[1] - side + 1))
-        crop = Image.fromarray(photo[top : top + side, left : left + side])
-        path = folder / ("china", "flower")[n % len(photos)] / f"{n:06d}.jpg"
+    for n, crop in enumerate(photo_crops(count, (size, size), seed)):
+        path = folder / ("china", "flower")[n % 2] / f"{n:06d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
-        crop.resize((size, size), Image.Resampling.BILINEAR).save(path, quality=90)
+        crop.save(path, quality=90)
 
 
 def generated(kind: str, count: int) -> Path:
