@@ -53,6 +53,21 @@ if [ "$venv" = system ]; then py=${PYTHON:-python3}; else py="$venv/bin/python";
 stamp_dir=${venv/#system//tmp}
 stamp="$stamp_dir/.visor-installed-$profile-$accel-$(cat "$lock" pyproject.toml | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then exit 0; fi
+# Disk first: pip's answer to a full disk ("OSError: [Errno 28]") comes minutes in, halfway
+# through an environment, and names no size. The sizes are what each profile's environment took
+# on a fresh venv (du, Python 3.11, CPU wheels) plus pip's unpacking room; the dev profile's
+# tests write about 1 GB more. VISOR_INSTALL_MIN_FREE_GB=0 skips the check.
+case "$profile" in serve) need_gb=2 ;; score) need_gb=3 ;; train) need_gb=5 ;; dev) need_gb=6 ;; esac
+need_gb=${VISOR_INSTALL_MIN_FREE_GB:-$need_gb}
+where=$venv; [ "$venv" = system ] && where=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+probe=$where; while [ ! -d "$probe" ]; do probe=$(dirname "$probe"); done
+free_kb=$(df -Pk "$probe" | awk 'NR == 2 {print $4}')
+if [ -n "$free_kb" ] && [ "$free_kb" -lt $((need_gb * 1024 * 1024)) ]; then
+  echo "install.sh: $((free_kb / 1024)) MB free on the disk of $where; the $profile profile needs" \
+    "about $need_gb GB. Free some space (old virtual environments, ~/.cache/pip) or set" \
+    "VENV to a disk with room (VISOR_INSTALL_MIN_FREE_GB=0 skips this check)" >&2
+  exit 1
+fi
 if [ "$venv" != system ] && [ ! -x "$py" ]; then
   "${PYTHON:-python3}" -m venv "$venv"
 fi

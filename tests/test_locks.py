@@ -137,6 +137,28 @@ def test_install_refuses_an_unknown_profile_or_accelerator() -> None:
     assert done.returncode == 2 and "VISOR_ACCEL='tpu': use auto, cpu or gpu" in done.stderr
 
 
+def test_install_stops_before_pip_when_the_disk_is_too_small(tmp_path: Path) -> None:
+    # pip on a full disk fails minutes in with "[Errno 28]" and half an environment; install.sh
+    # says how much it needs and creates nothing. "Too small" is asked for, not made: a need
+    # larger than the disk's free space.
+    venv = tmp_path / "deep" / "venv"
+    free_gb = shutil.disk_usage(tmp_path).free // 2**30
+    environ = {**os.environ, "VENV": str(venv), "VISOR_INSTALL_MIN_FREE_GB": str(free_gb + 64)}
+    done = subprocess.run(
+        ["bash", str(INSTALL), "serve"],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"free on the disk of {venv}; the serve profile needs about {free_gb + 64} GB" in (
+        done.stderr
+    )
+    assert not venv.exists() and not venv.parent.exists()
+
+
 def _make_dry_run(target: str) -> str:
     done = subprocess.run(
         ["make", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
