@@ -304,10 +304,8 @@ class Engine:
                 lv.metrics.count_request(protocol, exc.grpc_code.name)
                 raise
             if lv.batcher.closed and version is None:
-                # The version was swapped out while we decoded; the newest takes the request
-                # when it expects the same input (otherwise its batcher says UNAVAILABLE: retry).
-                newer, shadow = self._lookup(name, None)
-                lv = newer if newer.meta.input == lv.meta.input else lv
+                lv = self._rerouted(lv)
+                shadow = None if shadow is None or shadow.batcher.closed else shadow
             return await self._classify(
                 lv, pixels, options, protocol, deadline, reservation, shadow
             )
@@ -341,6 +339,19 @@ class Engine:
         except VisorError as err:
             self.record_failure(name, version, protocol, err)
             raise
+
+    def _rerouted(self, lv: LoadedVersion) -> LoadedVersion:
+        """Who takes a request whose version was swapped out while its images were decoded. It
+        was routed and counted already, so this routes without counting (a second count would
+        skew a canary's share and the rollout's answered totals): the version's reload when it
+        has one, else the model's current version, when it expects the same input (otherwise
+        the closed batcher says UNAVAILABLE: retry)."""
+        repo = self.repository
+        serving = repo.serving.get(lv.name, {})
+        newer = serving.get(lv.version)
+        if newer is None:
+            newer, _ = self.rollouts.route(lv.name, serving, repo.latest.get(lv.name), count=False)
+        return newer if newer is not None and newer.meta.input == lv.meta.input else lv
 
     def _lookup(self, name: str, version: int | None) -> tuple[LoadedVersion, LoadedVersion | None]:
         """The version that answers, and a candidate that shadows it (None mostly): a request

@@ -133,29 +133,32 @@ class Rollout:
         self.others = self.others or Evidence.zeros(len(self.labels))
 
     def route(
-        self, serving: dict[int, LoadedVersion]
+        self, serving: dict[int, LoadedVersion], count: bool = True
     ) -> tuple[LoadedVersion | None, LoadedVersion | None]:
-        """(the version that answers, the one that shadows it or None)."""
+        """(the version that answers, the one that shadows it or None). ``count=False`` routes
+        a request that was counted already (its version went away while it was decoded): it
+        counts nothing and takes no canary turn, so it goes to the current version."""
         self.bind(serving)
         cur, cand = serving.get(self.current), serving.get(self.candidate)
         if self.state == "promoted" and cand is not None:
-            return self._count(cand, "candidate"), None
+            return self._count(cand, "candidate", count), None
         if cur is None:
             return None, None
-        if self.state != "evaluating" or self.labels is None:
-            return self._count(cur, "current"), None
+        if self.state != "evaluating" or self.labels is None or not count:
+            return self._count(cur, "current", count), None
         if self.spec.policy == "shadow":
-            return self._count(cur, "current"), cand
+            return self._count(cur, "current", count), cand
         # canary: the candidate takes request n when floor(n * share) steps up, so over any
         # run of requests it answers floor(n * share) or one more, never more than its share.
         n, share = self._served, self.spec.share
         self._served += 1
         if cand is not None and math.floor((n + 1) * share) > math.floor(n * share):
-            return self._count(cand, "candidate"), None
-        return self._count(cur, "current"), None
+            return self._count(cand, "candidate", count), None
+        return self._count(cur, "current", count), None
 
-    def _count(self, lv: LoadedVersion, role: str) -> LoadedVersion:
-        self._answered[role].inc()
+    def _count(self, lv: LoadedVersion, role: str, count: bool) -> LoadedVersion:
+        if count:
+            self._answered[role].inc()
         return lv
 
     def shadowed(
@@ -421,12 +424,16 @@ class Rollouts:
 
     # --- request path ------------------------------------------------------------------------
     def route(
-        self, name: str, serving: dict[int, LoadedVersion], latest: LoadedVersion | None
+        self,
+        name: str,
+        serving: dict[int, LoadedVersion],
+        latest: LoadedVersion | None,
+        count: bool = True,
     ) -> tuple[LoadedVersion | None, LoadedVersion | None]:
         r = self.active.get(name)
         if r is None:
             return latest, None
-        lv, shadow = r.route(serving)
+        lv, shadow = r.route(serving, count)
         if (
             lv is None
             and latest is not None

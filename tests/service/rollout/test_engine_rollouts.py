@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from service.engine import Engine
 from service.types import InferOptions
-from tests.helpers.models import LABELS, image_pixels, write_version
+from tests.helpers.models import LABELS, encode, image_pixels, write_version
 from tests.helpers.servers import hold_batches
 
 pytestmark = pytest.mark.anyio
@@ -198,4 +199,49 @@ async def test_auto_false_reports_the_verdict_and_changes_nothing(repo, make_set
         assert view["decision"] is None
         assert sorted({(await ask(engine)).version for _ in range(4)}) == [1, 2]  # still split
     finally:
+        await engine.stop()
+
+
+async def test_a_request_whose_version_goes_while_it_decodes_is_routed_and_counted_once(
+    repo, make_settings
+) -> None:
+    # canary at one half: request 0 goes to v1, request 1 to the candidate v2. Request 1's
+    # images are held in decoding while v2 leaves the repository; it is answered by v1, and
+    # the rollout counts it once (a second count would skew the canary's share and totals).
+    rollout(repo, policy="canary", share=0.5, current=1, candidate=2)
+    registry = CollectorRegistry()
+    engine = await started(make_settings, registry=registry)
+    decode, entered, gate = engine._decoder.decode, asyncio.Event(), asyncio.Event()
+
+    async def held(images, spec):
+        entered.set()
+        await gate.wait()
+        return await decode(images, spec)
+
+    def answered(role: str) -> float:
+        sample = registry.get_sample_value(
+            "visor_rollout_answered_total", {"model": "tiny", "role": role}
+        )
+        return sample or 0.0
+
+    try:
+        assert (await ask(engine)).version == 1
+        engine._decoder.decode = held
+        pending = asyncio.create_task(
+            engine.classify_images(
+                "tiny", None, [encode(image_pixels("left"))], InferOptions(), protocol="grpc"
+            )
+        )
+        await asyncio.wait_for(entered.wait(), 10)
+        assert (answered("current"), answered("candidate")) == (1, 1)
+        shutil.rmtree(repo / "tiny" / "2")
+        await engine.repository.sync()
+        assert 2 not in engine.repository.serving["tiny"]
+        gate.set()
+        result = await asyncio.wait_for(pending, 10)
+        assert result.version == 1 and result.labels[result.probabilities[0].argmax()] == "left"
+        assert (answered("current"), answered("candidate")) == (1, 1)
+        assert engine.rollouts.active["tiny"]._served == 2
+    finally:
+        gate.set()
         await engine.stop()
