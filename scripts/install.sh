@@ -54,10 +54,10 @@ stamp_dir=${venv/#system//tmp}
 stamp="$stamp_dir/.visor-installed-$profile-$accel-$(cat "$lock" pyproject.toml | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then exit 0; fi
 # Disk first: pip's answer to a full disk ("OSError: [Errno 28]") comes minutes in, halfway
-# through an environment, and names no size. The sizes are what each profile's environment took
-# on a fresh venv (du, Python 3.11, CPU wheels) plus pip's unpacking room; the dev profile's
-# tests write about 1 GB more. VISOR_INSTALL_MIN_FREE_GB=0 skips the check.
-case "$profile" in serve) need_gb=2 ;; score) need_gb=3 ;; train) need_gb=5 ;; dev) need_gb=6 ;; esac
+# through an environment, and names no size. Each need is the profile's fresh environment (du,
+# Python 3.11, CPU wheels: serve 0.5 GB, score 1.3, train 2.7, dev 3.9) plus room for pip
+# to unpack into (about 1 GB; 0.5 for serve), rounded up. VISOR_INSTALL_MIN_FREE_GB=0 skips it.
+case "$profile" in serve) need_gb=1 ;; score) need_gb=3 ;; train) need_gb=4 ;; dev) need_gb=5 ;; esac
 need_gb=${VISOR_INSTALL_MIN_FREE_GB:-$need_gb}
 where=$venv; [ "$venv" = system ] && where=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 probe=$where; while [ ! -d "$probe" ]; do probe=$(dirname "$probe"); done
