@@ -90,7 +90,11 @@ def test_profiles_pin_the_same_versions(tmp_path: Path) -> None:
 
 
 def _plan(*args: str, path: str | None = None, **env: str) -> subprocess.CompletedProcess:
-    environ = {**os.environ, "VISOR_INSTALL_PLAN": "1", **env}
+    return _install(*args, path=path, VISOR_INSTALL_PLAN="1", **env)
+
+
+def _install(*args: str, path: str | None = None, **env: str) -> subprocess.CompletedProcess:
+    environ = {**os.environ, **env}
     if path is not None:
         environ["PATH"] = path
     return subprocess.run(
@@ -143,15 +147,7 @@ def test_install_stops_before_pip_when_the_disk_is_too_small(tmp_path: Path) -> 
     # larger than the disk's free space.
     venv = tmp_path / "deep" / "venv"
     free_gb = shutil.disk_usage(tmp_path).free // 2**30
-    environ = {**os.environ, "VENV": str(venv), "VISOR_INSTALL_MIN_FREE_GB": str(free_gb + 64)}
-    done = subprocess.run(
-        ["bash", str(INSTALL), "serve"],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=60,
-        check=False,
-    )
+    done = _install("serve", VENV=str(venv), VISOR_INSTALL_MIN_FREE_GB=str(free_gb + 64))
     assert done.returncode == 1, done.stderr
     assert f"free on the disk of {venv}; the serve profile needs about {free_gb + 64} GB" in (
         done.stderr
