@@ -175,8 +175,7 @@ def serve_in_process(settings: Settings, service: Any, metrics_dir: str) -> None
     from _bentoml_impl.server.serving import server_on_deployment
     from bentoml.serving import construct_ssl_args, construct_timeouts_args
 
-    svc = service
-    server_on_deployment(svc)  # what serve_http runs first: the service's deployment hooks
+    server_on_deployment(service)  # what serve_http runs first: the service's deployment hooks
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -190,7 +189,9 @@ def serve_in_process(settings: Settings, service: Any, metrics_dir: str) -> None
     os.environ.update(
         {
             "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
-            "BENTOML_RUNNER_MAP": json.dumps({svc.name: f"{scheme}://{log_host}:{settings.http_port}"}),
+            "BENTOML_RUNNER_MAP": json.dumps(
+                {service.name: f"{scheme}://{log_host}:{settings.http_port}"}
+            ),
         }
     )
     args = [
@@ -198,11 +199,11 @@ def serve_in_process(settings: Settings, service: Any, metrics_dir: str) -> None
         "-m",
         "service.http.single",
         metrics_dir,
-        svc.import_string,
+        service.import_string,
         "--fd",
         str(listener.fileno()),
         "--service-name",
-        svc.name,
+        service.name,
         "--backlog",
         str(backlog),
         "--worker-id",
@@ -220,10 +221,10 @@ def serve_in_process(settings: Settings, service: Any, metrics_dir: str) -> None
             timeout_graceful_shutdown=max(1, math.ceil(settings.grace_period_s)),
         ),
     ]
-    os.chdir(svc.working_dir)
+    os.chdir(service.working_dir)
     log.info(
         "one worker, no supervisor: serving %s on %s://%s:%d",
-        svc.name,
+        service.name,
         scheme,
         log_host,
         settings.http_port,
@@ -316,25 +317,30 @@ class FastPathInstaller:
         return self._wrapped[1]
 
     def _build(self, app: ASGIApp) -> ASGIApp:
-        service = BentoMLContainer.config.services.get().get("visor", {})
-        traffic_config = service.get("traffic") or {}
+        # read where BentoML's app factory reads them (_bentoml_impl/server/app.py), so the fast
+        # path steps aside exactly when BentoML would put a skipped layer to work; tracing is
+        # always installed there (Visor's switch only empties it: bentoml_options).
+        api = BentoMLContainer.api_server_config
+        traffic_config = api.traffic.get() or {}
         plan = FastPathPlan(
             enabled=self.settings.http_fast_infer,
             tracing=self.settings.http_tracing,
-            access_log=self.settings.http_access_log,
-            cors=bool(((service.get("http") or {}).get("cors") or {}).get("enabled")),
+            access_log=bool(api.logging.access.enabled.get()),
+            cors=bool(BentoMLContainer.http.cors.enabled.get()),
             max_concurrency=traffic_config.get("max_concurrency"),
         )
         if not plan.wanted:
             log.info("REST inference takes BentoML's full middleware stack (%s)", plan.why_not)
             return app
-        timeout = traffic_config.get("timeout") or 300
-        access = BentoMLContainer.api_server_config.logging.access
-        chain = SharedTrafficMetrics(
-            RequestTimeoutMiddleware(self.infer_app(), timeout=timeout),
-            namespace=BentoMLContainer.api_server_config.metrics.namespace.get(),
-            skip_paths=[*access.skip_paths.get(), "/health"],
+        chain: ASGIApp = RequestTimeoutMiddleware(
+            self.infer_app(), timeout=traffic_config.get("timeout")
         )
+        if api.metrics.enabled.get():
+            chain = SharedTrafficMetrics(
+                chain,
+                namespace=api.metrics.namespace.get(),
+                skip_paths=[*api.logging.access.skip_paths.get(), "/health"],
+            )
         return InferFastPath(app, chain)
 
 

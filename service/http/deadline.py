@@ -21,9 +21,9 @@ from service.http.middleware import error_response
 
 
 class RequestTimeoutMiddleware:
-    """504 when the app has not started its answer within ``timeout`` seconds."""
+    """504 when the app has not started its answer within ``timeout`` seconds (None: never)."""
 
-    def __init__(self, app: ASGIApp, timeout: float) -> None:
+    def __init__(self, app: ASGIApp, timeout: float | None) -> None:
         self.app = app
         self.timeout = timeout
 

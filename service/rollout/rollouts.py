@@ -139,27 +139,31 @@ class Rollout:
         a request that was counted already (its version went away while it was decoded): it
         counts nothing and takes no canary turn, so it goes to the current version."""
         self.bind(serving)
+        lv, role, shadow = self._choose(serving, canary_turn=count)
+        if lv is not None and count:
+            self._answered[role].inc()
+        return lv, shadow
+
+    def _choose(
+        self, serving: dict[int, LoadedVersion], canary_turn: bool
+    ) -> tuple[LoadedVersion | None, str, LoadedVersion | None]:
+        """(the version that answers, its role, the one that shadows it or None)."""
         cur, cand = serving.get(self.current), serving.get(self.candidate)
         if self.state == "promoted" and cand is not None:
-            return self._count(cand, "candidate", count), None
+            return cand, "candidate", None
         if cur is None:
-            return None, None
-        if self.state != "evaluating" or self.labels is None or not count:
-            return self._count(cur, "current", count), None
+            return None, "current", None
+        if self.state != "evaluating" or self.labels is None or not canary_turn:
+            return cur, "current", None
         if self.spec.policy == "shadow":
-            return self._count(cur, "current", count), cand
+            return cur, "current", cand
         # canary: the candidate takes request n when floor(n * share) steps up, so over any
         # run of requests it answers floor(n * share) or one more, never more than its share.
         n, share = self._served, self.spec.share
         self._served += 1
         if cand is not None and math.floor((n + 1) * share) > math.floor(n * share):
-            return self._count(cand, "candidate", count), None
-        return self._count(cur, "current", count), None
-
-    def _count(self, lv: LoadedVersion, role: str, count: bool) -> LoadedVersion:
-        if count:
-            self._answered[role].inc()
-        return lv
+            return cand, "candidate", None
+        return cur, "current", None
 
     def shadowed(
         self, request_id: str, answered: np.ndarray, shadow: np.ndarray, top: np.ndarray

@@ -164,3 +164,28 @@ def test_a_layer_with_work_to_do_keeps_the_full_stack() -> None:
     ]:
         plan = FastPathPlan(**{**on.__dict__, **change})
         assert not plan.wanted and plan.why_not == reason
+
+
+def test_the_fast_path_steps_aside_for_cors_switched_on_in_bentomls_configuration(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CORS is BentoML's (no Visor setting): inference must cross it as the other routes do,
+    # so the fast path reads the switch where BentoML's app reads it
+    origin = "https://app.example"
+    monkeypatch.setenv(
+        "BENTOML_CONFIG_OPTIONS",
+        "services.visor.http.cors.enabled=true "
+        f"services.visor.http.cors.access_control_allow_origins[0]={origin}",
+    )
+    server = start_server(workdir, tiny_repo(workdir / "cors"))
+    try:
+        answer = httpx.post(
+            f"{server.http}/v2/models/tiny/infer",
+            json={"inputs": [_tensor()]},
+            headers={"Origin": origin},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.headers.get("access-control-allow-origin") == origin
+    finally:
+        server.stop()
